@@ -1,0 +1,290 @@
+// Byte-for-byte codecs of the structs in bpf/bpfmesh.h. Host-order fields
+// use the machine's byte order; fields the header marks "network order" are
+// big-endian here. TypedMap checks each codec's size against the map.
+import { endianness } from 'node:os';
+import { formatIp, type Family } from '../util/ip.js';
+
+export interface Codec<T> {
+  readonly name: string;
+  readonly size: number;
+  encode(value: T): Buffer;
+  decode(buf: Buffer): T;
+}
+
+const LE = endianness() === 'LE';
+const u16 = (b: Buffer, off: number): number => (LE ? b.readUInt16LE(off) : b.readUInt16BE(off));
+const u32 = (b: Buffer, off: number): number => (LE ? b.readUInt32LE(off) : b.readUInt32BE(off));
+const u64 = (b: Buffer, off: number): bigint => (LE ? b.readBigUInt64LE(off) : b.readBigUInt64BE(off));
+const w16 = (b: Buffer, v: number, off: number): void => void (LE ? b.writeUInt16LE(v, off) : b.writeUInt16BE(v, off));
+const w32 = (b: Buffer, v: number, off: number): void => void (LE ? b.writeUInt32LE(v, off) : b.writeUInt32BE(v, off));
+const w64 = (b: Buffer, v: bigint, off: number): void => void (LE ? b.writeBigUInt64LE(v, off) : b.writeBigUInt64BE(v, off));
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const familyToAf = (f: Family): number => (f === 4 ? AF_INET : AF_INET6);
+export const afToFamily = (af: number): Family => (af === AF_INET6 ? 6 : 4);
+
+// --- constants mirrored from bpfmesh.h ---
+export const ID_UNSET = 0xffffffff;
+export const Flags = { FAIL_OPEN: 1, SOCKPATH: 2, INBOUND_ONLY_LISTED: 4 } as const;
+export const RuleKind = { INBOUND_IGNORE: 1, OUTBOUND_IGNORE: 2, INBOUND_REDIRECT: 3 } as const;
+export type RuleKindValue = (typeof RuleKind)[keyof typeof RuleKind];
+export const KEY_FIXED_BITS = 32 + 64;
+
+/** enum bpfmesh_counter, in order. */
+export const COUNTER_NAMES = [
+  'out_redirected',
+  'out_pass_proxy',
+  'out_pass_loopback',
+  'out_pass_port',
+  'out_pass_subnet',
+  'out_pass_no_proxy',
+  'out_record_failed',
+  'in_steered',
+  'in_pass_port',
+  'in_pass_subnet',
+  'in_pass_local',
+  'in_pass_no_proxy',
+  'in_drop_no_proxy',
+  'in_drop_assign',
+  'orig_dst_answered',
+  'orig_dst_missing',
+  'sockpath_paired',
+  'sockpath_pair_failed',
+  'sockpath_redirected',
+  'sockpath_passed',
+  'bind_denied',
+  'listener_registered',
+] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+// --- structs ---
+
+export interface PodSettings {
+  incomingPort: number;
+  outgoingPort: number;
+  adminPort: number;
+  controlPort: number;
+  proxyUid: number;
+  proxyGid: number; // ID_UNSET when not set
+  flags: number;
+}
+
+export const podSettings: Codec<PodSettings> = {
+  name: 'struct pod_settings',
+  size: 24,
+  encode(v) {
+    const b = Buffer.alloc(24);
+    w16(b, v.incomingPort, 0);
+    w16(b, v.outgoingPort, 2);
+    w16(b, v.adminPort, 4);
+    w16(b, v.controlPort, 6);
+    w32(b, v.proxyUid, 8);
+    w32(b, v.proxyGid, 12);
+    w32(b, v.flags, 16);
+    return b;
+  },
+  decode(b) {
+    return {
+      incomingPort: u16(b, 0),
+      outgoingPort: u16(b, 2),
+      adminPort: u16(b, 4),
+      controlPort: u16(b, 6),
+      proxyUid: u32(b, 8),
+      proxyGid: u32(b, 12),
+      flags: u32(b, 16),
+    };
+  },
+};
+
+export const netnsCookieKey: Codec<bigint> = {
+  name: '__u64 netns cookie',
+  size: 8,
+  encode(v) {
+    const b = Buffer.alloc(8);
+    w64(b, v, 0);
+    return b;
+  },
+  decode: (b) => u64(b, 0),
+};
+
+export const u8Value: Codec<number> = {
+  name: '__u8',
+  size: 1,
+  encode: (v) => Buffer.from([v]),
+  decode: (b) => b[0] ?? 0,
+};
+
+export interface PortRuleKey {
+  kind: RuleKindValue;
+  netnsCookie: bigint;
+  port: number;
+  /** Leading bits of the port that are fixed, 0..16. */
+  portBits: number;
+}
+
+export const portRuleKey: Codec<PortRuleKey> = {
+  name: 'struct port_rule_key',
+  size: 24,
+  encode(v) {
+    const b = Buffer.alloc(24);
+    w32(b, KEY_FIXED_BITS + v.portBits, 0);
+    w32(b, v.kind, 4);
+    w64(b, v.netnsCookie, 8);
+    b.writeUInt16BE(v.port, 16);
+    return b;
+  },
+  decode(b) {
+    return {
+      portBits: u32(b, 0) - KEY_FIXED_BITS,
+      kind: u32(b, 4) as RuleKindValue,
+      netnsCookie: u64(b, 8),
+      port: b.readUInt16BE(16),
+    };
+  },
+};
+
+export interface SubnetKey {
+  kind: RuleKindValue;
+  netnsCookie: bigint;
+  family: Family;
+  addr: Buffer; // 4 or 16 bytes
+  prefix: number;
+}
+
+function subnetKey(family: Family): Codec<SubnetKey> {
+  const addrLen = family === 4 ? 4 : 16;
+  const size = family === 4 ? 24 : 32;
+  return {
+    name: family === 4 ? 'struct subnet4_key' : 'struct subnet6_key',
+    size,
+    encode(v) {
+      const b = Buffer.alloc(size);
+      w32(b, KEY_FIXED_BITS + v.prefix, 0);
+      w32(b, v.kind, 4);
+      w64(b, v.netnsCookie, 8);
+      v.addr.copy(b, 16, 0, addrLen);
+      return b;
+    },
+    decode(b) {
+      return {
+        prefix: u32(b, 0) - KEY_FIXED_BITS,
+        kind: u32(b, 4) as RuleKindValue,
+        netnsCookie: u64(b, 8),
+        family,
+        addr: Buffer.from(b.subarray(16, 16 + addrLen)),
+      };
+    },
+  };
+}
+export const subnet4Key = subnetKey(4);
+export const subnet6Key = subnetKey(6);
+
+export interface OrigDst {
+  family: Family;
+  address: string;
+  port: number;
+}
+
+export const origDst: Codec<OrigDst> = {
+  name: 'struct orig_dst',
+  size: 24,
+  encode() {
+    throw new Error('orig_dst is written by the kernel only');
+  },
+  decode(b) {
+    const family = afToFamily(u32(b, 0));
+    return { family, address: formatIp(b.subarray(4, family === 4 ? 8 : 20), family), port: b.readUInt16BE(20) };
+  },
+};
+
+export interface SockTuple {
+  netnsCookie: bigint;
+  family: Family;
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+}
+
+export const sockTuple: Codec<SockTuple> = {
+  name: 'struct sock_tuple',
+  size: 56,
+  encode() {
+    throw new Error('sock_tuple keys are written by the kernel only');
+  },
+  decode(b) {
+    const family = afToFamily(u32(b, 8));
+    const len = family === 4 ? 4 : 16;
+    return {
+      netnsCookie: u64(b, 0),
+      family,
+      localPort: u32(b, 12),
+      remotePort: u32(b, 16),
+      localAddress: formatIp(b.subarray(20, 20 + len), family),
+      remoteAddress: formatIp(b.subarray(36, 36 + len), family),
+    };
+  },
+};
+
+export interface ListenerKey {
+  netnsCookie: bigint;
+  family: Family;
+}
+
+export const listenerKey: Codec<ListenerKey> = {
+  name: 'struct listener_key',
+  size: 16,
+  encode(v) {
+    const b = Buffer.alloc(16);
+    w64(b, v.netnsCookie, 0);
+    w32(b, familyToAf(v.family), 8);
+    return b;
+  },
+  decode(b) {
+    return { netnsCookie: u64(b, 0), family: afToFamily(u32(b, 8)) };
+  },
+};
+
+export interface CounterKey {
+  netnsCookie: bigint;
+  id: number;
+}
+
+export const counterKey: Codec<CounterKey> = {
+  name: 'struct counter_key',
+  size: 16,
+  encode(v) {
+    const b = Buffer.alloc(16);
+    w64(b, v.netnsCookie, 0);
+    w32(b, v.id, 8);
+    return b;
+  },
+  decode(b) {
+    return { netnsCookie: u64(b, 0), id: u32(b, 8) };
+  },
+};
+
+/** A __u64 value, or the sum over CPUs of a per-CPU __u64 value. */
+export const u64Sum: Codec<bigint> = {
+  name: '__u64',
+  size: 8,
+  encode(v) {
+    const b = Buffer.alloc(8);
+    w64(b, v, 0);
+    return b;
+  },
+  decode(b) {
+    let sum = 0n;
+    for (let off = 0; off + 8 <= b.length; off += 8) sum += u64(b, off);
+    return sum;
+  },
+};
+
+/** The rodata of inbound.bpf.o: `const volatile __u64 pod_netns_cookie`. */
+export const inboundRodata: Codec<{ podNetnsCookie: bigint }> = {
+  name: 'inbound.bpf.o .rodata',
+  size: 8,
+  encode: (v) => netnsCookieKey.encode(v.podNetnsCookie),
+  decode: (b) => ({ podNetnsCookie: u64(b, 0) }),
+};

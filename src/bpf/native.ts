@@ -1,0 +1,151 @@
+// The shape of the native addon (native/*.cc). This file is the contract
+// between C++ and TypeScript: the addon validates nothing that TS can
+// validate first, and every error it throws is a NativeError.
+import bindings from 'bindings';
+
+/** An error thrown by the addon. */
+export interface NativeError extends Error {
+  /** Stable code: BPFMESH_E_PERMISSION, BPFMESH_E_VERIFIER, BPFMESH_E_NOT_FOUND, ... */
+  code: string;
+  /** The errno of the failed call (positive), 0 when there is none. */
+  errno: number;
+  /** The libbpf function or syscall that failed, e.g. "bpf_object__load". */
+  syscall: string;
+  /** libbpf's output during the call, including the verifier log on a rejected program. */
+  verifierLog?: string;
+  /** The path the call was about, when there is one. */
+  path?: string;
+}
+
+export interface ProgramInfo {
+  name: string;
+  section: string;
+  /** enum bpf_prog_type as libbpf names it, e.g. "cgroup_sock_addr" */
+  type: string;
+  /** enum bpf_attach_type as libbpf names it, e.g. "cgroup_inet4_connect" */
+  attachType: string;
+}
+
+export interface MapInfo {
+  name: string;
+  /** enum bpf_map_type as libbpf names it, e.g. "lru_hash", "sockhash", "lpm_trie" */
+  type: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** Kernel id once loaded or opened from a pin, else 0. */
+  id: number;
+}
+
+export interface LinkInfo {
+  id: number;
+  progId: number;
+  /** enum bpf_link_type as libbpf names it, e.g. "cgroup", "netns" */
+  type: string;
+  /** Attach type of the link, libbpf's name, e.g. "cgroup_inet4_connect", "sk_lookup" */
+  attachType: string;
+  /** cgroup id for cgroup links, netns inode for netns links, else 0 */
+  targetId: number;
+}
+
+export interface NativeProgram {
+  readonly name: string;
+  readonly fd: number;
+  readonly id: number;
+  /** Attach to a cgroup v2 directory fd; returns a link (attachment lives while the link or its pin does). */
+  attachCgroup(cgroupFd: number): NativeLink;
+  /** Attach an sk_lookup program to a network namespace fd. */
+  attachNetns(netnsFd: number): NativeLink;
+  /** Legacy attach to a sockmap/sockhash: kind "sk_msg_verdict" or "sk_skb_verdict". Lives with the map. */
+  attachToMap(mapFd: number, kind: 'sk_msg_verdict' | 'sk_skb_verdict'): void;
+  detachFromMap(mapFd: number, kind: 'sk_msg_verdict' | 'sk_skb_verdict'): void;
+}
+
+export interface NativeMap {
+  readonly name: string;
+  readonly fd: number;
+  info(): MapInfo;
+  /** Returns the value (per-CPU maps: valueSize rounded up to 8, times possible CPUs) or null if absent. */
+  lookup(key: Buffer): Buffer | null;
+  /** flags: 0 = BPF_ANY, 1 = BPF_NOEXIST, 2 = BPF_EXIST */
+  update(key: Buffer, value: Buffer, flags?: number): void;
+  /** Puts a socket into a sockmap/sockhash; value is the socket fd. */
+  updateSocket(key: Buffer, socketFd: number, flags?: number): void;
+  /** Returns false if the key was absent. */
+  delete(key: Buffer): boolean;
+  /** Next key after `key` (first key when null); null at the end. */
+  nextKey(key: Buffer | null): Buffer | null;
+  /**
+   * One batch of bpf_map_lookup_batch. Returns null if the kernel or map
+   * type has no batch ops (caller falls back to nextKey/lookup).
+   */
+  lookupBatch(inBatch: Buffer | null, count: number): { keys: Buffer[]; values: Buffer[]; outBatch: Buffer | null } | null;
+  pin(path: string): void;
+  close(): void;
+}
+
+export interface NativeLink {
+  readonly fd: number;
+  info(): LinkInfo;
+  pin(path: string): void;
+  /** Atomically swap the program behind the link (BPF_LINK_UPDATE). */
+  updateProgram(prog: NativeProgram): void;
+  /** Detach the attachment now, even if pinned (bpf_link_detach). */
+  detach(): void;
+  close(): void;
+}
+
+export interface NativeObject {
+  /** Size of the .rodata section, 0 when the object has none. */
+  rodataSize(): number;
+  /** Replace .rodata's initial value; before load(); size must equal rodataSize(). */
+  setRodata(bytes: Buffer): void;
+  load(): void;
+  programs(): ProgramInfo[];
+  maps(): MapInfo[];
+  program(name: string): NativeProgram;
+  map(name: string): NativeMap;
+  close(): void;
+}
+
+export interface NativeBinding {
+  /** Open an ELF object. pinRoot: where LIBBPF_PIN_BY_NAME maps are pinned and reused. */
+  openObject(path: string, options?: { pinRoot?: string }): NativeObject;
+  openPinnedMap(path: string): NativeMap;
+  openPinnedLink(path: string): NativeLink;
+  /** "prog" | "map" | "link" for a bpffs pin, from the pin's fdinfo. */
+  pinnedKind(path: string): 'prog' | 'map' | 'link';
+  /** Program id behind a pinned program. */
+  pinnedProgramId(path: string): number;
+  unpin(path: string): void;
+  /** getsockopt(SOL_IP|SOL_IPV6, SO_ORIGINAL_DST). null when the socket has none (ENOENT/ENOPROTOOPT). */
+  originalDst(fd: number, family: 4 | 6): { address: string; port: number } | null;
+  /** SO_NETNS_COOKIE of a socket opened inside the network namespace behind netnsFd. */
+  netnsCookie(netnsFd: number): bigint;
+  /** SO_COOKIE of a socket. */
+  socketCookie(fd: number): bigint;
+  numPossibleCpus(): number;
+  libbpfVersion(): string;
+  /** libbpf_probe_bpf_prog_type: 1 supported, 0 not, throws on probe error. */
+  probeProgType(type: string): boolean;
+}
+
+let cached: NativeBinding | undefined;
+
+/** The addon, loaded once. */
+export function native(): NativeBinding {
+  if (cached === undefined) {
+    try {
+      cached = bindings('bpfmesh') as NativeBinding;
+    } catch (err) {
+      const e = new Error(
+        `the native addon is not built (${(err as Error).message.split('\n')[0]}); run "npm install" (needs clang, libbpf-dev, pkg-config)`,
+      ) as NativeError;
+      e.code = 'BPFMESH_E_ADDON_MISSING';
+      e.errno = 0;
+      e.syscall = 'dlopen';
+      throw e;
+    }
+  }
+  return cached;
+}

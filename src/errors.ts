@@ -1,0 +1,71 @@
+// Errors with stable codes. Every code is listed in README.md ("Error codes");
+// the CLI prints `code: message` and exits non-zero.
+
+export const ErrorCodes = {
+  BAD_FLAG: 'BPFMESH_E_BAD_FLAG',
+  BAD_PORT: 'BPFMESH_E_BAD_PORT',
+  BAD_PORT_RANGE: 'BPFMESH_E_BAD_PORT_RANGE',
+  BAD_CIDR: 'BPFMESH_E_BAD_CIDR',
+  NO_CGROUP: 'BPFMESH_E_NO_CGROUP',
+  NO_NETNS: 'BPFMESH_E_NO_NETNS',
+  NO_BPFFS: 'BPFMESH_E_NO_BPFFS',
+  PERMISSION: 'BPFMESH_E_PERMISSION',
+  VERIFIER: 'BPFMESH_E_VERIFIER',
+  KERNEL_FEATURE: 'BPFMESH_E_KERNEL_FEATURE',
+  NOT_INSTALLED: 'BPFMESH_E_NOT_INSTALLED',
+  INCOMPATIBLE_PINS: 'BPFMESH_E_INCOMPATIBLE_PINS',
+  CODEC_MISMATCH: 'BPFMESH_E_CODEC_MISMATCH',
+  ADDON_MISSING: 'BPFMESH_E_ADDON_MISSING',
+  OBJECT_MISSING: 'BPFMESH_E_OBJECT_MISSING',
+  NOT_FOUND: 'BPFMESH_E_NOT_FOUND',
+  SYSCALL: 'BPFMESH_E_SYSCALL',
+  NOT_ROOT: 'BPFMESH_E_NOT_ROOT',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class BpfmeshError extends Error {
+  readonly code: string;
+  readonly errno: number;
+  readonly syscall: string | undefined;
+  readonly verifierLog: string | undefined;
+
+  constructor(
+    code: string,
+    message: string,
+    extra: { errno?: number; syscall?: string; verifierLog?: string; cause?: unknown } = {},
+  ) {
+    super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
+    this.name = 'BpfmeshError';
+    this.code = code;
+    this.errno = extra.errno ?? 0;
+    this.syscall = extra.syscall;
+    this.verifierLog = extra.verifierLog;
+  }
+}
+
+/** An error from the addon or from Node that carries a code. */
+export function errorCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
+}
+
+// Node's own errno codes, for errors that come from fs or child_process.
+const NODE_CODES: Record<string, string> = {
+  EACCES: ErrorCodes.PERMISSION,
+  EPERM: ErrorCodes.PERMISSION,
+  ENOENT: ErrorCodes.NOT_FOUND,
+};
+
+/** Wrap an addon error with context, keeping its code, errno, syscall and log. */
+export function withContext(err: unknown, what: string): BpfmeshError {
+  if (!(err instanceof Error)) return new BpfmeshError(ErrorCodes.SYSCALL, `${what}: ${String(err)}`);
+  const e = err as Error & { code?: string; errno?: number; syscall?: string; verifierLog?: string };
+  const code = typeof e.code === 'string' && e.code.startsWith('BPFMESH_E_') ? e.code : (NODE_CODES[e.code ?? ''] ?? ErrorCodes.SYSCALL);
+  const hint = code === ErrorCodes.PERMISSION && !e.message.includes('root') ? '; run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)' : '';
+  return new BpfmeshError(code, `${what}: ${e.message}${hint}`, {
+    errno: typeof e.errno === 'number' ? Math.abs(e.errno) : 0,
+    ...(e.syscall !== undefined ? { syscall: e.syscall } : {}),
+    ...(e.verifierLog !== undefined ? { verifierLog: e.verifierLog } : {}),
+    cause: err,
+  });
+}

@@ -1,0 +1,217 @@
+// Installing and removing a pod's interception: the proxy-init replacement.
+//
+// Install is idempotent and converges: the objects are loaded fresh, libbpf
+// reuses the pod's pinned maps (so live records and sockets survive), links
+// that already exist get the new program atomically (BPF_LINK_UPDATE), and
+// the policy rows are reconciled. A first install that fails half-way is
+// rolled back; a re-run that fails leaves the previous install working.
+import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfmeshError, ErrorCodes, errorCode, withContext } from '../errors.js';
+import { bpfObjectPath } from '../config/paths.js';
+import type { Logger } from '../log/logger.js';
+import { native, type NativeLink, type NativeObject } from '../bpf/native.js';
+import * as c from '../bpf/codecs.js';
+import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfObject, mapsOfPinDir, MapNames, type LinkSpec } from './layout.js';
+import { ensureBpffs } from './mounts.js';
+import { netnsCookieOf, withFd, type Pod } from './pod.js';
+import { deletePodRows, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
+
+export interface InstallResult {
+  pod: Pod;
+  netnsCookie: bigint;
+  fresh: boolean;
+  links: Array<{ pin: string; action: 'attached' | 'updated' }>;
+  policy: PolicyWriteResult;
+}
+
+function openAndLoad(name: 'intercept' | 'inbound', pinDir: string, rodata?: Buffer): NativeObject {
+  const path = bpfObjectPath(name);
+  if (!existsSync(path)) {
+    throw new BpfmeshError(ErrorCodes.OBJECT_MISSING, `BPF object ${path} is missing; build it with "npm install" (needs clang, bpftool, libbpf-dev)`);
+  }
+  let obj: NativeObject;
+  try {
+    obj = native().openObject(path, { pinRoot: pinDir });
+  } catch (err) {
+    throw withContext(err, `opening ${path}`);
+  }
+  try {
+    if (rodata !== undefined) {
+      if (obj.rodataSize() !== rodata.length) {
+        throw new BpfmeshError(ErrorCodes.CODEC_MISMATCH, `${path}: .rodata is ${obj.rodataSize()} B, expected ${rodata.length} B; rebuild (npm install)`);
+      }
+      obj.setRodata(rodata);
+    }
+    obj.load();
+    return obj;
+  } catch (err) {
+    obj.close();
+    const code = errorCode(err);
+    if (code === ErrorCodes.VERIFIER) throw withContext(err, `the kernel's verifier rejected ${path}`);
+    if (code === ErrorCodes.SYSCALL && /pinned map|reuse/i.test((err as Error).message)) {
+      throw new BpfmeshError(ErrorCodes.INCOMPATIBLE_PINS, `${pinDir} holds maps of another bpfmesh version; run "bpfmesh reset" for this pod, then init again`, { cause: err });
+    }
+    throw withContext(err, `loading ${path}`);
+  }
+}
+
+function attachOrUpdate(spec: LinkSpec, obj: NativeObject, pod: Pod, targetFd: number): 'attached' | 'updated' {
+  const prog = obj.program(spec.program);
+  const pinPath = join(pod.pinDir, spec.pin);
+  if (existsSync(pinPath)) {
+    const link = native().openPinnedLink(pinPath);
+    try {
+      link.updateProgram(prog);
+    } finally {
+      link.close();
+    }
+    return 'updated';
+  }
+  let link: NativeLink;
+  try {
+    link = spec.target === 'cgroup' ? prog.attachCgroup(targetFd) : prog.attachNetns(targetFd);
+  } catch (err) {
+    throw withContext(err, `attaching ${spec.program} to ${spec.target === 'cgroup' ? pod.cgroupPath : pod.netnsPath}`);
+  }
+  try {
+    link.pin(pinPath);
+  } finally {
+    link.close();
+  }
+  return 'attached';
+}
+
+export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; explicit: boolean }, log: Logger): InstallResult {
+  ensureBpffs(bpffs.dir, bpffs.explicit);
+  const netnsCookie = netnsCookieOf(pod.netnsPath);
+  const fresh = !existsSync(pod.pinDir) || readdirSync(pod.pinDir).length === 0;
+  try {
+    mkdirSync(pod.pinDir, { recursive: true });
+  } catch (err) {
+    throw withContext(err, `creating ${pod.pinDir}`);
+  }
+  const objects: NativeObject[] = [];
+  const created: string[] = [];
+  const previousSettings = fresh ? null : safeSettings(pod.pinDir, netnsCookie);
+  try {
+    const intercept = openAndLoad('intercept', pod.pinDir);
+    objects.push(intercept);
+    const inbound = openAndLoad('inbound', pod.pinDir, c.inboundRodata.encode({ podNetnsCookie: netnsCookie }));
+    objects.push(inbound);
+    const maps = mapsOfObject(intercept);
+    let policyResult: PolicyWriteResult;
+    try {
+      policyResult = writePolicy(maps, netnsCookie, policy);
+      const pairs = intercept.map(MapNames.sockPairs);
+      for (const spec of SOCKMAP_PROGRAMS) intercept.program(spec.program).attachToMap(pairs.fd, spec.kind);
+    } finally {
+      closeMaps(maps);
+    }
+    const links: InstallResult['links'] = [];
+    withFd(pod.cgroupPath, 'cgroup', (cgroupFd) =>
+      withFd(pod.netnsPath, 'network namespace', (netnsFd) => {
+        for (const spec of LINKS) {
+          const obj = spec.object === 'intercept' ? intercept : inbound;
+          const action = attachOrUpdate(spec, obj, pod, spec.target === 'cgroup' ? cgroupFd : netnsFd);
+          if (action === 'attached') created.push(join(pod.pinDir, spec.pin));
+          links.push({ pin: spec.pin, action });
+          log.debug({ program: spec.program, pin: spec.pin, action }, 'hook in place');
+        }
+      }),
+    );
+    return { pod, netnsCookie, fresh, links, policy: policyResult };
+  } catch (err) {
+    if (fresh) {
+      log.warn({ pod: pod.name, err: (err as Error).message }, 'install failed; removing what it made');
+      removePins(pod.pinDir, log);
+    } else {
+      for (const pin of created) detachAndUnpin(pin, log);
+      if (previousSettings !== null) restoreSettings(pod.pinDir, netnsCookie, previousSettings);
+    }
+    throw err;
+  } finally {
+    for (const o of objects) o.close();
+  }
+}
+
+function safeSettings(pinDir: string, netnsCookie: bigint): c.PodSettings | null {
+  try {
+    const maps = mapsOfPinDir(pinDir);
+    try {
+      return maps.settings.get(netnsCookie);
+    } finally {
+      closeMaps(maps);
+    }
+  } catch {
+    return null;
+  }
+}
+
+function restoreSettings(pinDir: string, netnsCookie: bigint, s: c.PodSettings): void {
+  const maps = mapsOfPinDir(pinDir);
+  try {
+    maps.settings.set(netnsCookie, s);
+  } finally {
+    closeMaps(maps);
+  }
+}
+
+function detachAndUnpin(path: string, log: Logger): void {
+  try {
+    if (native().pinnedKind(path) === 'link') {
+      const link = native().openPinnedLink(path);
+      try {
+        link.detach();
+      } finally {
+        link.close();
+      }
+    }
+    native().unpin(path);
+  } catch (err) {
+    if (errorCode(err) !== ErrorCodes.NOT_FOUND) log.warn({ path, err: (err as Error).message }, 'could not remove pin');
+  }
+}
+
+/** Detaches every link pinned in pinDir, unpins everything, removes the folder. */
+function removePins(pinDir: string, log: Logger): string[] {
+  if (!existsSync(pinDir)) return [];
+  const names = readdirSync(pinDir);
+  // Links first, so nothing steers into maps that are going away.
+  const ordered = [...names.filter((n) => n.startsWith('link_')), ...names.filter((n) => !n.startsWith('link_'))];
+  for (const n of ordered) detachAndUnpin(join(pinDir, n), log);
+  rmdirSync(pinDir);
+  return ordered;
+}
+
+export interface UninstallResult {
+  pod: string;
+  removed: string[];
+}
+
+/**
+ * Removes every link, pin and map of a pod. netnsCookie is known when the
+ * netns still exists; the pod's rows are then deleted first, which matters
+ * once maps are shared by several pods.
+ */
+export function uninstall(pinDir: string, podName: string, netnsCookie: bigint | null, log: Logger): UninstallResult {
+  if (!existsSync(pinDir)) {
+    throw new BpfmeshError(ErrorCodes.NOT_INSTALLED, `nothing is installed for pod ${podName} (no ${pinDir})`);
+  }
+  if (netnsCookie !== null && existsSync(join(pinDir, MapNames.settings))) {
+    try {
+      const maps = mapsOfPinDir(pinDir);
+      try {
+        deletePodRows(maps, netnsCookie);
+      } finally {
+        closeMaps(maps);
+      }
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'could not delete the pod rows; removing the maps anyway');
+    }
+  }
+  const removed = removePins(pinDir, log);
+  const root = join(pinDir, '..');
+  if (existsSync(root) && readdirSync(root).length === 0) rmdirSync(root);
+  return { pod: podName, removed };
+}
