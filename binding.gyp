@@ -9,7 +9,8 @@
         "native/program.cc",
         "native/map.cc",
         "native/link.cc",
-        "native/socket.cc"
+        "native/socket.cc",
+        "native/pin.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],

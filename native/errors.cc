@@ -135,6 +135,7 @@ void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& 
     case EOPNOTSUPP:
     case kENOTSUPP:
     case E2BIG:
+    case ENOPROTOOPT:
       if (ctx == Context::kFeature) {
         code = kKernelFeature;
         hint = "; the running kernel does not support this (check its version and BPF config)";

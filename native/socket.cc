@@ -1,0 +1,107 @@
+// Socket options the proxy needs: original destination and cookies.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "addon.h"
+#include "errors.h"
+
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80  // linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST is the same
+#endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+namespace bpfmesh {
+
+Napi::Value OriginalDst(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0, "originalDst", "fd");
+  uint32_t family = ArgU32(info, 1, "originalDst", "family", 0);
+  if (family != 4 && family != 6) ThrowType(env, "originalDst", "family must be 4 or 6");
+
+  sockaddr_storage ss{};
+  socklen_t len = family == 4 ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  int level = family == 4 ? SOL_IP : SOL_IPV6;
+  if (getsockopt(fd, level, SO_ORIGINAL_DST, &ss, &len) < 0) {
+    int err = errno;
+    if (err == ENOENT || err == ENOPROTOOPT) return env.Null();  // not redirected / no conntrack
+    ThrowErrno(env, err, "getsockopt(SO_ORIGINAL_DST)", "reading the original destination of fd " + std::to_string(fd) + " failed");
+  }
+  char addr[INET6_ADDRSTRLEN] = {0};
+  uint16_t port;
+  if (family == 4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr));
+    port = ntohs(sin->sin_port);
+  } else {
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
+    port = ntohs(sin6->sin6_port);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("address", addr);
+  out.Set("port", port);
+  return out;
+}
+
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int netns_fd = ArgFd(info, 0, "netnsCookie", "netnsFd");
+
+  // setns() moves only the calling thread, i.e. the JS thread: always move back.
+  int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (home < 0) ThrowErrno(env, errno, "open", "netnsCookie: opening /proc/thread-self/ns/net failed");
+  if (setns(netns_fd, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(home);
+    if (err == EINVAL)
+      Throw(env, kBadArgument, err, "setns", "netnsCookie: fd " + std::to_string(netns_fd) + " is not a network namespace");
+    ThrowErrno(env, err, "setns", "netnsCookie: entering the network namespace of fd " + std::to_string(netns_fd) + " failed");
+  }
+  uint64_t cookie = 0;
+  int err = 0;
+  const char* failed = nullptr;
+  int sock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) {
+    err = errno, failed = "socket";
+  } else {
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(sock, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0) err = errno, failed = "getsockopt(SO_NETNS_COOKIE)";
+    close(sock);
+  }
+  if (setns(home, CLONE_NEWNET) < 0) {
+    // Continuing would run the whole process's JS in the wrong namespace.
+    fprintf(stderr, "bpfmesh: cannot return to the original network namespace (%s); aborting\n", strerror(errno));
+    abort();
+  }
+  close(home);
+  if (failed != nullptr)
+    ThrowErrno(env, err, failed, "netnsCookie: reading the namespace cookie failed", {},
+               err == ENOPROTOOPT ? Context::kFeature : Context::kGeneric);
+  return Napi::BigInt::New(env, cookie);
+}
+
+Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0, "socketCookie", "fd");
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0)
+    ThrowErrno(env, errno, "getsockopt(SO_COOKIE)", "reading the cookie of socket fd " + std::to_string(fd) + " failed");
+  return Napi::BigInt::New(env, cookie);
+}
+
+}  // namespace bpfmesh

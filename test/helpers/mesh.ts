@@ -1,0 +1,155 @@
+// A lab with bpfmesh in it: pods, `bpfmesh` CLI runs, relays and
+// responders inside pods, and a cleanup that leaves nothing behind.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../src/config/paths.js';
+import { Lab, type LabPod, type RunAs } from '../../src/lab/lab.js';
+import { ensureBpffs } from '../../src/intercept/mounts.js';
+import { pinRoot } from '../../src/intercept/pod.js';
+import { uninstall } from '../../src/intercept/install.js';
+import { createLogger } from '../../src/log/logger.js';
+
+export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+export const RELAY = join(REPO_ROOT, 'dist', 'src', 'lab', 'relay.js');
+export const RESPONDER = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'responder.js');
+export const PROXY = { uid: 2102, gid: 2102 } as const;
+export const APP = { uid: 1000, gid: 1000 } as const;
+export const BPFFS = '/sys/fs/bpf';
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], as: RunAs = {}, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+      ...(as.uid !== undefined ? { uid: as.uid } : {}),
+      ...(as.gid !== undefined ? { gid: as.gid } : {}),
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
+  });
+}
+
+export interface RelayEvent {
+  event: string;
+  direction?: string;
+  peer?: string;
+  orig?: string | null;
+}
+
+/** A process in a pod that prints one line per event; waits for a readiness line. */
+export class PodProcess {
+  readonly events: RelayEvent[] = [];
+  readonly child: ChildProcess;
+  #buf = '';
+  #waiters: Array<() => void> = [];
+  stderr = '';
+
+  constructor(child: ChildProcess) {
+    this.child = child;
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (d: string) => {
+      this.#buf += d;
+      for (let i = this.#buf.indexOf('\n'); i >= 0; i = this.#buf.indexOf('\n')) {
+        const line = this.#buf.slice(0, i);
+        this.#buf = this.#buf.slice(i + 1);
+        this.events.push(line.startsWith('{') ? (JSON.parse(line) as RelayEvent) : { event: line });
+        for (const w of this.#waiters.splice(0)) w();
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+  }
+
+  async waitFor(pred: (e: RelayEvent) => boolean, timeoutMs = 10000): Promise<RelayEvent> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.events.find(pred);
+      if (hit) return hit;
+      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}): ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`timed out; events: ${JSON.stringify(this.events.slice(-5))} stderr: ${this.stderr}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 100);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  stop(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+export class MeshLab {
+  readonly lab: Lab;
+
+  constructor(subnet: number) {
+    ensureBpffs(BPFFS, false);
+    this.lab = new Lab(undefined, subnet);
+  }
+
+  pod(name: string): LabPod {
+    return this.lab.addPod(name);
+  }
+
+  pinDir(pod: LabPod): string {
+    return join(pinRoot(BPFFS), pod.netnsName);
+  }
+
+  async init(pod: LabPod, extra: string[] = []): Promise<CliResult> {
+    const r = await runCli(['init', '--netns', pod.netns, '--cgroup', pod.cgroup, '--log-level', 'warn', ...extra]);
+    if (r.code !== 0) throw new Error(`bpfmesh init failed (${r.code}): ${r.stderr}`);
+    return r;
+  }
+
+  async relay(pod: LabPod, mode: 'relay' | 'report' | 'echo', inbound = true, extra: string[] = []): Promise<PodProcess> {
+    const args = [RELAY, '--mode', mode, ...(inbound ? ['--inbound-port', '4143'] : []), ...extra];
+    const p = new PodProcess(this.lab.spawn(pod, process.execPath, args, PROXY));
+    await p.waitFor((e) => e.event === 'listening');
+    return p;
+  }
+
+  async responder(pod: LabPod, ports: number[], as: RunAs = APP): Promise<PodProcess> {
+    const p = new PodProcess(this.lab.spawn(pod, process.execPath, [RESPONDER, ...ports.map(String)], as));
+    await p.waitFor((e) => e.event === 'ready');
+    return p;
+  }
+
+  /** curl inside a pod; returns the body or throws with curl's error. */
+  async curl(pod: LabPod, url: string, as: RunAs = APP): Promise<string> {
+    const r = await this.lab.exec(pod, 'curl', ['-sS', '-g', '--max-time', '5', url], as);
+    if (r.code !== 0) throw new Error(`curl ${url}: exit ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout.trim();
+  }
+
+  /** nc inside a pod: sends a line, returns the answer. */
+  async nc(pod: LabPod, host: string, port: number, as: RunAs = APP): Promise<string> {
+    const r = await this.lab.exec(pod, 'nc', ['-N', '-w', '5', host, String(port)], as, 10000, 'hello\n');
+    if (r.code !== 0) throw new Error(`nc ${host} ${port}: exit ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout.trim();
+  }
+
+  cleanup(): void {
+    const log = createLogger({ logFormat: 'plain', logLevel: 'error' });
+    try {
+      for (const pod of this.lab.pods) {
+        const dir = this.pinDir(pod);
+        if (existsSync(dir)) uninstall(dir, pod.netnsName, null, log);
+      }
+    } finally {
+      this.lab.cleanup();
+    }
+  }
+}
