@@ -5,7 +5,12 @@ import bindings from 'bindings';
 
 /** An error thrown by the addon. */
 export interface NativeError extends Error {
-  /** Stable code: BPFMESH_E_PERMISSION, BPFMESH_E_VERIFIER, BPFMESH_E_NOT_FOUND, ... */
+  /**
+   * Stable code: BPFMESH_E_PERMISSION, BPFMESH_E_VERIFIER, BPFMESH_E_NOT_FOUND,
+   * BPFMESH_E_EXISTS, BPFMESH_E_KERNEL_FEATURE, BPFMESH_E_SYSCALL,
+   * BPFMESH_E_BAD_ARGUMENT (TypeError for wrong argument types), BPFMESH_E_CLOSED
+   * (handle or its object closed), BPFMESH_E_STATE (not loaded / already loaded).
+   */
   code: string;
   /** The errno of the failed call (positive), 0 when there is none. */
   errno: number;
@@ -22,7 +27,7 @@ export interface ProgramInfo {
   section: string;
   /** enum bpf_prog_type as libbpf names it, e.g. "cgroup_sock_addr" */
   type: string;
-  /** enum bpf_attach_type as libbpf names it, e.g. "cgroup_inet4_connect" */
+  /** enum bpf_attach_type as libbpf names it, e.g. "cgroup_inet4_connect"; "" when the section names none (SEC("sk_skb")) */
   attachType: string;
 }
 
@@ -42,7 +47,7 @@ export interface LinkInfo {
   progId: number;
   /** enum bpf_link_type as libbpf names it, e.g. "cgroup", "netns" */
   type: string;
-  /** Attach type of the link, libbpf's name, e.g. "cgroup_inet4_connect", "sk_lookup" */
+  /** Attach type of the link, libbpf's name, e.g. "cgroup_inet4_connect", "sk_lookup"; "" for link types without one */
   attachType: string;
   /** cgroup id for cgroup links, netns inode for netns links, else 0 */
   targetId: number;
@@ -115,7 +120,7 @@ export interface NativeBinding {
   openPinnedLink(path: string): NativeLink;
   /** "prog" | "map" | "link" for a bpffs pin, from the pin's fdinfo. */
   pinnedKind(path: string): 'prog' | 'map' | 'link';
-  /** Program id behind a pinned program. */
+  /** Program id behind a pinned program (or a pinned link's program). */
   pinnedProgramId(path: string): number;
   unpin(path: string): void;
   /** getsockopt(SOL_IP|SOL_IPV6, SO_ORIGINAL_DST). null when the socket has none (ENOENT/ENOPROTOOPT). */

@@ -31,7 +31,7 @@ if (!['relay', 'report', 'echo'].includes(mode)) throw new Error(`--mode ${mode}
 
 const hostPort = (address: string, port: number): string => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
 const emit = (rec: Record<string, unknown>): void => {
-  if (!values.quiet) process.stdout.write(JSON.stringify(rec) + '\n');
+  if (!values.quiet || rec['event'] === 'listening') process.stdout.write(JSON.stringify(rec) + '\n');
 };
 
 function fdOf(sock: Socket): number {

@@ -3,13 +3,13 @@
 // --fail-open, and the proxy ports reserved for the proxy's uid.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { kernelSkipReason } from '../helpers/root.js';
 import { APP, MeshLab, PROXY, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { inspectPod } from '../../src/admin/inspect.js';
 import { closeMaps, mapsOfPinDir } from '../../src/intercept/layout.js';
+import { bpftool, cgroupPrograms } from '../helpers/bpftool.js';
 
 const skip = kernelSkipReason();
 
@@ -19,7 +19,6 @@ interface BpftoolProg {
   map_ids?: number[];
 }
 
-const bpftool = <T>(args: string[]): T => JSON.parse(execFileSync('bpftool', ['-j', ...args]).toString()) as T;
 
 function mapIds(pinDir: string): number[] {
   const maps = mapsOfPinDir(pinDir);
@@ -49,7 +48,7 @@ describe('init, reset and inspect', { skip, timeout: 180_000 }, () => {
     assert.match(r.stdout, /mesh_connect4/);
     assert.match(r.stdout, /outbound ignored\s+443/);
     assert.equal(existsSync(mesh.pinDir(pod)), false);
-    assert.equal(bpftool<unknown[]>(['cgroup', 'show', pod.cgroup]).length, 0);
+    assert.equal(cgroupPrograms(pod.cgroup).length, 0);
   });
 
   test('fail-closed by default: with no proxy, steered connections are refused both ways', async () => {
@@ -82,7 +81,7 @@ describe('init, reset and inspect', { skip, timeout: 180_000 }, () => {
     assert.deepEqual(again.hooks.map((h) => h.linkId), before.hooks.map((h) => h.linkId), 'same links, updated in place');
     assert.equal(again.settings?.mode, 'fail-closed');
     assert.deepEqual(again.outboundPortsIgnored, ['8080']);
-    const attached = bpftool<unknown[]>(['cgroup', 'show', pod.cgroup]);
+    const attached = cgroupPrograms(pod.cgroup);
     assert.equal(attached.length, 6, 'connect4, connect6, sockops, getsockopt, bind4, bind6: once each');
     assert.equal(await mesh.curl(pod, `http://${peer.ip4}:8080/`), `direct ${peer.ip4}:8080`, 'new setting in force');
   });
@@ -120,7 +119,7 @@ describe('init, reset and inspect', { skip, timeout: 180_000 }, () => {
     const r = await runCli(['reset', '--netns', pod.netns, '--cgroup', pod.cgroup]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(existsSync(mesh.pinDir(pod)), false);
-    assert.equal(bpftool<unknown[]>(['cgroup', 'show', pod.cgroup]).length, 0);
+    assert.equal(cgroupPrograms(pod.cgroup).length, 0);
     // Programs and maps are freed after an RCU grace period.
     let left: string[] = [];
     for (let i = 0; i < 40; i++) {
