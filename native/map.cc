@@ -264,6 +264,7 @@ Napi::Value BpfMap::LookupBatch(const Napi::CallbackInfo& info) {
   }
   uint32_t count = ArgU32(info, 1, "lookupBatch", "count", 0);
   if (count == 0) ThrowType(env, "lookupBatch", "count must be a positive integer");
+  count = std::min<uint32_t>(count, 1u << 16);  // a batch may return fewer anyway
 
   size_t vsize = ValueBufSize(s);
   std::vector<uint8_t> keys(static_cast<size_t>(count) * s.key_size);

@@ -157,7 +157,11 @@ Napi::Value BpfObject::Programs(const Napi::CallbackInfo& info) {
     p.Set("name", bpf_program__name(prog));
     p.Set("section", bpf_program__section_name(prog));
     p.Set("type", ProgTypeName(bpf_program__type(prog)));
-    p.Set("attachType", AttachTypeName(bpf_program__expected_attach_type(prog)));
+    // 0 is BPF_CGROUP_INET_INGRESS, but for other program types it only
+    // means the section named no attach type (e.g. SEC("sk_skb")).
+    enum bpf_attach_type at = bpf_program__expected_attach_type(prog);
+    bool none = at == 0 && bpf_program__type(prog) != BPF_PROG_TYPE_CGROUP_SKB;
+    p.Set("attachType", none ? std::string() : AttachTypeName(at));
     out.Set(i++, p);
   }
   return out;

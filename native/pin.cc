@@ -84,6 +84,11 @@ Napi::Value PinnedProgramId(const Napi::CallbackInfo& info) {
 Napi::Value Unpin(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "unpin", "path");
+  // We run as root: never unlink anything that is not on bpffs.
+  struct statfs sfs{};
+  if (statfs(path.c_str(), &sfs) < 0) ThrowErrno(env, errno, "statfs", "unpin: " + path + " cannot be inspected", path);
+  if (sfs.f_type != BPF_FS_MAGIC)
+    Throw(env, kBadArgument, EINVAL, "unlink", "unpin: " + path + " is not on a bpffs mount; refusing to remove it", path);
   if (unlink(path.c_str()) < 0) ThrowErrno(env, errno, "unlink", "unpin: removing " + path + " failed", path);
   return env.Undefined();
 }

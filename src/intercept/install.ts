@@ -49,7 +49,7 @@ function openAndLoad(name: 'intercept' | 'inbound', pinDir: string, rodata?: Buf
     obj.close();
     const code = errorCode(err);
     if (code === ErrorCodes.VERIFIER) throw withContext(err, `the kernel's verifier rejected ${path}`);
-    if (code === ErrorCodes.SYSCALL && /pinned map|reuse/i.test((err as Error).message)) {
+    if (code === ErrorCodes.EXISTS) {
       throw new BpfmeshError(ErrorCodes.INCOMPATIBLE_PINS, `${pinDir} holds maps of another bpfmesh version; run "bpfmesh reset" for this pod, then init again`, { cause: err });
     }
     throw withContext(err, `loading ${path}`);
