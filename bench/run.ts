@@ -1,0 +1,133 @@
+// npm run bench: side-by-side measurements in one run, reported as ratios.
+// Not a test: it asserts nothing and the numbers depend on the machine.
+//   1. init wall time: `bpfmesh init` vs proxy-init's iptables rules.
+//   2. the app<->proxy hop: loopback TCP (direct) vs bpfmesh's socket path
+//      vs bpfmesh without it vs iptables REDIRECT, for a Node client/server
+//      pair: ping-pong latency of 100-byte messages and bulk throughput.
+// Prints tables and writes bench/results/latest.json.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../src/config/paths.js';
+import { MeshLab, APP, runCli } from '../test/helpers/mesh.js';
+import type { LabPod } from '../src/lab/lab.js';
+import { DEFAULT_RULES, proxyInitCommands } from './iptables.js';
+import { median, printTable, round } from './stats.js';
+
+const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
+const INIT_ROUNDS = Number(process.env['BENCH_INIT_ROUNDS'] ?? 8);
+const PATH_ROUNDS = Number(process.env['BENCH_PATH_ROUNDS'] ?? 3);
+const PINGPONG_N = 5000;
+const BULK_MIB = 128;
+
+const ms = (startNs: bigint): number => Number(process.hrtime.bigint() - startNs) / 1e6;
+
+async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
+  const bpf: number[] = [];
+  const ipt: number[] = [];
+  for (let i = 0; i < INIT_ROUNDS; i++) {
+    const p1 = mesh.pod(`i${i}`);
+    const p2 = mesh.pod(`t${i}`);
+    let t = process.hrtime.bigint();
+    const r = await runCli(['init', '--netns', p1.netns, '--cgroup', p1.cgroup, '--log-level', 'warn']);
+    bpf.push(ms(t));
+    if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
+    t = process.hrtime.bigint();
+    for (const cmd of proxyInitCommands(DEFAULT_RULES)) {
+      const res = spawnSync('nsenter', [`--net=${p2.netns}`, '--', ...cmd], { stdio: 'pipe' });
+      if (res.status !== 0) throw new Error(`${cmd.join(' ')}: ${res.stderr.toString()}`);
+    }
+    ipt.push(ms(t));
+  }
+  const result = { bpfmeshInitMs: round(median(bpf)), iptablesInitMs: round(median(ipt)), ratio: round(median(bpf) / median(ipt)) };
+  printTable(`init wall time, median of ${INIT_ROUNDS} (lower is better)`, ['path', 'ms', 'vs iptables'], [
+    ['bpfmesh init (CLI process, both BPF objects loaded and attached)', result.bpfmeshInitMs, result.ratio],
+    ['proxy-init rules (iptables + ip6tables, one call per rule)', result.iptablesInitMs, 1],
+  ]);
+  return result;
+}
+
+interface PathScenario {
+  name: string;
+  pod: LabPod;
+  host: string;
+  port: number;
+}
+
+async function benchPath(mesh: MeshLab): Promise<Record<string, Record<string, number>>> {
+  const scenario = async (name: string, setup: (pod: LabPod) => Promise<void>, host: (pod: LabPod) => string, port: number): Promise<PathScenario> => {
+    const pod = mesh.pod(name);
+    await setup(pod);
+    await mesh.relay(pod, 'echo', false, ['--quiet']);
+    return { name, pod, host: host(pod), port };
+  };
+  const elsewhere = (p: LabPod): string => p.ip4.replace(/\.\d+$/, '.250');
+  const scenarios = [
+    await scenario('direct', async () => {}, () => '127.0.0.1', 4140),
+    await scenario('bpfmesh', async (p) => void (await mesh.init(p)), elsewhere, 7000),
+    await scenario('bpfmesh-nosockpath', async (p) => void (await mesh.init(p, ['--no-sockpath'])), elsewhere, 7000),
+    await scenario('iptables', async (p) => {
+      for (const cmd of proxyInitCommands(DEFAULT_RULES)) execFileSync('nsenter', [`--net=${p.netns}`, '--', ...cmd], { stdio: 'pipe' });
+    }, elsewhere, 7000),
+  ];
+  const lat: Record<string, number[]> = {};
+  const tput: Record<string, number[]> = {};
+  for (const s of scenarios) await streamN(mesh, s, 'pingpong', 500); // warm-up
+  for (let round_ = 0; round_ < PATH_ROUNDS; round_++) {
+    for (const s of scenarios) {
+      const pp = await streamN(mesh, s, 'pingpong', PINGPONG_N);
+      (lat[s.name] ??= []).push(pp['usPerRoundTrip']!);
+      const bulk = await streamN(mesh, s, 'bulk', BULK_MIB);
+      (tput[s.name] ??= []).push((2 * BULK_MIB) / (bulk['ms']! / 1000));
+    }
+  }
+  const out: Record<string, Record<string, number>> = {};
+  const base = { lat: median(lat['direct']!), tput: median(tput['direct']!) };
+  for (const s of scenarios) {
+    const l = median(lat[s.name]!);
+    const t = median(tput[s.name]!);
+    out[s.name] = { usPerRoundTrip: round(l, 1), latencyVsDirect: round(l / base.lat), mibPerSecond: round(t, 0), throughputVsDirect: round(t / base.tput) };
+  }
+  printTable(
+    `app <-> proxy hop, Node client and echo proxy, median of ${PATH_ROUNDS} (${PINGPONG_N} round trips of 100 B; ${BULK_MIB} MiB each way)`,
+    ['path', 'us/round trip', 'vs direct', 'MiB/s', 'vs direct'],
+    scenarios.map((s) => [s.name, out[s.name]!['usPerRoundTrip']!, out[s.name]!['latencyVsDirect']!, out[s.name]!['mibPerSecond']!, out[s.name]!['throughputVsDirect']!]),
+  );
+  return out;
+}
+
+function streamN(mesh: MeshLab, s: PathScenario, mode: 'pingpong' | 'bulk', n: number): Promise<Record<string, number>> {
+  return mesh.lab.exec(s.pod, process.execPath, [STREAM, mode, s.host, String(s.port), String(n)], APP, 120_000).then((r) => {
+    const out = JSON.parse(r.stdout || '{}') as Record<string, number | string>;
+    if (r.code !== 0 || out['error'] !== undefined) throw new Error(`${s.name} ${mode}: ${String(out['error'] ?? r.stderr)}`);
+    return out as Record<string, number>;
+  });
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('bench: needs root (network namespaces, cgroups, BPF); run: sudo npm run bench\n');
+    process.exit(1);
+  }
+  const mesh = new MeshLab(90);
+  const cleanup = (): void => mesh.cleanup();
+  process.once('SIGINT', () => {
+    cleanup();
+    process.exit(130);
+  });
+  try {
+    const machine = { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', node: process.version, date: new Date().toISOString() };
+    process.stdout.write(`bpfmesh benchmarks on ${machine.cpus} x ${machine.cpu}, Linux ${machine.kernel}, Node ${machine.node}\n`);
+    const init = await benchInit(mesh);
+    const path = await benchPath(mesh);
+    const dir = join(REPO_ROOT, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'latest.json'), JSON.stringify({ machine, init, path }, null, 2) + '\n');
+    process.stdout.write(`\nwritten: bench/results/latest.json\n`);
+  } finally {
+    cleanup();
+  }
+}
+
+void main();
