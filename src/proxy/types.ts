@@ -1,0 +1,90 @@
+// Types shared by the proxy's layers: what is known about a connection at
+// each stage, endpoints and their discovery, and the metrics sink. Each
+// layer takes these, so the pieces (detection, HTTP/1, HTTP/2, opaque TCP,
+// balancer, metrics) can be built and tested on their own.
+
+export type Direction = 'inbound' | 'outbound';
+export type Protocol = 'http1' | 'h2' | 'opaque';
+
+export interface Addr {
+  host: string;
+  port: number;
+}
+
+export const formatAddr = (a: Addr): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+/** An accepted connection before detection: where it was meant to go. */
+export interface Accepted {
+  direction: Direction;
+  /** Outbound: SO_ORIGINAL_DST; inbound: the accepted socket's local address. */
+  target: Addr;
+  peer: Addr;
+}
+
+/** One endpoint a balancer may pick. */
+export interface Endpoint {
+  addr: Addr;
+  /** Relative weight (Linkerd's controller uses 10000). */
+  weight: number;
+  /** TLS identity the endpoint must present, when meshed. */
+  identity?: string;
+  /** Become dst_* metric labels. */
+  labels: Record<string, string>;
+  protocolHint?: 'h2' | 'opaque';
+}
+
+/** A live set of endpoints; the resolver replaces `endpoints` and calls listeners. */
+export interface EndpointSet {
+  readonly endpoints: readonly Endpoint[];
+  onChange(listener: () => void): () => void;
+}
+
+/** Discovery: what a logical target resolves to. */
+export type Resolution =
+  | { kind: 'endpoints'; set: EndpointSet }
+  | { kind: 'fallback' } // use the original destination as the only endpoint
+  | { kind: 'fail'; reason: string }; // NoEndpoints(exists=true): fail fast with 503
+
+export interface Resolver {
+  resolve(target: Addr, authority: string | undefined): Resolution;
+}
+
+/** Labels common to a connection's metrics, Linkerd's names. */
+export interface ConnLabels {
+  direction: Direction;
+  /** "host:port" of the original destination. */
+  target_addr: string;
+  tls: string;
+  authority?: string;
+}
+
+export type Peer = 'src' | 'dst';
+export type Classification = 'success' | 'failure';
+
+/** Where the proxy's layers report; implemented on a prom-client Registry (src/proxy/metrics.ts). */
+export interface ProxyMetrics {
+  tcpOpen(l: ConnLabels, peer: Peer): void;
+  /** errno: e.g. "ECONNRESET"; undefined for a clean close. */
+  tcpClose(l: ConnLabels, peer: Peer, errno?: string): void;
+  tcpRead(l: ConnLabels, peer: Peer, bytes: number): void;
+  tcpWrite(l: ConnLabels, peer: Peer, bytes: number): void;
+  request(l: ConnLabels): void;
+  response(
+    l: ConnLabels,
+    r: { statusCode: number; classification: Classification; grpcStatus?: number; error?: string; latencyMs: number },
+  ): void;
+}
+
+/** Opens a TCP connection to an upstream; rejects with code BPFMESH_E_CONNECT / BPFMESH_E_CONNECT_TIMEOUT. */
+export type Connector = (to: Addr) => Promise<import('node:net').Socket>;
+
+/** Picks an endpoint for one request/connection; reports its latency back (peak-EWMA). */
+export interface Balancer {
+  /** null when the set is empty. */
+  pick(): Endpoint | null;
+  /** Call when a request/connection to `ep` completes, with its latency. */
+  observe(ep: Endpoint, latencyMs: number): void;
+  /** Pending work per endpoint (for P2C load): call at start and end. */
+  start(ep: Endpoint): void;
+  end(ep: Endpoint): void;
+}
