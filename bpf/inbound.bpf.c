@@ -70,10 +70,13 @@ static __always_inline bool inbound_verdict(__u64 cookie, const struct pod_setti
  * Select the proxy's listener. An IPv4 connection may also go to an AF_INET6
  * listener, which is dual-stack unless IPV6_V6ONLY (then the assign fails).
  *
- * An assign failure drops (the SYN; the peer retransmits) rather than passes:
- * a listener is registered, so the proxy is up, and passing would hand the
- * connection to the app's own listener, silently bypassing the proxy's mTLS
- * and policy. The failure is visible as IN_DROP_ASSIGN.
+ * SK_DROP here makes the listener lookup fail, so the peer gets a reset
+ * (connection refused), not a silent drop.
+ *
+ * An assign failure refuses rather than passes: a listener is registered,
+ * so the proxy is up, and passing would hand the connection to the app's
+ * own listener, silently bypassing the proxy's mTLS and policy. The failure
+ * is visible as IN_DROP_ASSIGN, and the peer can retry.
  */
 static __always_inline int steer(struct bpf_sk_lookup *ctx, __u64 cookie, const struct pod_settings *s,
 				 __u32 family)

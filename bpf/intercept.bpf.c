@@ -123,7 +123,12 @@ static __always_inline bool record_orig_dst(void *ctx, __u64 cookie, const struc
 	return true;
 }
 
-/* MPTCP and SCTP also use SOCK_STREAM; only plain TCP goes through the proxy. */
+/*
+ * SCTP also uses SOCK_STREAM and must not go to a TCP proxy. An MPTCP
+ * connect reaches these hooks on its first subflow, a TCP socket, so it is
+ * redirected like TCP (verified on 6.18; the subflow cannot join the
+ * sockhash, counted SOCKPATH_PAIR_FAILED, so its bytes take the TCP path).
+ */
 static __always_inline bool is_tcp(__u32 type, __u32 protocol)
 {
 	return type == SOCK_STREAM && protocol == IPPROTO_TCP;
@@ -233,10 +238,18 @@ static __always_inline bool tuple_addrs(struct sock_tuple *t, __u32 family, __u3
 	return true;
 }
 
+/*
+ * ctx_load_note: the IPv4 loads are pinned with barrier_var() so clang
+ * cannot merge them with the IPv6 loads of the other branch into one load
+ * through a computed context pointer, which the verifier refuses
+ * ("dereference of modified ctx ptr"); clang 14 does exactly that in
+ * inbound.bpf.c.
+ */
+
 /* This socket's own tuple (local = this end). */
 static __always_inline bool tuple_from_sockops(struct bpf_sock_ops *skops, struct sock_tuple *t)
 {
-	__u32 l6[4], r6[4];
+	__u32 l6[4], r6[4], l4, r4;
 	__u32 family = skops->family;
 
 	__builtin_memset(t, 0, sizeof(*t));
@@ -254,7 +267,11 @@ static __always_inline bool tuple_from_sockops(struct bpf_sock_ops *skops, struc
 		r6[3] = skops->remote_ip6[3];
 		return tuple_addrs(t, family, 0, 0, l6, r6);
 	}
-	return tuple_addrs(t, family, skops->local_ip4, skops->remote_ip4, l6, r6);
+	l4 = skops->local_ip4;
+	r4 = skops->remote_ip4;
+	barrier_var(l4); /* see ctx_load_note */
+	barrier_var(r4);
+	return tuple_addrs(t, family, l4, r4, l6, r6);
 }
 
 /* Insert a socket into mesh_sock_pairs under its own tuple; counted. */
@@ -372,7 +389,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 /* The proxy's accepted socket's own tuple (local = proxy side). */
 static __always_inline bool tuple_from_sock(struct bpf_sockopt *ctx, struct bpf_sock *sk, struct sock_tuple *t)
 {
-	__u32 l6[4], r6[4];
+	__u32 l6[4], r6[4], l4, r4;
 	__u32 family = sk->family;
 
 	__builtin_memset(t, 0, sizeof(*t));
@@ -390,7 +407,11 @@ static __always_inline bool tuple_from_sock(struct bpf_sockopt *ctx, struct bpf_
 		r6[3] = sk->dst_ip6[3];
 		return tuple_addrs(t, family, 0, 0, l6, r6);
 	}
-	return tuple_addrs(t, family, sk->src_ip4, sk->dst_ip4, l6, r6);
+	l4 = sk->src_ip4;
+	r4 = sk->dst_ip4;
+	barrier_var(l4); /* see ctx_load_note */
+	barrier_var(r4);
+	return tuple_addrs(t, family, l4, r4, l6, r6);
 }
 
 /*
@@ -510,7 +531,7 @@ int mesh_bind6(struct bpf_sock_addr *ctx)
 
 static __always_inline bool tuple_from_msg(struct sk_msg_md *msg, __u64 cookie, struct sock_tuple *t)
 {
-	__u32 l6[4], r6[4];
+	__u32 l6[4], r6[4], l4, r4;
 	__u32 family = msg->family;
 
 	__builtin_memset(t, 0, sizeof(*t));
@@ -528,7 +549,11 @@ static __always_inline bool tuple_from_msg(struct sk_msg_md *msg, __u64 cookie, 
 		r6[3] = msg->remote_ip6[3];
 		return tuple_addrs(t, family, 0, 0, l6, r6);
 	}
-	return tuple_addrs(t, family, msg->local_ip4, msg->remote_ip4, l6, r6);
+	l4 = msg->local_ip4;
+	r4 = msg->remote_ip4;
+	barrier_var(l4); /* see ctx_load_note */
+	barrier_var(r4);
+	return tuple_addrs(t, family, l4, r4, l6, r6);
 }
 
 /*
