@@ -22,6 +22,12 @@
  *   bpf_sock.dst_port               __be16, network order
  *   all IPv4/IPv6 addresses         network order
  */
+/* Context structs (bpf_sock_addr, bpf_sock_ops, bpf_sockopt, bpf_sk_lookup, sk_msg_md)
+ * are UAPI: the verifier rewrites their accesses, so they need no CO-RE
+ * relocation. Without relocations libbpf does not parse the kernel BTF at
+ * load time, which halves the load time of each object. Kernel-internal
+ * structs, if a program ever reads one, need BPF_CORE_READ explicitly. */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
