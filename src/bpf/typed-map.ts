@@ -67,17 +67,32 @@ export class TypedMap<K, V> {
     }
   }
 
-  /** Every entry; keys deleted while iterating are skipped. */
+  /** Every entry: batched where the kernel supports it for this map type, else key by key. */
   entries(): Array<[K, V]> {
+    const batched = this.#entriesBatched();
+    if (batched !== null) return batched;
     const out: Array<[K, V]> = [];
     let cur: Buffer | null = null;
     for (;;) {
       const prev: Buffer | null = cur;
       const next: Buffer | null = this.#call('next key', () => this.#map.nextKey(prev));
       if (next === null) return out;
-      const raw = this.#call('lookup', () => this.#map.lookup(next));
+      const raw = this.#call('lookup', () => this.#map.lookup(next)); // null: deleted meanwhile
       if (raw !== null) out.push([this.#key.decode(next), this.#value.decode(raw)]);
       cur = next;
+    }
+  }
+
+  #entriesBatched(): Array<[K, V]> | null {
+    const out: Array<[K, V]> = [];
+    let token: Buffer | null = null;
+    for (;;) {
+      const prev: Buffer | null = token;
+      const batch: ReturnType<NativeMap['lookupBatch']> = this.#call('lookup batch', () => this.#map.lookupBatch(prev, 256));
+      if (batch === null) return token === null ? null : out;
+      batch.keys.forEach((k, i) => out.push([this.#key.decode(k), this.#value.decode(batch.values[i]!)]));
+      if (batch.outBatch === null) return out;
+      token = batch.outBatch;
     }
   }
 
