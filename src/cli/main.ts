@@ -10,6 +10,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   init: () => import('./init.js'),
   reset: () => import('./reset.js'),
   inspect: () => import('./inspect.js'),
+  proxy: () => import('./proxy.js'),
   demo: () => import('./demo.js'),
 };
 

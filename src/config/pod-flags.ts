@@ -181,3 +181,17 @@ export function parseInspectFlags(argv: string[]): InspectOptions {
   const v = parse(argv, { ...LOG_FLAGS, 'pod-name': { type: 'string' }, bpffs: { type: 'string' }, json: { type: 'boolean', default: false } }, 'inspect');
   return { ...parseLog(v), bpffs: v.bpffs ?? DEFAULT_BPFFS, podName: v['pod-name'], json: v.json };
 }
+
+export interface ProxyFlags {
+  /** Names the pod whose pinned counters the proxy exports; undefined = find its own. */
+  podName: string | undefined;
+  netns: string | undefined;
+  cgroup: string | undefined;
+  bpffs: string;
+}
+
+export function parseProxyFlags(argv: string[]): ProxyFlags {
+  const v = parse(argv, TARGET_FLAGS, 'proxy');
+  const t = parseTarget(v);
+  return { podName: t.podName, netns: t.netns, cgroup: t.cgroup, bpffs: t.bpffs };
+}

@@ -1,0 +1,57 @@
+// bpfmesh proxy: the sidecar proxy. Configured by the LINKERD2_PROXY_*
+// environment a Linkerd injector writes; flags only name the pod.
+import { Registry } from 'prom-client';
+import { parseProxyFlags } from '../config/pod-flags.js';
+import { parseProxyEnv } from '../config/proxy-env.js';
+import { createLogger } from '../log/logger.js';
+import { Proxy } from '../proxy/proxy.js';
+import { registerKernelCounters } from '../proxy/metrics.js';
+import { startAdminServer } from '../admin/server.js';
+import { podCounterReader } from '../admin/kernel-counters.js';
+import { formatAddr } from '../proxy/types.js';
+
+export const usage = `bpfmesh proxy [--pod-name NAME | --netns PATH] [--bpffs DIR]   the sidecar proxy
+  Configured by LINKERD2_PROXY_* (outbound 127.0.0.1:4140, inbound 0.0.0.0:4143, admin 127.0.0.1:4191, ...).
+  Run it as the proxy uid (2102) inside the pod; it needs no capability. With CAP_BPF and access to
+  /sys/fs/bpf it also exports the pod's kernel counters as bpfmesh_* metrics.
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const flags = parseProxyFlags(argv);
+  const config = parseProxyEnv(process.env);
+  const log = createLogger(config.log);
+  const registry = new Registry();
+  const proxy = new Proxy({ config, registry, log });
+  await proxy.start();
+  const counters = podCounterReader(flags);
+  if ('read' in counters) {
+    registerKernelCounters(registry, counters.read);
+    log.info({ pinDir: counters.pinDir }, 'exporting kernel counters');
+  } else {
+    log.info({ reason: counters.reason }, 'kernel counters not exported');
+  }
+  let stopping: Promise<void> | undefined;
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => (stopped = resolve));
+  const stop = (why: string): Promise<void> =>
+    (stopping ??= (async () => {
+      log.info({ why, graceMs: config.shutdownGracePeriodMs, open: proxy.openConnections }, 'shutting down');
+      await proxy.shutdown(config.shutdownGracePeriodMs);
+      await admin.close();
+      stopped();
+    })());
+  const admin = await startAdminServer({
+    host: config.adminListenAddr.host,
+    port: config.adminListenAddr.port,
+    registry,
+    ready: () => true,
+    shutdownEnabled: config.shutdownEndpointEnabled,
+    onShutdown: () => void stop('POST /shutdown'),
+    log: log.child({ component: 'admin' }),
+  });
+  log.info({ admin: formatAddr(admin.address) }, 'admin listening');
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+  await done;
+  return 0;
+}

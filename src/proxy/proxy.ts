@@ -1,0 +1,169 @@
+// The sidecar proxy: listeners for both directions, the accept path
+// (original destination -> protocol detection -> HTTP/1, HTTP/2 or opaque
+// TCP), routing through a resolver and a balancer, and graceful shutdown.
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Registry } from 'prom-client';
+import { native } from '../bpf/native.js';
+import { BpfmeshError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { isOpaquePort, type ProxyConfig, type ProxyDirectionConfig } from '../config/proxy-env.js';
+import { detectProtocol } from './detect.js';
+import { serveHttp1 } from './http1/proxy-http1.js';
+import { Http1Pool } from './http1/pool.js';
+import { drainH2, serveH2, H2UpstreamPool } from './h2/index.js';
+import { connector, forwardOpaque } from './tcp.js';
+import { createProxyMetrics, type PromProxyMetrics } from './metrics.js';
+import { Router, FallbackResolver } from './router.js';
+import type { Addr, ConnLabels, Direction, Resolver } from './types.js';
+import { formatAddr } from './types.js';
+
+export interface ProxyOptions {
+  config: ProxyConfig;
+  registry: Registry;
+  log: Logger;
+  resolver?: Resolver;
+}
+
+interface DirectionState {
+  direction: Direction;
+  config: ProxyDirectionConfig;
+  servers: Server[];
+  router: Router;
+  http1Pool: Http1Pool;
+  h2Pool: H2UpstreamPool;
+  connect: ReturnType<typeof connector>;
+}
+
+const fdOf = (sock: Socket): number => (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+const stripMapped = (a: string): string => (a.startsWith('::ffff:') ? a.slice(7) : a);
+
+export class Proxy {
+  readonly metrics: PromProxyMetrics;
+  readonly #opts: ProxyOptions;
+  readonly #log: Logger;
+  readonly #open = new Set<Socket>();
+  readonly #dirs: DirectionState[] = [];
+  #draining = false;
+
+  constructor(opts: ProxyOptions) {
+    this.#opts = opts;
+    this.#log = opts.log.child({ component: 'proxy' });
+    this.metrics = createProxyMetrics(opts.registry);
+  }
+
+  /** Addresses actually listened on, per direction. */
+  readonly listening: Record<Direction, Addr[]> = { inbound: [], outbound: [] };
+
+  async start(): Promise<void> {
+    const { config } = this.#opts;
+    const resolver = this.#opts.resolver ?? new FallbackResolver();
+    for (const direction of ['outbound', 'inbound'] as const) {
+      const dc = config[direction];
+      const state: DirectionState = {
+        direction,
+        config: dc,
+        servers: [],
+        router: new Router(direction === 'outbound' ? resolver : new FallbackResolver()),
+        http1Pool: new Http1Pool({ idleMs: dc.http1PoolIdleTimeoutMs }),
+        h2Pool: new H2UpstreamPool({ log: this.#opts.log.child({ component: `${direction}-h2` }) }),
+        connect: connector(dc.connectTimeoutMs),
+      };
+      this.#dirs.push(state);
+      for (const addr of listenAddrs(dc.listenAddr)) {
+        try {
+          state.servers.push(await this.#listen(addr, (s) => this.#accept(state, s)));
+          this.listening[direction].push(addr);
+        } catch (err) {
+          // The IPv6 twin of a listener is optional: a pod may have IPv6 off.
+          if (addr === dc.listenAddr) throw err;
+          this.#log.info({ addr: formatAddr(addr), err: (err as Error).message }, 'IPv6 listener not available');
+        }
+      }
+    }
+    this.#log.info({ outbound: this.listening.outbound.map(formatAddr), inbound: this.listening.inbound.map(formatAddr) }, 'proxy listening');
+  }
+
+  #listen(addr: Addr, onConn: (s: Socket) => void): Promise<Server> {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, onConn);
+      server.once('error', reject);
+      server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host.includes(':'), backlog: 1024 }, () => {
+        server.off('error', reject);
+        resolve(server);
+      });
+    });
+  }
+
+  #accept(state: DirectionState, sock: Socket): void {
+    if (this.#draining) return void sock.destroy();
+    this.#open.add(sock);
+    sock.once('close', () => this.#open.delete(sock));
+    sock.on('error', (err) => this.#log.debug({ err: err.message }, 'client socket error'));
+    const target = this.#targetOf(state.direction, sock);
+    if (target === null) {
+      this.#log.warn({ peer: `${sock.remoteAddress}:${sock.remotePort}` }, 'no original destination for an outbound connection (not redirected by bpfmesh?); closing');
+      return void sock.destroy();
+    }
+    const labels: ConnLabels = { direction: state.direction, target_addr: formatAddr(target), tls: 'no_identity' };
+    void this.#serve(state, sock, target, labels).catch((err: unknown) => {
+      this.#log.debug({ target: labels.target_addr, err: (err as Error).message }, 'connection failed');
+      sock.destroy();
+    });
+  }
+
+  #targetOf(direction: Direction, sock: Socket): Addr | null {
+    if (direction === 'inbound') return { host: stripMapped(sock.localAddress ?? ''), port: sock.localPort ?? 0 };
+    const fd = fdOf(sock);
+    if (fd < 0) return null;
+    const orig = native().originalDst(fd, sock.remoteFamily === 'IPv6' && !sock.remoteAddress?.startsWith('::ffff:') ? 6 : 4);
+    return orig === null ? null : { host: orig.address, port: orig.port };
+  }
+
+  async #serve(state: DirectionState, sock: Socket, target: Addr, labels: ConnLabels): Promise<void> {
+    const route = (): Addr => state.router.route(target, undefined);
+    const opaque = isOpaquePort(this.#opts.config, target.port);
+    const detected = opaque ? { protocol: 'opaque' as const, buffered: Buffer.alloc(0) } : await detectProtocol(sock, { timeoutMs: state.config.detectTimeoutMs });
+    const log = this.#opts.log.child({ component: `${state.direction}-${detected.protocol}` });
+    switch (detected.protocol) {
+      case 'http1':
+        return serveHttp1(sock, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.http1Pool, log });
+      case 'h2':
+        return void serveH2(sock, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log });
+      case 'opaque': {
+        const upstream = await state.connect(route()).catch((err: unknown) => {
+          this.metrics.tcpOpen(labels, 'src');
+          this.metrics.tcpClose(labels, 'src', err instanceof BpfmeshError ? err.code : 'ECONNREFUSED');
+          throw err;
+        });
+        sock.resume();
+        return forwardOpaque(sock, detected.buffered, upstream, labels, this.metrics);
+      }
+    }
+  }
+
+  get openConnections(): number {
+    return this.#open.size;
+  }
+
+  /** Stops accepting, sends GOAWAY to HTTP/2 clients, lets open work finish within graceMs, then closes the rest. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.#draining = true;
+    const closed = this.#dirs.flatMap((d) => d.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    const deadline = Date.now() + graceMs;
+    await drainH2(graceMs);
+    while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const s of this.#open) s.destroy();
+    for (const d of this.#dirs) {
+      d.http1Pool.close();
+      await d.h2Pool.close();
+    }
+    await Promise.all(closed);
+  }
+}
+
+/** The configured address, plus its IPv6 twin for loopback/any, as Linkerd's dual-stack listeners. */
+function listenAddrs(addr: Addr): Addr[] {
+  if (addr.host === '127.0.0.1') return [addr, { host: '::1', port: addr.port }];
+  if (addr.host === '0.0.0.0') return [addr, { host: '::', port: addr.port }];
+  return [addr];
+}
