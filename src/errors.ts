@@ -24,6 +24,11 @@ export const ErrorCodes = {
   STATE: 'BPFMESH_E_STATE',
   SYSCALL: 'BPFMESH_E_SYSCALL',
   NOT_ROOT: 'BPFMESH_E_NOT_ROOT',
+  BAD_ENV: 'BPFMESH_E_BAD_ENV',
+  CONNECT: 'BPFMESH_E_CONNECT',
+  CONNECT_TIMEOUT: 'BPFMESH_E_CONNECT_TIMEOUT',
+  LISTEN: 'BPFMESH_E_LISTEN',
+  UNAVAILABLE: 'BPFMESH_E_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

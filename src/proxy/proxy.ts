@@ -4,14 +4,13 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { native } from '../bpf/native.js';
-import { BpfmeshError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { isOpaquePort, type ProxyConfig, type ProxyDirectionConfig } from '../config/proxy-env.js';
 import { detectProtocol } from './detect.js';
 import { serveHttp1 } from './http1/proxy-http1.js';
 import { Http1Pool } from './http1/pool.js';
 import { drainH2, serveH2, H2UpstreamPool } from './h2/index.js';
-import { connector, forwardOpaque } from './tcp.js';
+import { connector, errnoOf, forwardOpaque } from './tcp.js';
 import { createProxyMetrics, type PromProxyMetrics } from './metrics.js';
 import { Router, FallbackResolver } from './router.js';
 import type { Addr, ConnLabels, Direction, Resolver } from './types.js';
@@ -132,7 +131,7 @@ export class Proxy {
       case 'opaque': {
         const upstream = await state.connect(route()).catch((err: unknown) => {
           this.metrics.tcpOpen(labels, 'src');
-          this.metrics.tcpClose(labels, 'src', err instanceof BpfmeshError ? err.code : 'ECONNREFUSED');
+          this.metrics.tcpClose(labels, 'src', errnoOf(err));
           throw err;
         });
         sock.resume();

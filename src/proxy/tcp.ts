@@ -1,0 +1,168 @@
+// Opaque TCP: connect to an upstream, then relay bytes both ways with
+// backpressure, half-close and teardown on both sides, counting per peer
+// (src = the accepted client, dst = the upstream), as Linkerd's TCP metrics do.
+import { connect, type Socket } from 'node:net';
+import { BpfmeshError } from '../errors.js';
+import { formatAddr, type Addr, type ConnLabels, type Connector, type Peer, type ProxyMetrics } from './types.js';
+
+/** Not in ErrorCodes yet; listed for the README. */
+export const CONNECT_FAILED = 'BPFMESH_E_CONNECT';
+export const CONNECT_TIMEOUT = 'BPFMESH_E_CONNECT_TIMEOUT';
+
+/**
+ * Opens a connection with Nagle off and half-open allowed. Rejects with
+ * BPFMESH_E_CONNECT (errno, syscall "connect", the Node error as cause: its
+ * `code`, e.g. ECONNREFUSED, is also in the message) or
+ * BPFMESH_E_CONNECT_TIMEOUT. timeoutMs <= 0 or not finite: no timeout.
+ * The resolved socket has no 'error' listener: attach one before yielding.
+ */
+export function connectTo(to: Addr, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+    let timer: NodeJS.Timeout | undefined;
+    const fail = (err: BpfmeshError): void => {
+      clearTimeout(timer);
+      sock.off('error', onError);
+      sock.destroy();
+      // A late error from the destroyed socket must not become an uncaught one.
+      sock.on('error', () => {});
+      reject(err);
+    };
+    const onError = (err: NodeJS.ErrnoException): void =>
+      fail(
+        new BpfmeshError(CONNECT_FAILED, `connect to ${formatAddr(to)}: ${err.code ?? err.message}`, {
+          errno: typeof err.errno === 'number' ? Math.abs(err.errno) : 0,
+          syscall: 'connect',
+          cause: err,
+        }),
+      );
+    sock.once('error', onError);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.off('error', onError);
+      resolve(sock);
+    });
+    if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
+      timer = setTimeout(
+        () => fail(new BpfmeshError(CONNECT_TIMEOUT, `connect to ${formatAddr(to)}: no answer within ${timeoutMs} ms`, { syscall: 'connect' })),
+        timeoutMs,
+      );
+    }
+  });
+}
+
+/** A Connector (types.ts) with a fixed timeout, e.g. the inbound or outbound connect timeout. */
+export const connector =
+  (timeoutMs: number): Connector =>
+  (to) =>
+    connectTo(to, timeoutMs);
+
+/**
+ * The errno name for the tcp_close_total label: a Node error's code
+ * (ECONNRESET), the cause's for a BPFMESH_E_CONNECT (ECONNREFUSED),
+ * ETIMEDOUT for BPFMESH_E_CONNECT_TIMEOUT; UNKNOWN otherwise.
+ */
+export function errnoOf(err: unknown): string {
+  const codeOf = (e: unknown): unknown => (typeof e === 'object' && e !== null && 'code' in e ? e.code : undefined);
+  const code = codeOf(err);
+  if (code === CONNECT_TIMEOUT) return 'ETIMEDOUT';
+  if (code === CONNECT_FAILED) return errnoOf((err as Error).cause);
+  return typeof code === 'string' && code !== '' ? code : 'UNKNOWN';
+}
+
+/** Tell the peer the stream broke (RST) rather than ended (FIN). */
+function abort(s: Socket): void {
+  if (s.destroyed) return;
+  // resetAndDestroy throws when the socket has no TCP handle (e.g. not connected).
+  try {
+    s.resetAndDestroy();
+  } catch {
+    s.destroy();
+  }
+}
+
+/**
+ * Relays `client` <-> `upstream` until both are closed. `replay` (the bytes
+ * protocol detection already read from the client) goes upstream first and
+ * counts as read from src. Owns the connection metrics of both sockets from
+ * here on: tcpOpen/tcpClose for src and dst, bytes read and written per peer.
+ * A FIN from one side ends the other's write side and the other direction
+ * keeps flowing. An error on one side (counted with its errno) resets the
+ * other. Never rejects.
+ */
+export function forwardOpaque(client: Socket, replay: Buffer, upstream: Socket, labels: ConnLabels, metrics: ProxyMetrics): Promise<void> {
+  return new Promise((resolve) => {
+    const errnos = new Map<Socket, string>();
+    let closed = 0;
+    let failed = false;
+
+    const fail = (sock: Socket, err: unknown): void => {
+      if (!errnos.has(sock)) errnos.set(sock, errnoOf(err));
+      if (failed) return;
+      failed = true;
+      abort(sock === client ? upstream : client);
+      sock.destroy();
+    };
+
+    const watch = (sock: Socket, other: Socket, peer: Peer): void => {
+      sock.allowHalfOpen = true; // a FIN from the peer must not end our write side
+      sock.setNoDelay(true);
+      sock.on('error', (err) => fail(sock, err));
+      let done = false;
+      const onClose = (): void => {
+        if (done) return;
+        done = true;
+        metrics.tcpClose(labels, peer, errnos.get(sock));
+        if (!other.destroyed) {
+          // Closed after both directions ended: let the other side flush and
+          // close on its own. Closed any other way (destroyed by its owner):
+          // the relay is broken, so break the other side too.
+          if (sock.readableEnded && sock.writableFinished) {
+            if (!other.writableEnded) other.end();
+          } else {
+            abort(other);
+          }
+        }
+        if (++closed === 2) resolve();
+      };
+      sock.on('close', onClose);
+      metrics.tcpOpen(labels, peer);
+      if (sock.closed) queueMicrotask(onClose);
+    };
+
+    /** from -> to, pausing `from` while `to` is over its high-water mark. */
+    const pump = (from: Socket, to: Socket, fromPeer: Peer, toPeer: Peer): void => {
+      from.on('data', (chunk: Buffer) => {
+        metrics.tcpRead(labels, fromPeer, chunk.length);
+        if (to.destroyed) return;
+        metrics.tcpWrite(labels, toPeer, chunk.length);
+        if (!to.write(chunk)) from.pause();
+      });
+      to.on('drain', () => from.resume());
+      from.on('end', () => {
+        if (!to.destroyed && !to.writableEnded) to.end();
+      });
+    };
+
+    watch(client, upstream, 'src');
+    watch(upstream, client, 'dst');
+    if (client.destroyed || upstream.destroyed) {
+      abort(client);
+      abort(upstream);
+      return;
+    }
+
+    let replayBlocked = false;
+    if (replay.length > 0) {
+      metrics.tcpRead(labels, 'src', replay.length);
+      metrics.tcpWrite(labels, 'dst', replay.length);
+      replayBlocked = !upstream.write(replay);
+    }
+    pump(client, upstream, 'src', 'dst');
+    pump(upstream, client, 'dst', 'src');
+    // Detection may have left the client paused; 'drain' resumes it when the replay is blocked.
+    if (replayBlocked) client.pause();
+    else client.resume();
+    upstream.resume();
+  });
+}
