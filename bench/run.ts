@@ -4,7 +4,10 @@
 //   2. the app<->proxy hop: loopback TCP (direct) vs bpfmesh's socket path
 //      vs bpfmesh without it vs iptables REDIRECT, for a Node client/server
 //      pair: ping-pong latency of 100-byte messages and bulk throughput.
-// Prints tables and writes bench/results/latest.json.
+//   3. the proxy: direct vs bpfmesh vs iptables under HTTP/1.1, HTTP/2,
+//      new connections, opaque TCP, a fixed rate, and 1000 open connections.
+// BENCH_ONLY=init,path,proxy picks sections. Prints tables and writes
+// bench/results/latest.json.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
@@ -18,6 +21,7 @@ import { createLogger } from '../src/log/logger.js';
 import type { LabPod } from '../src/lab/lab.js';
 import { DEFAULT_RULES, proxyInitCommands } from './iptables.js';
 import { median, printTable, round } from './stats.js';
+import { runProxyBench } from './proxy.js';
 
 const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
 const INIT_ROUNDS = Number(process.env['BENCH_INIT_ROUNDS'] ?? 8);
@@ -136,11 +140,14 @@ async function main(): Promise<void> {
   try {
     const machine = { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', node: process.version, date: new Date().toISOString() };
     process.stdout.write(`bpfmesh benchmarks on ${machine.cpus} x ${machine.cpu}, Linux ${machine.kernel}, Node ${machine.node}\n`);
-    const init = await benchInit(mesh);
-    const path = await benchPath(mesh);
+    const only = process.env['BENCH_ONLY']?.split(',');
+    const want = (name: string): boolean => only === undefined || only.includes(name);
+    const init = want('init') ? await benchInit(mesh) : null;
+    const path = want('path') ? await benchPath(mesh) : null;
+    const proxy = want('proxy') ? await runProxyBench(mesh) : null;
     const dir = join(REPO_ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'latest.json'), JSON.stringify({ machine, init, path }, null, 2) + '\n');
+    writeFileSync(join(dir, 'latest.json'), JSON.stringify({ machine, init, path, proxy }, null, 2) + '\n');
     process.stdout.write(`\nwritten: bench/results/latest.json\n`);
   } finally {
     cleanup();

@@ -98,9 +98,9 @@ export class Proxy {
     this.#open.add(sock);
     sock.once('close', () => this.#open.delete(sock));
     sock.on('error', (err) => this.#log.debug({ err: err.message }, 'client socket error'));
-    const target = this.#targetOf(state.direction, sock);
+    const target = this.#targetOf(state, sock);
     if (target === null) {
-      this.#log.warn({ peer: `${sock.remoteAddress}:${sock.remotePort}` }, 'no original destination for an outbound connection (not redirected by bpfmesh?); closing');
+      this.#log.warn({ peer: `${sock.remoteAddress}:${sock.remotePort}` }, 'no original destination (connection not redirected by bpfmesh or iptables?); closing');
       return void sock.destroy();
     }
     const labels: ConnLabels = { direction: state.direction, target_addr: formatAddr(target), tls: 'no_identity' };
@@ -110,11 +110,19 @@ export class Proxy {
     });
   }
 
-  #targetOf(direction: Direction, sock: Socket): Addr | null {
-    if (direction === 'inbound') return { host: stripMapped(sock.localAddress ?? ''), port: sock.localPort ?? 0 };
+  /**
+   * Outbound: SO_ORIGINAL_DST (answered by bpfmesh's getsockopt program, or by
+   * conntrack behind iptables). Inbound: sk_lookup rewrites nothing, so the
+   * accepted socket's local address is the original destination, unless the
+   * connection landed on the listener's own port: then iptables REDIRECT
+   * brought it and SO_ORIGINAL_DST has the destination.
+   */
+  #targetOf(state: DirectionState, sock: Socket): Addr | null {
+    const local = { host: stripMapped(sock.localAddress ?? ''), port: sock.localPort ?? 0 };
+    if (state.direction === 'inbound' && local.port !== state.config.listenAddr.port) return local;
     const fd = fdOf(sock);
-    if (fd < 0) return null;
-    const orig = native().originalDst(fd, sock.remoteFamily === 'IPv6' && !sock.remoteAddress?.startsWith('::ffff:') ? 6 : 4);
+    const v6 = sock.remoteFamily === 'IPv6' && !sock.remoteAddress?.startsWith('::ffff:');
+    const orig = fd < 0 ? null : native().originalDst(fd, v6 ? 6 : 4);
     return orig === null ? null : { host: orig.address, port: orig.port };
   }
 

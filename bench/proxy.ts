@@ -1,0 +1,162 @@
+// The proxy benchmark: the same client and server pods in three scenarios,
+// measured side by side in one run.
+//   direct    no mesh
+//   bpfmesh   BPF interception, `bpfmesh proxy` in both pods
+//   iptables  the same proxies behind proxy-init's iptables rules
+// Loads: HTTP/1.1 keep-alive (wrk), HTTP/2 (h2load), a new connection per
+// request (wrk, Connection: close), opaque TCP throughput, a fixed 1000 req/s
+// for the latency the proxies add, and each proxy's RSS with 1000 open
+// connections.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../src/config/paths.js';
+import type { LabPod } from '../src/lab/lab.js';
+import { APP, CLI, MeshLab, PodProcess, PROXY } from '../test/helpers/mesh.js';
+import { DEFAULT_RULES, proxyInitCommands } from './iptables.js';
+import { printTable, round } from './stats.js';
+
+const DIST = join(REPO_ROOT, 'dist');
+const APP_SERVER = join(DIST, 'test', 'fixtures', 'app-server.js');
+const STREAM = join(DIST, 'test', 'fixtures', 'stream.js');
+const FIXED = join(DIST, 'bench', 'fixed-rate.js');
+const HOLD = join(DIST, 'bench', 'hold-conns.js');
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 4);
+
+type Mode = 'direct' | 'bpfmesh' | 'iptables';
+
+interface Scenario {
+  mode: Mode;
+  client: LabPod;
+  server: LabPod;
+  proxies: PodProcess[];
+}
+
+export interface ProxyRow {
+  scenario: Mode;
+  load: string;
+  reqPerSec?: number;
+  mibPerSec?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  clientProxyRssMb?: number;
+  serverProxyRssMb?: number;
+  clientProxyCpuS?: number;
+  serverProxyCpuS?: number;
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? round(Number(m[1]) / 1024, 1) : NaN;
+}
+
+function cpuS(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ=100
+}
+
+/** wrk's "50% 1.23ms" lines and "Requests/sec:". */
+function parseWrk(out: string): { reqPerSec: number; p50Ms: number; p99Ms: number } {
+  const ms = (v: string, unit: string): number => Number(v) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[unit]!;
+  const pct = (p: string): number => {
+    const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+    return m ? ms(m[1]!, m[2]!) : NaN;
+  };
+  return { reqPerSec: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN), p50Ms: pct('50'), p99Ms: pct('99') };
+}
+
+export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
+  const scenarios: Scenario[] = [];
+  for (const mode of ['direct', 'bpfmesh', 'iptables'] as const) scenarios.push(await setup(mesh, mode));
+  const rows: ProxyRow[] = [];
+  const measure = async (s: Scenario, load: string, fn: () => Promise<Partial<ProxyRow>>): Promise<void> => {
+    const cpu0 = s.proxies.map((p) => cpuS(p.child.pid!));
+    const r = await fn();
+    const row: ProxyRow = { scenario: s.mode, load, ...r };
+    if (s.proxies.length === 2) {
+      row.clientProxyRssMb ??= rssMb(s.proxies[0]!.child.pid!);
+      row.serverProxyRssMb ??= rssMb(s.proxies[1]!.child.pid!);
+      row.clientProxyCpuS = round(cpuS(s.proxies[0]!.child.pid!) - cpu0[0]!);
+      row.serverProxyCpuS = round(cpuS(s.proxies[1]!.child.pid!) - cpu0[1]!);
+    }
+    rows.push(row);
+  };
+  const url = (s: Scenario, port: number, path = '/'): string => `http://${s.server.ip4}:${port}${path}`;
+  for (const s of scenarios) {
+    const wrk = async (extra: string[]): Promise<Partial<ProxyRow>> => {
+      const r = await mesh.lab.exec(s.client, 'wrk', ['-t1', '-c32', `-d${SECONDS}s`, '--latency', ...extra, url(s, 8080)], APP, (SECONDS + 20) * 1000);
+      return parseWrk(r.stdout);
+    };
+    await measure(s, 'http1 keep-alive (wrk -c32)', () => wrk([]));
+    await measure(s, 'http1 new connection per request', () => wrk(['-H', 'Connection: close']));
+    await measure(s, 'http2 (h2load -c4 -m16)', async () => {
+      const r = await mesh.lab.exec(s.client, 'h2load', ['-c4', '-m16', '-D', String(SECONDS), url(s, 8081)], APP, (SECONDS + 20) * 1000);
+      const mean = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(r.stdout);
+      return {
+        reqPerSec: Number(/finished in [^,]+, ([\d.]+) req\/s/.exec(r.stdout)?.[1] ?? NaN),
+        ...(mean ? { p50Ms: Number(mean[1]) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[mean[2]!]! } : {}),
+      };
+    });
+    await measure(s, 'opaque TCP echo, 128 MiB each way', async () => {
+      const r = await mesh.lab.exec(s.client, process.execPath, [STREAM, 'bulk', s.server.ip4, '9000', '128'], APP, 120_000);
+      const out = JSON.parse(r.stdout || '{}') as { ms?: number };
+      return { mibPerSec: out.ms ? round((2 * 128) / (out.ms / 1000), 0) : NaN };
+    });
+    await measure(s, 'fixed 1000 req/s, http1', async () => {
+      const r = await mesh.lab.exec(s.client, process.execPath, [FIXED, url(s, 8080), '1000', String(SECONDS)], APP, (SECONDS + 20) * 1000);
+      const out = JSON.parse(r.stdout || '{}') as { ok?: number; p50Ms?: number; p99Ms?: number };
+      return { reqPerSec: (out.ok ?? 0) / SECONDS, p50Ms: round(out.p50Ms ?? NaN), p99Ms: round(out.p99Ms ?? NaN) };
+    });
+    await measure(s, '1000 open connections (RSS)', async () => {
+      const hold = new PodProcess(mesh.lab.spawn(s.client, process.execPath, [HOLD, s.server.ip4, '9000', '1000'], APP));
+      await hold.waitFor((e) => e.event.startsWith('holding'), 60_000);
+      const row: Partial<ProxyRow> = {};
+      if (s.proxies.length === 2) {
+        row.clientProxyRssMb = rssMb(s.proxies[0]!.child.pid!);
+        row.serverProxyRssMb = rssMb(s.proxies[1]!.child.pid!);
+      }
+      hold.stop();
+      await new Promise((r) => setTimeout(r, 500));
+      return row;
+    });
+  }
+  printTable(
+    'proxy: direct vs bpfmesh vs iptables (client and server pods; both proxies in the path)',
+    ['load', 'scenario', 'req/s', 'MiB/s', 'p50 ms', 'p99 ms', 'RSS client/server MB', 'CPU client/server s'],
+    rows.map((r) => [
+      r.load,
+      r.scenario,
+      r.reqPerSec === undefined ? '' : round(r.reqPerSec, 0),
+      r.mibPerSec ?? '',
+      r.p50Ms === undefined ? '' : round(r.p50Ms),
+      r.p99Ms === undefined ? '' : round(r.p99Ms),
+      r.clientProxyRssMb === undefined ? '' : `${r.clientProxyRssMb}/${r.serverProxyRssMb}`,
+      r.clientProxyCpuS === undefined ? '' : `${r.clientProxyCpuS}/${r.serverProxyCpuS}`,
+    ]),
+  );
+  return rows;
+}
+
+async function setup(mesh: MeshLab, mode: Mode): Promise<Scenario> {
+  const client = mesh.pod(`${mode.slice(0, 3)}c`);
+  const server = mesh.pod(`${mode.slice(0, 3)}s`);
+  const proxies: PodProcess[] = [];
+  for (const pod of [client, server]) {
+    if (mode === 'bpfmesh') await mesh.init(pod);
+    if (mode === 'iptables') for (const cmd of proxyInitCommands(DEFAULT_RULES)) execFileSync('nsenter', [`--net=${pod.netns}`, '--', ...cmd], { stdio: 'pipe' });
+    if (mode !== 'direct') proxies.push(await startProxy(mesh, pod));
+  }
+  const app = new PodProcess(mesh.lab.spawn(server, process.execPath, [APP_SERVER], APP));
+  await app.waitFor((e) => e.event === 'ready');
+  return { mode, client, server, proxies };
+}
+
+export async function startProxy(mesh: MeshLab, pod: LabPod): Promise<PodProcess> {
+  const p = new PodProcess(mesh.lab.spawn(pod, process.execPath, [CLI, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn' } }));
+  for (let i = 0; i < 100; i++) {
+    const r = await mesh.lab.exec(pod, 'curl', ['-s', '--max-time', '1', 'http://127.0.0.1:4191/ready'], APP);
+    if (r.stdout === 'ready\n') return p;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`proxy in ${pod.name} did not become ready: ${p.stderr}`);
+}

@@ -1,0 +1,170 @@
+// One HTTP/2 client session per upstream endpoint, shared by every stream
+// to it (multiplexing). A session that closes, errors or receives GOAWAY
+// leaves the pool at once, so the next stream opens a fresh one while the
+// old one finishes what it carries.
+import http2, { constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type ClientSessionRequestOptions, type OutgoingHttpHeaders } from 'node:http2';
+import type { Socket } from 'node:net';
+import { BpfmeshError, ErrorCodes } from '../../errors.js';
+import { formatAddr, type Addr, type Connector } from '../types.js';
+import { H2ErrorCodes, resetName } from './codes.js';
+import { resolveSettings, type H2Log, type H2Settings, type ResolvedH2Settings } from './settings.js';
+
+interface Entry {
+  readonly key: string;
+  session: Promise<ClientHttp2Session>;
+  /** Set once connected; undefined while connecting. */
+  live: ClientHttp2Session | undefined;
+  active: number;
+  idle: NodeJS.Timeout | undefined;
+  /** Why the session failed, for the status of the streams it took down. */
+  failure: Error | undefined;
+}
+
+/** A stream opened on a pooled session. */
+export interface UpstreamStream {
+  readonly stream: ClientHttp2Stream;
+  /** The error that ended the stream's session, if one did (e.g. a handshake timeout). */
+  failure(): Error | undefined;
+}
+
+export class H2UpstreamPool {
+  private readonly entries = new Map<string, Entry>();
+  private readonly all = new Set<ClientHttp2Session>();
+  private readonly settings: ResolvedH2Settings;
+  private readonly log: H2Log;
+  private closing = false;
+  private opened = 0;
+
+  constructor(opts: { log: H2Log; settings?: H2Settings }) {
+    this.log = opts.log;
+    this.settings = resolveSettings(opts.settings);
+  }
+
+  /** Sessions opened since the pool was made (each one a TCP connection). */
+  get sessionsOpened(): number {
+    return this.opened;
+  }
+
+  /** Sessions open now. */
+  get size(): number {
+    return this.all.size;
+  }
+
+  /**
+   * Opens a stream to `to`, on the endpoint's shared session, connecting
+   * first if there is none. `cancelled` is asked once the session is ready,
+   * so a request the client gave up on while the proxy connected is never
+   * sent (returns undefined). Rejects with the connector's error.
+   */
+  async request(
+    to: Addr,
+    connect: Connector,
+    headers: OutgoingHttpHeaders,
+    options: ClientSessionRequestOptions,
+    cancelled: () => boolean,
+  ): Promise<UpstreamStream | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.closing) throw new BpfmeshError(ErrorCodes.CLOSED, 'the HTTP/2 upstream pool is closed');
+      const entry = this.entries.get(formatAddr(to)) ?? this.open(to, connect);
+      const session = await entry.session;
+      if (cancelled()) return undefined;
+      try {
+        const stream = session.request(headers, options);
+        this.track(entry, stream);
+        return { stream, failure: () => entry.failure };
+      } catch (err) {
+        // The session began closing (GOAWAY) between the pool handing it out
+        // and now: nothing was sent, so one more try on a fresh session is
+        // safe. Anything else (a header node:http2 refuses) is the request's fault.
+        if (!(session.closed || session.destroyed) || attempt > 0) throw err;
+        this.evict(entry);
+      }
+    }
+  }
+
+  /** Closes every session gracefully (their streams finish); resolves when all are closed. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const entries = [...this.entries.values()];
+    for (const e of entries) this.evict(e);
+    await Promise.all(
+      [...this.all].map((s) => new Promise<void>((resolve) => (s.closed ? resolve() : (s.once('close', () => resolve()), s.close())))),
+    );
+  }
+
+  private open(to: Addr, connect: Connector): Entry {
+    const key = formatAddr(to);
+    const entry: Entry = { key, session: Promise.resolve(undefined as never), live: undefined, active: 0, idle: undefined, failure: undefined };
+    entry.session = connect(to).then((sock) => this.handshake(entry, to, sock));
+    // A failed connect leaves the pool so the next request tries again; the
+    // waiting requests get the rejection (and this catch keeps it handled).
+    entry.session.catch(() => this.evict(entry));
+    this.entries.set(key, entry);
+    return entry;
+  }
+
+  private handshake(entry: Entry, to: Addr, sock: Socket): ClientHttp2Session {
+    if (this.closing) {
+      sock.destroy();
+      throw new BpfmeshError(ErrorCodes.CLOSED, 'the HTTP/2 upstream pool is closed');
+    }
+    const s = this.settings;
+    sock.on('error', (err) => this.log.debug({ err, upstream: entry.key }, 'h2 upstream socket error'));
+    const session = http2.connect(`http://${formatAddr(to)}`, {
+      createConnection: () => sock,
+      settings: { enablePush: false, initialWindowSize: s.streamWindowBytes, maxHeaderListSize: s.maxHeaderListBytes },
+      maxSessionMemory: s.maxSessionMemoryMb,
+      maxHeaderListPairs: s.maxHeaderListPairs,
+    });
+    this.opened++;
+    this.all.add(session);
+    entry.live = session;
+    // Until the upstream's SETTINGS arrive, streams queue in the session; an
+    // endpoint that accepts TCP but does not speak HTTP/2 must not hold them forever.
+    const handshake = setTimeout(() => {
+      entry.failure ??= new BpfmeshError(H2ErrorCodes.CONNECT_TIMEOUT, `no HTTP/2 SETTINGS from ${entry.key} within ${s.upstreamHandshakeMs} ms`);
+      session.destroy();
+    }, s.upstreamHandshakeMs);
+    // 'connect' only means the socket is ready; the peer speaking HTTP/2 is its first SETTINGS.
+    session.once('remoteSettings', () => clearTimeout(handshake));
+    session.once('connect', () => session.setLocalWindowSize(s.connectionWindowBytes));
+    session.on('error', (err) => {
+      entry.failure ??= err;
+      this.log.debug({ err, upstream: entry.key }, 'h2 upstream session error');
+    });
+    session.on('goaway', (code: number) => {
+      if (code !== h2.NGHTTP2_NO_ERROR) entry.failure ??= new Error(`upstream ${entry.key} sent GOAWAY (${resetName(code)})`);
+      this.evict(entry);
+    });
+    session.once('close', () => {
+      clearTimeout(handshake);
+      this.all.delete(session);
+      this.evict(entry);
+    });
+    return session;
+  }
+
+  private track(entry: Entry, stream: ClientHttp2Stream): void {
+    entry.active++;
+    if (entry.idle !== undefined) clearTimeout(entry.idle);
+    entry.idle = undefined;
+    stream.once('close', () => {
+      entry.active--;
+      if (entry.active > 0 || this.entries.get(entry.key) !== entry) return;
+      entry.idle = setTimeout(() => {
+        if (entry.active === 0) this.evict(entry);
+      }, this.settings.upstreamIdleMs);
+      // An idle upstream connection alone must not keep the process up.
+      entry.idle.unref();
+    });
+  }
+
+  /** Takes the entry out of the pool; its session closes once its streams are done. */
+  private evict(entry: Entry): void {
+    if (this.entries.get(entry.key) === entry) this.entries.delete(entry.key);
+    if (entry.idle !== undefined) clearTimeout(entry.idle);
+    entry.idle = undefined;
+    const s = entry.live;
+    if (s !== undefined && !s.closed && !s.destroyed) s.close();
+  }
+}

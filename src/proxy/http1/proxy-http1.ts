@@ -1,0 +1,693 @@
+// HTTP/1.1 forwarding without node:http on the data path. Per client
+// connection, one request at a time (pipelined requests wait their turn):
+// parse the request head, pick the upstream (ctx.route), take a pooled
+// keep-alive connection or open one, write the head without the hop-by-hop
+// fields as one Buffer, move the body as bytes (body.ts), parse the
+// response head, forward it and its body the same way, then hand the
+// upstream connection back to the pool when the exchange ended cleanly.
+// Only heads are parsed: that is what keeps this near an opaque relay
+// (DESIGN.md, "Performance notes").
+//
+// Errors the proxy causes get a response of its own with `l5d-proxy-error`
+// (LINKERD-FACTS.md): 502 connect error or upstream reset before a
+// response, 504 connect or response timeout, 503 no endpoint (ctx.route
+// throws BPFMESH_E_UNAVAILABLE), 400 malformed request, 431 headers too
+// large. Once a response head went to the client an error can only cut the
+// connection.
+//
+// Metrics: request() per request, response() per response head (latency
+// from the request head to the response head); tcpOpen/tcpClose for the
+// upstream connections opened here (peer dst); tcpRead/tcpWrite for both
+// peers. The client connection's tcpOpen/tcpClose (peer src) belong to
+// whoever accepted it.
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { errorCode } from '../../errors.js';
+import { formatAddr, type Addr, type Classification, type ConnLabels, type Connector, type ProxyMetrics } from '../types.js';
+import { BodyPump } from './body.js';
+import {
+  DEFAULT_MAX_HEAD_BYTES,
+  HeadReader,
+  HeaderFlag,
+  HttpErrorCodes,
+  parseRequestHead,
+  parseResponseHead,
+  rewriteHead,
+  type RequestHead,
+  type ResponseHead,
+} from './head-parser.js';
+import { Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
+
+export const Http1ErrorCodes = {
+  /** No endpoint to send to (load shed, NoEndpoints): 503. */
+  UNAVAILABLE: 'BPFMESH_E_UNAVAILABLE',
+  /** Connecting to the upstream failed: 502. */
+  CONNECT: 'BPFMESH_E_CONNECT',
+  /** Connecting to the upstream timed out: 504. */
+  CONNECT_TIMEOUT: 'BPFMESH_E_CONNECT_TIMEOUT',
+} as const;
+
+/** The logger calls used here (a pino Logger fits). */
+export interface Http1Log {
+  debug(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface Http1Context {
+  labels: ConnLabels;
+  /** Picks the upstream for a request. Throw (or reject with) a BpfmeshError BPFMESH_E_UNAVAILABLE for a 503. */
+  route(head: RequestHead): Addr | Promise<Addr>;
+  connect: Connector;
+  metrics: ProxyMetrics;
+  /** Share one pool between client connections; without it each client connection gets its own. */
+  pool?: Http1Pool;
+  /** Idle timeout of the connection's own pool (when `pool` is not given). Linkerd: 3 s. */
+  poolIdleMs?: number;
+  /** From the end of the request to the response head; none when undefined. */
+  responseTimeoutMs?: number;
+  maxHeadBytes?: number;
+  log: Http1Log;
+  /** Called once per routed request with the Addr route() returned: the balancer's feedback. */
+  settle?(target: Addr, r: { latencyMs: number; statusCode: number; error?: string }): void;
+}
+
+/** Serve HTTP/1 on an accepted client connection; `buffered` are the bytes protocol detection read. */
+export function serveHttp1(client: Socket, buffered: Buffer, ctx: Http1Context): void {
+  new ClientConn(client, ctx).start(buffered);
+}
+
+const enum St {
+  HEAD, // reading a request head
+  ROUTE, // routing / connecting
+  EXCHANGE, // request and response on an upstream connection
+  TUNNEL, // after a 101 (or a CONNECT 2xx): raw bytes both ways
+  CLOSED,
+}
+
+/** Client bytes buffered while a request is in flight before the client is paused. */
+const PIPELINE_MAX = 64 * 1024;
+/** How often byte counters are reported for long-lived connections. */
+const FLUSH_MS = 1000;
+/** A closed-by-us client that does not close its side is destroyed after this. */
+const LINGER_MS = 5000;
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const DROP_REQUEST = HeaderFlag.HOP | HeaderFlag.UPGRADE;
+const DROP_REQUEST_UPGRADE = HeaderFlag.HOP;
+
+const EMPTY = Buffer.alloc(0);
+const isPromise = <T>(v: T | Promise<T>): v is Promise<T> => typeof (v as { then?: unknown }).then === 'function';
+const errMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+// Header values must not carry controls (a message may come from anywhere).
+const headerSafe = (s: string): string => s.replace(/[^\x20-\x7e]+/g, ' ').slice(0, 200);
+const classify = (status: number): Classification => (status >= 500 ? 'failure' : 'success');
+
+class ClientConn implements UpstreamOwner {
+  private state = St.HEAD;
+  private readonly reader: HeadReader;
+  private readonly resReader: HeadReader;
+  private readonly pool: Http1Pool;
+  private readonly ownPool: boolean;
+  /** Client bytes read but not consumed yet (the start of the next request). */
+  private pending: Buffer | null = null;
+  private clientEnded = false;
+  private keepClient = true;
+
+  // The exchange in progress.
+  private req: RequestHead | null = null;
+  private target: Addr | null = null;
+  private t0 = 0;
+  private reqPump: BodyPump | null = null;
+  private reqDone = false;
+  private up: UpstreamConn | null = null;
+  private upReused = false;
+  private retried = false;
+  private gotResponseBytes = false;
+  private res: ResponseHead | null = null;
+  private resPump: BodyPump | null = null;
+  private resDone = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  // Byte counters already reported.
+  private lastFlush = 0;
+  private srcRead = 0;
+  private srcWritten = 0;
+
+  constructor(
+    private readonly client: Socket,
+    private readonly ctx: Http1Context,
+  ) {
+    const max = ctx.maxHeadBytes ?? DEFAULT_MAX_HEAD_BYTES;
+    this.reader = new HeadReader(max, true);
+    this.resReader = new HeadReader(max);
+    this.ownPool = ctx.pool === undefined;
+    this.pool = ctx.pool ?? new Http1Pool({ idleMs: ctx.poolIdleMs ?? 3000 });
+  }
+
+  start(buffered: Buffer): void {
+    const c = this.client;
+    c.setNoDelay(true);
+    c.on('data', this.onClientData);
+    c.on('end', this.onClientEnd);
+    c.on('error', this.onClientError);
+    c.on('close', this.onClientClose);
+    this.lastFlush = performance.now();
+    if (buffered.length > 0) this.onClientData(buffered);
+    if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
+  }
+
+  // ---- client side ----
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    switch (this.state) {
+      case St.HEAD:
+        return this.consumeHead(chunk);
+      case St.EXCHANGE:
+        if (this.reqPump !== null && !this.reqDone) return this.pushRequestBody(chunk);
+        return this.hold(chunk);
+      case St.ROUTE:
+        return this.hold(chunk);
+      case St.TUNNEL:
+        if (this.up !== null) this.relay(chunk, this.up.socket, this.client);
+        return;
+      case St.CLOSED:
+        return; // draining what a closed-by-us client still sends, so its socket closes cleanly
+    }
+  };
+
+  /** Keep client bytes for later (request body before the upstream is ready, or a pipelined request). */
+  private hold(chunk: Buffer): void {
+    this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+    if (this.pending.length > PIPELINE_MAX) this.client.pause();
+  }
+
+  private consumeHead(chunk: Buffer): void {
+    let head: RequestHead;
+    try {
+      if (!this.reader.push(chunk)) return;
+      head = parseRequestHead(this.reader.head);
+    } catch (err) {
+      // No request to speak of: the error response is all there is.
+      this.req = null;
+      this.t0 = performance.now();
+      this.ctx.metrics.request(this.ctx.labels);
+      const tooLarge = errorCode(err) === HttpErrorCodes.HEADERS_TOO_LARGE;
+      this.ctx.log.debug({ err: errMessage(err) }, 'bad request');
+      return this.proxyError(tooLarge ? 431 : 400, tooLarge ? 'headers_too_large' : 'malformed_request', errMessage(err), true);
+    }
+    const rest = this.reader.rest;
+    this.startRequest(head, rest.length > 0 ? rest : null);
+  }
+
+  private startRequest(head: RequestHead, rest: Buffer | null): void {
+    this.state = St.ROUTE;
+    this.req = head;
+    this.t0 = performance.now();
+    this.pending = rest;
+    this.keepClient = head.keepAlive && !this.clientEnded;
+    this.reqDone = head.framing === 'none';
+    this.retried = false;
+    this.ctx.metrics.request(this.ctx.labels);
+    let target: Addr | Promise<Addr>;
+    try {
+      target = this.ctx.route(head);
+    } catch (err) {
+      return this.routeFailed(err);
+    }
+    if (isPromise(target)) {
+      target.then(
+        (t) => this.routed(t),
+        (err: unknown) => this.routeFailed(err),
+      );
+    } else {
+      this.routed(target);
+    }
+  }
+
+  private routed(target: Addr): void {
+    if (this.state !== St.ROUTE) return; // the client went away meanwhile
+    this.target = target;
+    const up = this.pool.acquire(formatAddr(target), this);
+    if (up !== undefined) this.attach(up, true);
+    else this.connectUpstream();
+  }
+
+  private routeFailed(err: unknown): void {
+    if (this.state !== St.ROUTE) return;
+    if (errorCode(err) === Http1ErrorCodes.UNAVAILABLE) return this.proxyError(503, 'unavailable', `service unavailable: ${errMessage(err)}`);
+    this.ctx.log.warn({ err: errMessage(err) }, 'route failed');
+    this.proxyError(502, 'route_error', `routing failed: ${errMessage(err)}`);
+  }
+
+  private connectUpstream(): void {
+    const target = this.target!;
+    const labels = this.ctx.labels;
+    const metrics = this.ctx.metrics;
+    this.ctx.connect(target).then(
+      (sock) => {
+        const up = new UpstreamConn(sock, formatAddr(target));
+        sock.setNoDelay(true);
+        metrics.tcpOpen(labels, 'dst');
+        up.onClosed = (u): void => {
+          // What the exchanges did not report yet (see flushBytes).
+          const r = u.socket.bytesRead - u.reportedRead;
+          const w = u.socket.bytesWritten - u.reportedWritten;
+          u.reportedRead += r;
+          u.reportedWritten += w;
+          if (r > 0) metrics.tcpRead(labels, 'dst', r);
+          if (w > 0) metrics.tcpWrite(labels, 'dst', w);
+          metrics.tcpClose(labels, 'dst', errorCode(u.error));
+        };
+        if (this.state !== St.ROUTE) return up.destroy();
+        up.owner = this;
+        this.attach(up, false);
+      },
+      (err: unknown) => {
+        if (this.state !== St.ROUTE) return;
+        const code = errorCode(err);
+        if (code === Http1ErrorCodes.CONNECT_TIMEOUT || code === 'ETIMEDOUT') {
+          return this.proxyError(504, 'connect_timeout', `connect timed out: ${errMessage(err)}`);
+        }
+        this.proxyError(502, 'connect_error', `connect error: ${errMessage(err)}`);
+      },
+    );
+  }
+
+  /** Send the request on `up`: head, then whatever body bytes are already here. */
+  private attach(up: UpstreamConn, reused: boolean): void {
+    const req = this.req!;
+    this.state = St.EXCHANGE;
+    this.up = up;
+    this.upReused = reused;
+    this.gotResponseBytes = false;
+    this.res = null;
+    this.resPump = null;
+    this.resDone = false;
+    this.resReader.reset();
+    const sock = up.socket;
+    // The proxy speaks HTTP/1.1 upstream whatever the client speaks (RFC 9110 §6.2),
+    // so upstream connections stay reusable; a 1.0 request may lack Host.
+    let startLine: string | undefined;
+    let extra = '';
+    if (req.versionMinor === 0) {
+      startLine = `${req.method} ${req.target} HTTP/1.1`;
+      if (req.host === undefined) extra = `Host: ${this.ctx.labels.authority ?? this.ctx.labels.target_addr}\r\n`;
+    }
+    if (req.upgrade) extra += 'Connection: upgrade\r\n';
+    const head = rewriteHead(req, req.upgrade ? DROP_REQUEST_UPGRADE : DROP_REQUEST, startLine, extra);
+    if (req.framing !== 'none') {
+      this.reqPump = new BodyPump(this.client, sock, req.framing, req.contentLength);
+      const p = this.pending;
+      this.pending = null;
+      this.pushRequestBody(p ?? EMPTY, head);
+    } else {
+      this.reqPump = null;
+      sock.write(head);
+    }
+    if (this.state !== St.EXCHANGE) return;
+    if (!this.reqDone && this.clientEnded) return this.abort('client closed mid-request');
+    if (this.reqDone) this.startTimer();
+    // Expect: 100-continue: the client waits for the interim response before sending the body.
+    else if (req.expectContinue) this.startTimer();
+    if (this.pending === null || this.pending.length <= PIPELINE_MAX) this.client.resume();
+    up.socket.resume();
+  }
+
+  /** `head`: the request head still to be written, along with the first body bytes. */
+  private pushRequestBody(chunk: Buffer, head?: Buffer): void {
+    const pump = this.reqPump!;
+    let used: number;
+    try {
+      used = head === undefined ? pump.push(chunk) : pump.pushFirst(head, chunk);
+    } catch (err) {
+      // A broken chunked request body: the upstream got a part of it and is useless now.
+      this.ctx.log.debug({ err: errMessage(err) }, 'bad request body');
+      return this.proxyError(400, 'malformed_request', errMessage(err), true);
+    }
+    if (!pump.done) return;
+    if (used < chunk.length) this.hold(chunk.subarray(used));
+    this.requestDone();
+  }
+
+  private requestDone(): void {
+    this.reqDone = true;
+    this.reqPump = null;
+    if (this.resDone) return this.exchangeDone();
+    if (this.res === null) this.startTimer();
+  }
+
+  private readonly onClientEnd = (): void => {
+    this.clientEnded = true;
+    this.keepClient = false;
+    switch (this.state) {
+      case St.HEAD:
+        return this.closeClient();
+      case St.ROUTE:
+        return; // the body read so far is in `pending`: attach() sees whether it is complete
+      case St.EXCHANGE:
+        // A request cut short: nothing sensible can go upstream any more.
+        if (!this.reqDone) return this.abort('client closed mid-request');
+        return; // wait for the response, then close
+      case St.TUNNEL:
+        this.up?.socket.end();
+        return;
+      case St.CLOSED:
+        return;
+    }
+  };
+
+  private readonly onClientError = (err: Error): void => {
+    this.ctx.log.debug({ err: err.message }, 'client connection error');
+  };
+
+  private readonly onClientClose = (): void => {
+    this.state = St.CLOSED;
+    this.clearTimer();
+    this.reqPump?.stop();
+    this.resPump?.stop();
+    const up = this.up;
+    this.up = null;
+    if (up !== null) {
+      // Mid-exchange or tunnel: the upstream connection's state is unknown, never pool it.
+      up.owner = null;
+      up.destroy();
+    }
+    this.flushBytes(null);
+    if (this.ownPool) this.pool.close();
+  };
+
+  /** End the client connection after what was written. */
+  private closeClient(): void {
+    this.state = St.CLOSED;
+    this.pending = null;
+    this.clearTimer();
+    const c = this.client;
+    c.resume(); // read and drop until the client closes its side
+    if (!c.writableEnded) c.end();
+    c.setTimeout(LINGER_MS, () => c.destroy());
+  }
+
+  /** Tear both connections down (a message cut short). */
+  private abort(why: string): void {
+    this.ctx.log.debug({ why }, 'aborting exchange');
+    this.state = St.CLOSED;
+    this.clearTimer();
+    this.reqPump?.stop();
+    this.resPump?.stop();
+    const up = this.up;
+    this.up = null;
+    if (up !== null) {
+      up.owner = null;
+      up.destroy();
+    }
+    this.client.destroy();
+  }
+
+  // ---- upstream side ----
+
+  onUpstreamData(up: UpstreamConn, chunk: Buffer): void {
+    if (up !== this.up) return;
+    if (this.state === St.TUNNEL) return this.relay(chunk, this.client, up.socket);
+    this.gotResponseBytes = true;
+    if (this.res === null) return this.consumeResponseHead(up, chunk);
+    if (this.resDone) {
+      // Bytes after the response: the connection's framing is off, never reuse it.
+      up.dead = true;
+      return;
+    }
+    let used: number;
+    try {
+      used = this.resPump!.push(chunk);
+    } catch (err) {
+      return this.abort(`malformed response body: ${errMessage(err)}`);
+    }
+    if (this.resPump!.done) {
+      if (used < chunk.length) up.dead = true;
+      this.responseDone();
+    }
+  }
+
+  private consumeResponseHead(up: UpstreamConn, chunk: Buffer): void {
+    const req = this.req!;
+    let head: ResponseHead;
+    try {
+      if (!this.resReader.push(chunk)) return;
+      head = parseResponseHead(this.resReader.head, req.method === 'HEAD');
+    } catch (err) {
+      this.ctx.log.debug({ err: errMessage(err) }, 'bad response from upstream');
+      return this.proxyError(502, 'malformed_response', `bad response from upstream: ${errMessage(err)}`);
+    }
+    const rest = this.resReader.rest;
+    const status = head.statusCode;
+    if (status < 200 && status !== 101) {
+      // Interim (100 Continue, 103 Early Hints): passed on, except to HTTP/1.0 clients, which know none.
+      this.clearTimer();
+      if (req.versionMinor >= 1) this.client.write(rewriteHead(head, HeaderFlag.HOP | HeaderFlag.UPGRADE));
+      this.resReader.reset();
+      if (rest.length > 0) this.onUpstreamData(up, rest);
+      return;
+    }
+    if (status === 101 || (req.method === 'CONNECT' && status < 300)) {
+      if (status === 101 && !req.upgrade) {
+        return this.proxyError(502, 'malformed_response', 'upstream switched protocols without an upgrade request');
+      }
+      return this.tunnel(head, rest);
+    }
+    this.responseHead(head, rest);
+  }
+
+  private responseHead(head: ResponseHead, rest: Buffer): void {
+    const req = this.req!;
+    const up = this.up!;
+    this.clearTimer();
+    this.res = head;
+    this.recordResponse(head.statusCode, undefined);
+    // An HTTP/1.0 client cannot read chunked: de-chunk and delimit by close.
+    const dechunk = req.versionMinor === 0 && head.framing === 'chunked';
+    // The client connection persists only after a complete, self-delimited exchange.
+    if (dechunk || head.framing === 'close' || !this.reqDone) this.keepClient = false;
+    let conn = '';
+    if (!this.keepClient) conn = 'Connection: close\r\n';
+    else if (req.versionMinor === 0) conn = 'Connection: keep-alive\r\n';
+    const startLine = head.versionMinor === 0 ? `HTTP/1.1 ${head.statusCode} ${head.reason}` : undefined;
+    const drop = HeaderFlag.HOP | HeaderFlag.UPGRADE | (dechunk ? HeaderFlag.TRANSFER_ENCODING : 0);
+    const out = rewriteHead(head, drop, startLine, conn);
+    const c = this.client;
+    if (head.framing === 'none') {
+      c.write(out);
+      return this.responseDone(rest.length > 0);
+    }
+    const pump = new BodyPump(up.socket, c, head.framing, head.contentLength, dechunk);
+    this.resPump = pump;
+    let used: number;
+    try {
+      used = pump.pushFirst(out, rest);
+    } catch (err) {
+      return this.abort(`malformed response body: ${errMessage(err)}`);
+    }
+    if (pump.done) this.responseDone(used < rest.length);
+  }
+
+  private responseDone(extra = false): void {
+    this.resDone = true;
+    this.resPump = null;
+    if (extra) this.up!.dead = true;
+    if (!this.reqDone) {
+      // Answered before the request was complete (an early error, or an
+      // Expect the server refused): the upstream connection is mid-request.
+      const up = this.up!;
+      this.up = null;
+      up.owner = null;
+      up.destroy();
+      this.reqPump?.stop();
+      this.reqPump = null;
+      return this.closeClient();
+    }
+    this.exchangeDone();
+  }
+
+  private exchangeDone(): void {
+    const up = this.up!;
+    this.up = null;
+    this.flushBytes(up);
+    if (this.res!.keepAlive && !this.req!.upgrade) this.pool.release(up);
+    else {
+      up.owner = null;
+      up.destroy();
+    }
+    this.req = null;
+    this.res = null;
+    this.target = null;
+    if (!this.keepClient || this.clientEnded) return this.closeClient();
+    this.state = St.HEAD;
+    this.reader.reset();
+    const p = this.pending;
+    this.pending = null;
+    this.client.resume();
+    if (p !== null) this.consumeHead(p);
+  }
+
+  onUpstreamEnd(up: UpstreamConn): void {
+    if (up !== this.up) return;
+    if (this.state === St.TUNNEL) {
+      this.client.end();
+      return;
+    }
+    this.upstreamGone(up, undefined);
+  }
+
+  onUpstreamClose(up: UpstreamConn, err: Error | undefined): void {
+    if (up !== this.up) return;
+    if (this.state === St.TUNNEL) {
+      this.up = null;
+      if (err !== undefined) this.client.destroy();
+      else if (!this.client.writableEnded) this.client.end();
+      return;
+    }
+    this.upstreamGone(up, err);
+  }
+
+  private upstreamGone(up: UpstreamConn, err: Error | undefined): void {
+    if (this.res !== null) {
+      if (this.resDone) return; // waiting for the request's end; exchangeDone will drop the connection
+      if (this.resPump!.eof()) return this.responseDone();
+      return this.abort('upstream closed mid-response');
+    }
+    this.clearTimer();
+    this.up = null;
+    up.owner = null;
+    up.destroy();
+    const req = this.req!;
+    // A pooled connection the server closed just as we reused it: the request
+    // never got there. Replay it once on a new connection when that is safe.
+    if (this.upReused && !this.gotResponseBytes && !this.retried && req.framing === 'none' && IDEMPOTENT.has(req.method)) {
+      this.retried = true;
+      this.state = St.ROUTE;
+      return this.connectUpstream();
+    }
+    const why = err === undefined ? 'connection closed before a response' : `connection error before a response: ${err.message}`;
+    this.proxyError(502, 'upstream_reset', why);
+  }
+
+  // ---- tunnel ----
+
+  private tunnel(head: ResponseHead, rest: Buffer): void {
+    const up = this.up!;
+    this.clearTimer();
+    this.recordResponse(head.statusCode, undefined);
+    this.state = St.TUNNEL;
+    this.reqPump?.stop();
+    this.reqPump = null;
+    const c = this.client;
+    c.cork();
+    c.write(rewriteHead(head, HeaderFlag.HOP, undefined, head.statusCode === 101 ? 'Connection: upgrade\r\n' : ''));
+    if (rest.length > 0) c.write(rest);
+    c.uncork();
+    const p = this.pending;
+    this.pending = null;
+    if (p !== null) up.socket.write(p);
+    if (this.clientEnded) up.socket.end();
+    c.resume();
+    up.socket.resume();
+  }
+
+  /** Raw forwarding with backpressure (tunnel mode). */
+  private relay(chunk: Buffer, to: Socket, from: Socket): void {
+    if (!to.write(chunk) && !from.isPaused()) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  }
+
+  // ---- proxy-made responses ----
+
+  /** Answer with an error of the proxy's own; `close` forces the client connection closed after it. */
+  private proxyError(status: number, error: string, message: string, close = false): void {
+    this.clearTimer();
+    const up = this.up;
+    this.up = null;
+    if (up !== null) {
+      up.owner = null;
+      up.destroy();
+    }
+    this.reqPump?.stop();
+    this.reqPump = null;
+    if (this.res !== null) return this.abort(message); // too late for a response
+    this.recordResponse(status, error);
+    // The request's body was not (all) read: where the next request starts is unknown.
+    const closeAfter = close || !this.keepClient || !this.reqDone || this.clientEnded;
+    const v0 = this.req !== null && this.req.versionMinor === 0;
+    const conn = closeAfter ? 'connection: close\r\n' : v0 ? 'connection: keep-alive\r\n' : '';
+    this.client.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nl5d-proxy-error: ${headerSafe(message)}\r\ncontent-length: 0\r\n${conn}\r\n`,
+      'latin1',
+    );
+    this.req = null;
+    this.target = null;
+    if (closeAfter) return this.closeClient();
+    this.state = St.HEAD;
+    this.reader.reset();
+    const p = this.pending;
+    this.pending = null;
+    this.client.resume();
+    if (p !== null) this.consumeHead(p);
+  }
+
+  private recordResponse(statusCode: number, error: string | undefined): void {
+    const latencyMs = performance.now() - this.t0;
+    const r =
+      error === undefined
+        ? { statusCode, classification: classify(statusCode), latencyMs }
+        : { statusCode, classification: classify(statusCode), latencyMs, error };
+    this.ctx.metrics.response(this.ctx.labels, r);
+    if (this.target !== null && this.ctx.settle !== undefined) {
+      this.ctx.settle(this.target, error === undefined ? { latencyMs, statusCode } : { latencyMs, statusCode, error });
+    }
+  }
+
+  // ---- timers and byte counters ----
+
+  private startTimer(): void {
+    const ms = this.ctx.responseTimeoutMs;
+    if (ms === undefined || this.timer !== null) return;
+    this.timer = setTimeout(this.onResponseTimeout, ms);
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private readonly onResponseTimeout = (): void => {
+    this.timer = null;
+    if (this.state !== St.EXCHANGE || this.res !== null) return;
+    this.proxyError(504, 'response_timeout', `response timed out after ${this.ctx.responseTimeoutMs} ms`);
+  };
+
+  /** Report bytes moved since the last report, at most once per FLUSH_MS unless the client closed (up null). */
+  private flushBytes(up: UpstreamConn | null): void {
+    const now = performance.now();
+    const closing = this.state === St.CLOSED;
+    if (!closing && now - this.lastFlush < FLUSH_MS) return;
+    this.lastFlush = now;
+    const { metrics, labels } = this.ctx;
+    const c = this.client;
+    const r = c.bytesRead - this.srcRead;
+    const w = c.bytesWritten - this.srcWritten;
+    this.srcRead += r;
+    this.srcWritten += w;
+    if (r > 0) metrics.tcpRead(labels, 'src', r);
+    if (w > 0) metrics.tcpWrite(labels, 'src', w);
+    if (up !== null) {
+      const s = up.socket;
+      const ur = s.bytesRead - up.reportedRead;
+      const uw = s.bytesWritten - up.reportedWritten;
+      up.reportedRead += ur;
+      up.reportedWritten += uw;
+      if (ur > 0) metrics.tcpRead(labels, 'dst', ur);
+      if (uw > 0) metrics.tcpWrite(labels, 'dst', uw);
+    }
+  }
+}
