@@ -5,13 +5,21 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { REPO_ROOT } from '../../src/config/paths.js';
 import { kernelSkipReason } from '../helpers/root.js';
 import { APP, CLI, MeshLab, PodProcess, PROXY } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 
 const skip = kernelSkipReason();
-const APP_SERVER = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'app-server.js');
+const FIXTURES = join(REPO_ROOT, 'dist', 'test', 'fixtures');
+const APP_SERVER = join(FIXTURES, 'app-server.js');
+const GRPC = join(FIXTURES, 'grpc-echo.js');
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? NaN) / 1024;
+}
 
 /** One sample's value from Prometheus text, summed over series whose labels include all of `labels`. */
 function sample(text: string, name: string, labels: Record<string, string>): number {
@@ -52,6 +60,8 @@ describe('proxy end to end', { skip, timeout: 240_000 }, () => {
     }
     const app = new PodProcess(mesh.lab.spawn(b, process.execPath, [APP_SERVER], APP));
     await app.waitFor((e) => e.event === 'ready');
+    const grpcServer = new PodProcess(mesh.lab.spawn(b, process.execPath, [GRPC, 'server', '50051'], APP));
+    await grpcServer.waitFor((e) => e.event === 'ready');
   });
   after(() => mesh?.cleanup());
 
@@ -100,6 +110,35 @@ describe('proxy end to end', { skip, timeout: 240_000 }, () => {
     const r = await mesh.lab.exec(a, 'nc', ['-w', '3', '-q', '0', b.ip4, '3306'], APP, 8000);
     assert.match(r.stdout, /greeting from 3306/);
     assert.ok(Date.now() - started < 5000, 'no detection timeout (10 s) on an opaque port');
+  });
+
+  test('gRPC unary, server-streaming and an error status through two proxies', async () => {
+    const before = sample(await metrics(a), 'response_total', { direction: 'outbound', grpc_status: '5' });
+    const r = await mesh.lab.exec(a, process.execPath, [GRPC, 'client', `${b.ip4}:50051`], APP, 30_000);
+    const out = JSON.parse(r.stdout) as { echo?: string; streamed?: number; inOrder?: boolean; failCode?: number; failDetails?: string };
+    assert.deepEqual(out, { echo: 'echo hi', streamed: 500, inOrder: true, failCode: 5, failDetails: 'no such thing' }, r.stderr);
+    const ma = await metrics(a);
+    assert.equal(sample(ma, 'response_total', { direction: 'outbound', grpc_status: '5', classification: 'failure' }) - before, 1, 'the NOT_FOUND call is a failure');
+    assert.ok(sample(ma, 'response_total', { direction: 'outbound', grpc_status: '0', classification: 'success' }) >= 2);
+  });
+
+  test('a WebSocket upgrade is spliced as bytes after the 101', async () => {
+    const r = await mesh.lab.exec(a, process.execPath, [join(FIXTURES, 'ws-client.js'), b.ip4, '8080'], APP, 15_000);
+    assert.deepEqual(JSON.parse(r.stdout), { upgraded: true, acceptOk: true, echoed: 'ping-1 ping-2' }, r.stderr);
+  });
+
+  test("a slow reader of a 1 GiB response keeps both proxies' memory bounded", async () => {
+    const pids = [a, b].map((p) => proxies.get(p)!.child.pid!);
+    const base = pids.map(rssMb);
+    const reader = new PodProcess(mesh.lab.spawn(a, process.execPath, [join(FIXTURES, 'slow-reader.js'), `http://${b.ip4}:8080/bytes/1073741824`], APP));
+    try {
+      await reader.waitFor((e) => e.event.startsWith('stalled'), 20_000);
+      const grown = pids.map((pid, i) => rssMb(pid) - base[i]!);
+      // Bound: 64 MiB over the idle proxy, for socket buffers and one pool of chunks; 1 GiB would not fit.
+      for (const g of grown) assert.ok(g < 64, `proxy RSS grew by ${g.toFixed(1)} MiB`);
+    } finally {
+      reader.stop();
+    }
   });
 
   test('SIGTERM drains: an in-flight request finishes, then the proxy exits 0', async () => {

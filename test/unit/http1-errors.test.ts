@@ -184,3 +184,31 @@ test('a client that half-closes mid-body is treated the same way', { timeout: 20
   await waitFor(() => uploadSockets.every((u) => u.destroyed), 5000);
   await stillServes();
 });
+
+test('an upstream reset in a close-delimited body resets the client (a FIN would look complete)', { timeout: 20000 }, async () => {
+  route = raw;
+  onRaw = (s) => {
+    s.write('HTTP/1.1 200 OK\r\n\r\npartial');
+    setTimeout(() => s.resetAndDestroy(), 50);
+  };
+  const c = connect({ port: proxy.port, host: '127.0.0.1' });
+  let got = '';
+  c.on('data', (b: Buffer) => (got += b.toString()));
+  c.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+  const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    c.once('error', resolve);
+    c.once('close', () => resolve(undefined));
+  });
+  assert.equal(err?.code, 'ECONNRESET');
+  assert.ok(got.endsWith('partial'));
+  await stillServes();
+});
+
+test('a truncated content-length body cuts the client connection', { timeout: 20000 }, async () => {
+  route = raw;
+  onRaw = (s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this');
+  const r = await curl(['--http1.1', `http://127.0.0.1:${proxy.port}/`]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /transfer closed with 91 bytes remaining|Recv failure|reset/i);
+  await stillServes();
+});

@@ -400,7 +400,12 @@ class ClientConn implements UpstreamOwner {
       up.owner = null;
       up.destroy();
     }
-    this.client.destroy();
+    // A reset, not a FIN: for a close-delimited response a FIN would read as a complete body.
+    try {
+      this.client.resetAndDestroy();
+    } catch {
+      this.client.destroy(); // not a TCP handle (a TLS socket)
+    }
   }
 
   // ---- upstream side ----
@@ -550,7 +555,8 @@ class ClientConn implements UpstreamOwner {
   private upstreamGone(up: UpstreamConn, err: Error | undefined): void {
     if (this.res !== null) {
       if (this.resDone) return; // waiting for the request's end; exchangeDone will drop the connection
-      if (this.resPump!.eof()) return this.responseDone();
+      // A close-delimited body ends with a FIN; a reset cuts it short.
+      if (err === undefined && this.resPump!.eof()) return this.responseDone();
       return this.abort('upstream closed mid-response');
     }
     this.clearTimer();
