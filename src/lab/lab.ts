@@ -45,6 +45,31 @@ export function uniquePrefix(tag = 'bm'): string {
   return `${tag}${process.pid.toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`.slice(0, 10);
 }
 
+// Labs still standing when the process ends (an exception, a signal, a
+// closed pipe) are removed on the way out.
+const liveLabs = new Set<{ cleanup(): void }>();
+let hooked = false;
+function hookProcessExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', () => {
+    for (const lab of [...liveLabs].reverse()) lab.cleanup(); // newest first: a MeshLab before its Lab
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      for (const lab of [...liveLabs].reverse()) lab.cleanup(); // newest first: a MeshLab before its Lab
+      process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+    });
+  }
+}
+
+/** Registers something to clean up when the process ends (MeshLab: pins before namespaces). */
+export function cleanupOnExit(thing: { cleanup(): void }): () => void {
+  hookProcessExit();
+  liveLabs.add(thing);
+  return () => liveLabs.delete(thing);
+}
+
 export class Lab {
   readonly prefix: string;
   readonly pods: LabPod[] = [];
@@ -59,7 +84,10 @@ export class Lab {
     this.#subnet = subnet;
     this.#cgroupRoot = join(cgroup2Mount(), prefix);
     this.#hub = `${prefix}-hub`;
+    this.#unregister = cleanupOnExit(this);
   }
+
+  readonly #unregister: () => void;
 
   #ensureHub(): void {
     if (this.#hubReady) return;
@@ -145,6 +173,7 @@ export class Lab {
     this.#rmdirCgroup(this.#cgroupRoot);
     this.pods.length = 0;
     this.#hubReady = false;
+    this.#unregister();
   }
 
   #killCgroup(dir: string): void {

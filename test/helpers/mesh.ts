@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/config/paths.js';
-import { Lab, type LabPod, type RunAs } from '../../src/lab/lab.js';
+import { cleanupOnExit, Lab, type LabPod, type RunAs } from '../../src/lab/lab.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
 import { pinRoot } from '../../src/intercept/pod.js';
 import { uninstall } from '../../src/intercept/install.js';
@@ -98,7 +98,10 @@ export class MeshLab {
   constructor(subnet: number) {
     ensureBpffs(BPFFS, false);
     this.lab = new Lab(undefined, subnet);
+    this.#unregister = cleanupOnExit(this);
   }
+
+  readonly #unregister: () => void;
 
   pod(name: string): LabPod {
     return this.lab.addPod(name);
@@ -150,6 +153,7 @@ export class MeshLab {
       }
     } finally {
       this.lab.cleanup();
+      this.#unregister();
     }
   }
 }
