@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/config/paths.js';
 import type { LabPod } from '../src/lab/lab.js';
-import { APP, CLI, MeshLab, PodProcess, PROXY } from '../test/helpers/mesh.js';
+import { APP, MeshLab, PodProcess } from '../test/helpers/mesh.js';
 import { DEFAULT_RULES, proxyInitCommands } from './iptables.js';
 import { printTable, round } from './stats.js';
 
@@ -144,19 +144,9 @@ async function setup(mesh: MeshLab, mode: Mode): Promise<Scenario> {
   for (const pod of [client, server]) {
     if (mode === 'bpfmesh') await mesh.init(pod);
     if (mode === 'iptables') for (const cmd of proxyInitCommands(DEFAULT_RULES)) execFileSync('nsenter', [`--net=${pod.netns}`, '--', ...cmd], { stdio: 'pipe' });
-    if (mode !== 'direct') proxies.push(await startProxy(mesh, pod));
+    if (mode !== 'direct') proxies.push(await mesh.proxy(pod));
   }
   const app = new PodProcess(mesh.lab.spawn(server, process.execPath, [APP_SERVER], APP));
   await app.waitFor((e) => e.event === 'ready');
   return { mode, client, server, proxies };
-}
-
-export async function startProxy(mesh: MeshLab, pod: LabPod): Promise<PodProcess> {
-  const p = new PodProcess(mesh.lab.spawn(pod, process.execPath, [CLI, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn' } }));
-  for (let i = 0; i < 100; i++) {
-    const r = await mesh.lab.exec(pod, 'curl', ['-s', '--max-time', '1', 'http://127.0.0.1:4191/ready'], APP);
-    if (r.stdout === 'ready\n') return p;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new Error(`proxy in ${pod.name} did not become ready: ${p.stderr}`);
 }

@@ -124,6 +124,18 @@ export class MeshLab {
     return p;
   }
 
+  /** `bpfmesh proxy` in the pod as the proxy uid; resolves once /ready answers. */
+  async proxy(pod: LabPod, env: NodeJS.ProcessEnv = {}): Promise<PodProcess> {
+    const p = new PodProcess(this.lab.spawn(pod, process.execPath, [CLI, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn', ...env } }));
+    for (let i = 0; i < 100; i++) {
+      const r = await this.lab.exec(pod, 'curl', ['-s', '--max-time', '1', 'http://127.0.0.1:4191/ready'], APP);
+      if (r.stdout === 'ready\n') return p;
+      if (p.child.exitCode !== null) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`proxy in ${pod.name} did not become ready: ${p.stderr}`);
+  }
+
   async responder(pod: LabPod, ports: number[], as: RunAs = APP): Promise<PodProcess> {
     const p = new PodProcess(this.lab.spawn(pod, process.execPath, [RESPONDER, ...ports.map(String)], as));
     await p.waitFor((e) => e.event === 'ready');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { REPO_ROOT } from '../../src/config/paths.js';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, CLI, MeshLab, PodProcess, PROXY } from '../helpers/mesh.js';
+import { APP, MeshLab, PodProcess } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 
 const skip = kernelSkipReason();
@@ -37,17 +37,6 @@ describe('proxy end to end', { skip, timeout: 240_000 }, () => {
   let b: LabPod;
   const proxies = new Map<LabPod, PodProcess>();
 
-  async function startProxy(pod: LabPod): Promise<PodProcess> {
-    const p = new PodProcess(mesh.lab.spawn(pod, process.execPath, [CLI, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn' } }));
-    for (let i = 0; i < 100; i++) {
-      const r = await mesh.lab.exec(pod, 'curl', ['-s', '--max-time', '1', 'http://127.0.0.1:4191/ready'], APP);
-      if (r.stdout === 'ready\n') return p;
-      if (p.child.exitCode !== null) break;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    throw new Error(`proxy in ${pod.name} did not become ready: ${p.stderr}`);
-  }
-
   const metrics = async (pod: LabPod): Promise<string> => mesh.curl(pod, 'http://127.0.0.1:4191/metrics');
 
   before(async () => {
@@ -56,7 +45,7 @@ describe('proxy end to end', { skip, timeout: 240_000 }, () => {
     b = mesh.pod('b');
     for (const pod of [a, b]) {
       await mesh.init(pod);
-      proxies.set(pod, await startProxy(pod));
+      proxies.set(pod, await mesh.proxy(pod));
     }
     const app = new PodProcess(mesh.lab.spawn(b, process.execPath, [APP_SERVER], APP));
     await app.waitFor((e) => e.event === 'ready');
