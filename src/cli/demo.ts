@@ -1,45 +1,50 @@
 // bpfmesh demo (npm start): two pods on a bridge, interception installed in
-// both with `bpfmesh init`, a minimal transparent relay as each pod's proxy,
-// an HTTP server in one and curl in the other. Shows what each hop saw and
-// what `bpfmesh inspect` reports, then removes everything.
-import { execFileSync } from 'node:child_process';
+// both with `bpfmesh init`, `bpfmesh proxy` in both (as the proxy uid, no
+// capabilities), an HTTP server in one and curl in the other. Shows each
+// request, what both proxies counted and what the kernel counted, then
+// removes everything, also on Ctrl-C and on error.
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { once } from 'node:events';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { REPO_ROOT } from '../config/paths.js';
 import { Lab, type LabPod } from '../lab/lab.js';
+import { inspectPod } from '../admin/inspect.js';
+import { pinRoot } from '../intercept/pod.js';
 
-export const usage = `bpfmesh demo [--seconds N]   two pods, interception, a request every 200 ms; needs root
+export const usage = `bpfmesh demo [--seconds N]   two pods, interception and proxies, a request every 200 ms; needs root
 `;
 
-const PROXY_UID = 2102;
-const APP_UID = 1000;
+const PROXY = { uid: 2102, gid: 2102 };
+const APP = { uid: 1000, gid: 1000 };
 const cli = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
-const relay = join(REPO_ROOT, 'dist', 'src', 'lab', 'relay.js');
 const say = (s: string): void => void process.stdout.write(s + '\n');
+const APP_JS = `require('http').createServer((q,s)=>s.end('hello from '+q.socket.localAddress.replace(/^::ffff:/,'')+':'+q.socket.localPort+'\\n')).listen(8080,'::')`;
 
 function bpfmesh(args: string[]): string {
   return execFileSync(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
-async function startProxy(lab: Lab, pod: LabPod, lines: string[]): Promise<void> {
-  const p = lab.spawn(pod, process.execPath, [relay, '--mode', 'relay', '--inbound-port', '4143'], { uid: PROXY_UID, gid: PROXY_UID });
-  p.stdout!.setEncoding('utf8');
-  let buf = '';
-  p.stdout!.on('data', (d: string) => {
-    buf += d;
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const rec = JSON.parse(buf.slice(0, i)) as { event: string; direction?: string; peer?: string; orig?: string };
-      buf = buf.slice(i + 1);
-      if (rec.event === 'accept') lines.push(`${pod.name} proxy ${rec.direction}: ${rec.peer} -> original destination ${rec.orig}`);
-    }
-  });
-  const [line] = (await once(p.stdout!, 'data')) as [string];
-  if (!line.includes('listening')) throw new Error(`proxy in ${pod.name} did not start: ${line}`);
+/** Sum of a Prometheus counter's samples whose labels include `match`. */
+function counter(text: string, name: string, match: string): number {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name}{`) && l.includes(match))
+    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
+async function waitReady(lab: Lab, pod: LabPod, proxy: ChildProcess): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const r = await lab.exec(pod, 'curl', ['-s', '--max-time', '1', 'http://127.0.0.1:4191/ready'], APP);
+    if (r.stdout === 'ready\n') return;
+    if (proxy.exitCode !== null) break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`the proxy in ${pod.name} did not become ready`);
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const seconds = Number(argv[argv.indexOf('--seconds') + 1] ?? 3) || 3;
+  const i = argv.indexOf('--seconds');
+  const seconds = i >= 0 ? Number(argv[i + 1]) || 5 : 5;
   if (process.getuid?.() !== 0) {
     throw new BpfmeshError(ErrorCodes.NOT_ROOT, 'the demo creates network namespaces, cgroups and BPF programs: run it as root (sudo npm start)');
   }
@@ -47,50 +52,54 @@ export async function run(argv: string[]): Promise<number> {
   const cleanup = (): void => {
     for (const pod of lab.pods) {
       try {
-        bpfmesh(['reset', '--netns', pod.netns]);
+        bpfmesh(['reset', '--netns', pod.netns, '--log-level', 'error']);
       } catch {
         /* not installed */
       }
     }
     lab.cleanup();
   };
-  const onSignal = (): void => {
-    cleanup();
-    process.exit(130);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   try {
     const client = lab.addPod('client');
     const server = lab.addPod('server');
-    say(`pods: ${client.netnsName} (${client.ip4}) and ${server.netnsName} (${server.ip4}) on a bridge in their own namespaces`);
+    say(`pods: ${client.netnsName} (${client.ip4}) and ${server.netnsName} (${server.ip4}), each a netns + cgroup, on a bridge of their own`);
     for (const pod of [client, server]) {
-      bpfmesh(['init', '--netns', pod.netns, '--cgroup', pod.cgroup, '--proxy-uid', String(PROXY_UID), '--log-level', 'warn']);
-      say(`bpfmesh init --netns ${pod.netns} --cgroup ${pod.cgroup}: done`);
+      bpfmesh(['init', '--netns', pod.netns, '--cgroup', pod.cgroup, '--log-level', 'warn']);
+      say(`  bpfmesh init --netns ${pod.netns} --cgroup ${pod.cgroup}`);
     }
-    const seen: string[] = [];
-    await startProxy(lab, client, seen);
-    await startProxy(lab, server, seen);
-    const app = lab.spawn(server, process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from '+q.socket.localAddress+':'+q.socket.localPort+'\\n')).listen(8080)`], { uid: APP_UID, gid: APP_UID });
+    for (const pod of [client, server]) {
+      const p = lab.spawn(pod, process.execPath, [cli, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn' } });
+      await waitReady(lab, pod, p);
+      say(`  bpfmesh proxy in ${pod.name}: uid 2102, no capabilities; outbound 127.0.0.1:4140, inbound 0.0.0.0:4143, admin 127.0.0.1:4191`);
+    }
+    lab.spawn(server, process.execPath, ['-e', APP_JS], APP);
     await new Promise((r) => setTimeout(r, 300));
+    say(`\ncurl in ${client.name} -> http://${server.ip4}:8080/ (the apps know nothing of the mesh):`);
     const deadline = Date.now() + seconds * 1000;
     let n = 0;
-    while (Date.now() < deadline && n < 50) {
-      const r = await lab.exec(client, 'curl', ['-sS', '--max-time', '2', `http://${server.ip4}:8080/`], { uid: APP_UID, gid: APP_UID });
+    while (Date.now() < deadline && n < 100) {
+      const r = await lab.exec(client, 'curl', ['-sS', '--max-time', '2', '-w', ' (%{time_total}s)', `http://${server.ip4}:8080/`], APP);
       n++;
-      say(`curl #${n} from ${client.name} to ${server.ip4}:8080 -> ${r.code === 0 ? r.stdout.trim() : `failed: ${r.stderr.trim()}`}`);
-      for (const line of seen.splice(0)) say(`  ${line}`);
+      say(`  #${n} ${r.code === 0 ? r.stdout.replace('\n', '') : `failed: ${r.stderr.trim()}`}`);
       await new Promise((r2) => setTimeout(r2, 200));
     }
-    app.kill();
-    say('\n$ bpfmesh inspect');
-    say(bpfmesh(['inspect']));
-    say('Look further while it runs: bpftool cgroup tree; bpftool link show; bpftool map dump pinned /sys/fs/bpf/bpfmesh/<pod>/mesh_counters');
+    say('\nwhat the proxies counted (their /metrics, Linkerd names):');
+    for (const [pod, dir] of [[client, 'outbound'], [server, 'inbound']] as const) {
+      const m = (await lab.exec(pod, 'curl', ['-s', 'http://127.0.0.1:4191/metrics'], APP)).stdout;
+      say(`  ${pod.name} proxy: request_total{direction="${dir}"} ${counter(m, 'request_total', `direction="${dir}"`)}, ` +
+        `response_total{classification="success"} ${counter(m, 'response_total', 'classification="success"')}`);
+    }
+    say('\nwhat the kernel counted (BPF per-CPU counters):');
+    for (const pod of [client, server]) {
+      const c = inspectPod(join(pinRoot('/sys/fs/bpf'), pod.netnsName), pod.netnsName).counters;
+      const nonzero = Object.entries(c).filter(([, v]) => v !== '0').map(([k, v]) => `${k}=${v}`);
+      say(`  ${pod.name}: ${nonzero.join(' ')}`);
+    }
+    say('\nLook further (while pods exist): sudo npx bpfmesh inspect; bpftool cgroup tree; bpftool link show;');
+    say('  curl http://127.0.0.1:4191/metrics inside a pod: nsenter --net=/run/netns/<pod> curl -s 127.0.0.1:4191/metrics');
     return 0;
   } finally {
     cleanup();
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
     say('cleaned up: pods, cgroups, programs and pins removed');
   }
 }

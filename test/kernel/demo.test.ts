@@ -1,0 +1,29 @@
+// npm start's demo: runs, shows traffic through both proxies and the kernel
+// counters, and leaves nothing behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { kernelSkipReason } from '../helpers/root.js';
+import { runCli } from '../helpers/mesh.js';
+import { cgroup2Mount } from '../../src/intercept/mounts.js';
+
+const skip = kernelSkipReason();
+
+const netnsNames = (): string[] => execFileSync('ip', ['netns', 'list']).toString().split('\n').map((l) => l.split(' ')[0] ?? '').filter(Boolean);
+const pins = (): string[] => (existsSync('/sys/fs/bpf/bpfmesh') ? readdirSync('/sys/fs/bpf/bpfmesh') : []);
+const cgroups = (): string[] => readdirSync(cgroup2Mount(), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+
+test('the demo shows requests through both proxies and cleans up', { skip, timeout: 120_000 }, async () => {
+  const before = { ns: netnsNames(), pins: pins(), cg: cgroups() };
+  const r = await runCli(['demo', '--seconds', '2']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /#1 hello from 10\.78\.0\.3:8080/);
+  const out = /request_total\{direction="outbound"\} (\d+)/.exec(r.stdout);
+  assert.ok(out && Number(out[1]) >= 3, r.stdout);
+  assert.match(r.stdout, /client: .*out_redirected=\d+/);
+  assert.match(r.stdout, /cleaned up/);
+  assert.deepEqual(netnsNames(), before.ns, 'no network namespace left');
+  assert.deepEqual(pins(), before.pins, 'no pins left');
+  assert.deepEqual(cgroups(), before.cg, 'no cgroup left');
+});
