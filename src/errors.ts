@@ -32,6 +32,24 @@ export const ErrorCodes = {
   FAILFAST: 'BPFMESH_E_FAILFAST',
   HTTP_MALFORMED: 'BPFMESH_E_HTTP_MALFORMED',
   HTTP_HEADERS_TOO_LARGE: 'BPFMESH_E_HTTP_HEADERS_TOO_LARGE',
+  /** mTLS (src/tls/): the peer's chain does not verify against the trust anchors (untrusted, expired, ...). */
+  TLS_VERIFY: 'BPFMESH_E_TLS_VERIFY',
+  /** mTLS: the peer's certificate verifies but its SANs do not contain the expected identity (502). */
+  IDENTITY_MISMATCH: 'BPFMESH_E_IDENTITY_MISMATCH',
+  /** mTLS: the handshake failed for another reason (protocol version, alert from the peer, reset). */
+  TLS_HANDSHAKE: 'BPFMESH_E_TLS_HANDSHAKE',
+  /** mTLS: the handshake did not finish in time. */
+  TLS_TIMEOUT: 'BPFMESH_E_TLS_TIMEOUT',
+  /** mTLS: no local identity certificate yet (the proxy is not ready). */
+  TLS_NOT_READY: 'BPFMESH_E_TLS_NOT_READY',
+  /** mTLS: identity material or trust anchors that cannot be used (bad PEM, key/cert mismatch, not for our name, not from our anchors, expired). */
+  TLS_MATERIAL: 'BPFMESH_E_TLS_MATERIAL',
+  /** A control-plane address off loopback needs TLS credentials (from src/tls/) that were not given. */
+  CONTROL_TLS_UNSUPPORTED: 'BPFMESH_E_CONTROL_TLS_UNSUPPORTED',
+  /** The control plane refused or failed a request (Certify, Get), or its answer was unusable. */
+  CONTROL: 'BPFMESH_E_CONTROL',
+  /** `bpfmesh control-plane`: a bad mesh.yaml, or an issuer that cannot be read. */
+  CONTROL_PLANE_CONFIG: 'BPFMESH_E_CONTROL_PLANE_CONFIG',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
