@@ -12,6 +12,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   inspect: () => import('./inspect.js'),
   proxy: () => import('./proxy.js'),
   demo: () => import('./demo.js'),
+  'control-plane': () => import('./control-plane.js'),
 };
 
 const INPUT_ERRORS = new Set<string>([ErrorCodes.BAD_FLAG, ErrorCodes.BAD_PORT, ErrorCodes.BAD_PORT_RANGE, ErrorCodes.BAD_CIDR]);

@@ -2,6 +2,7 @@
 // proxy's configuration. The only reader of that environment: the proxy's
 // layers get a typed ProxyConfig. Names, forms and defaults follow
 // linkerd2-proxy (linkerd/app/src/env.rs).
+import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { BpfmeshError } from '../errors.js';
 import type { Addr } from '../proxy/types.js';
@@ -30,6 +31,16 @@ export const PROXY_ENV = {
   shutdownEndpointEnabled: 'LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED',
   log: 'LINKERD2_PROXY_LOG',
   logFormat: 'LINKERD2_PROXY_LOG_FORMAT',
+  destinationSvcAddr: 'LINKERD2_PROXY_DESTINATION_SVC_ADDR',
+  destinationSvcName: 'LINKERD2_PROXY_DESTINATION_SVC_NAME',
+  destinationContext: 'LINKERD2_PROXY_DESTINATION_CONTEXT',
+  identityDisabled: 'LINKERD2_PROXY_IDENTITY_DISABLED',
+  identityDir: 'LINKERD2_PROXY_IDENTITY_DIR',
+  identityTrustAnchors: 'LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS',
+  identityTokenFile: 'LINKERD2_PROXY_IDENTITY_TOKEN_FILE',
+  identitySvcAddr: 'LINKERD2_PROXY_IDENTITY_SVC_ADDR',
+  identitySvcName: 'LINKERD2_PROXY_IDENTITY_SVC_NAME',
+  identityLocalName: 'LINKERD2_PROXY_IDENTITY_LOCAL_NAME',
 } as const;
 
 export const DEFAULT_OPAQUE_PORTS = '25,587,3306,4444,5432,6379,9300,11211';
@@ -49,6 +60,33 @@ export interface ProxyDirectionConfig {
   http1PoolIdleTimeoutMs: number;
 }
 
+/** Where a control-plane service is, and whom to expect there. */
+export interface ControlAddr {
+  /** host:port; the host may be a DNS name ("linkerd-dst-headless.linkerd.svc.cluster.local."). */
+  addr: Addr;
+  /** The server's identity (…_SVC_NAME): TLS expects it. Undefined only on loopback. */
+  name: string | undefined;
+  /** localhost or a loopback IP: plaintext, like Linkerd. */
+  loopback: boolean;
+}
+
+export interface DestinationConfig extends ControlAddr {
+  /** Sent as GetDestination.context_token: {"ns":"…","nodeName":"…","pod":"…"}, verbatim. */
+  contextToken: string;
+}
+
+export interface IdentityConfig {
+  svc: ControlAddr;
+  /** The DNS name this proxy certifies as (the CSR's only SAN). */
+  localName: string;
+  /** Re-read on every Certify call: the kubelet rotates it. */
+  tokenFile: string;
+  /** PEM, one or more certificates. */
+  trustAnchorsPem: string;
+  /** Where the key and certificate are also written, when set. */
+  dir: string | undefined;
+}
+
 export interface ProxyConfig {
   inbound: ProxyDirectionConfig;
   outbound: ProxyDirectionConfig & {
@@ -65,6 +103,10 @@ export interface ProxyConfig {
   log: LogOptions;
   /** LINKERD2_PROXY_LOG as given (a tracing filter), for display. */
   logFilter: string;
+  /** Undefined without LINKERD2_PROXY_DESTINATION_SVC_ADDR: every target is its own endpoint. */
+  destination: DestinationConfig | undefined;
+  /** Undefined when LINKERD2_PROXY_IDENTITY_DISABLED is set or no identity variable is: no mTLS. */
+  identity: IdentityConfig | undefined;
 }
 
 function bad(name: string, value: string, expected: string, cause?: unknown): BpfmeshError {
@@ -178,6 +220,84 @@ function parseLogFormat(text: string, name: string): LogOptions['logFormat'] {
   throw bad(name, text, 'plain or json');
 }
 
+const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+/** localhost (with or without the root dot) or a loopback IP. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost' || h === 'localhost.') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  return h === '::1';
+}
+
+/** "NAME:PORT", "IP:PORT" or "[IPv6]:PORT", port 1-65535: a control-plane address. */
+export function parseHostPort(text: string, name: string): Addr {
+  const expected = 'HOST:PORT such as linkerd-dst-headless.linkerd.svc.cluster.local.:8086, 127.0.0.1:8086 or [::1]:8086';
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
+  if (m === null) throw bad(name, text, expected);
+  const host = m[1] ?? '';
+  const port = Number(m[2]);
+  const family = isIP(host);
+  const hostOk = text.startsWith('[') ? family === 6 : family === 4 || DNS_NAME.test(host);
+  if (!hostOk || port < 1 || port > 65535) throw bad(name, text, expected);
+  return { host, port };
+}
+
+function parseDnsName(text: string, name: string): string {
+  if (!DNS_NAME.test(text) || text.endsWith('.')) throw bad(name, text, 'a DNS name such as default.emojivoto.serviceaccount.identity.linkerd.cluster.local');
+  return text.toLowerCase();
+}
+
+function parseTrustAnchors(text: string, name: string): string {
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const expected = 'one or more PEM certificates (-----BEGIN CERTIFICATE-----)';
+  if (blocks.length === 0) throw bad(name, text.length > 40 ? `${text.slice(0, 40)}…` : text, expected);
+  for (const b of blocks) {
+    try {
+      new X509Certificate(b);
+    } catch (err) {
+      throw bad(name, `${b.slice(0, 40)}…`, expected, err);
+    }
+  }
+  return `${blocks.join('\n')}\n`;
+}
+
+/** …_SVC_ADDR and …_SVC_NAME: plaintext on loopback, otherwise TLS expecting the name, which is then required. */
+function parseControlAddr(env: NodeJS.ProcessEnv, addrVar: string, nameVar: string): ControlAddr | undefined {
+  const text = get(env, addrVar);
+  if (text === undefined) return undefined;
+  const addr = parseHostPort(text, addrVar);
+  const loopback = isLoopbackHost(addr.host);
+  const nameText = get(env, nameVar);
+  if (nameText === undefined && !loopback) {
+    throw new BpfmeshError(BAD_ENV, `${nameVar} is required when ${addrVar} ("${text}") is not on loopback: TLS to the control plane expects that identity`);
+  }
+  return { addr, name: nameText === undefined ? undefined : parseDnsName(nameText, nameVar), loopback };
+}
+
+function parseIdentity(env: NodeJS.ProcessEnv): IdentityConfig | undefined {
+  const E = PROXY_ENV;
+  // Linkerd's injector writes LINKERD2_PROXY_IDENTITY_DISABLED=disabled; any value turns identity off.
+  if (get(env, E.identityDisabled) !== undefined) return undefined;
+  const required = [E.identityLocalName, E.identityTokenFile, E.identityTrustAnchors, E.identitySvcAddr] as const;
+  const given = required.filter((n) => get(env, n) !== undefined);
+  if (given.length === 0) return undefined;
+  const missing = required.filter((n) => get(env, n) === undefined);
+  if (missing.length > 0) {
+    throw new BpfmeshError(BAD_ENV, `${missing.join(', ')} must be set with ${given.join(', ')} (or set ${E.identityDisabled})`);
+  }
+  const need = (n: string): string => get(env, n) ?? '';
+  const svc = parseControlAddr(env, E.identitySvcAddr, E.identitySvcName);
+  if (svc === undefined) return undefined; // not reached: the address is one of the required variables
+  return {
+    svc,
+    localName: parseDnsName(need(E.identityLocalName), E.identityLocalName),
+    tokenFile: need(E.identityTokenFile),
+    trustAnchorsPem: parseTrustAnchors(need(E.identityTrustAnchors), E.identityTrustAnchors),
+    dir: get(env, E.identityDir),
+  };
+}
+
 function parsePorts(text: string, name: string): PortRange[] {
   try {
     return parsePortList(text, name);
@@ -236,5 +356,10 @@ export function parseProxyEnv(env: NodeJS.ProcessEnv): ProxyConfig {
       logFormat: logFormat === undefined ? 'plain' : parseLogFormat(logFormat, E.logFormat),
     },
     logFilter,
+    destination: (() => {
+      const svc = parseControlAddr(env, E.destinationSvcAddr, E.destinationSvcName);
+      return svc === undefined ? undefined : { ...svc, contextToken: get(env, E.destinationContext) ?? '' };
+    })(),
+    identity: parseIdentity(env),
   };
 }

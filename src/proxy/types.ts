@@ -28,6 +28,8 @@ export interface Endpoint {
   weight: number;
   /** TLS identity the endpoint must present, when meshed. */
   identity?: string;
+  /** SNI to send when originating mTLS (Linkerd's server_name; equal to `identity` for meshed endpoints). */
+  serverName?: string;
   /** Become dst_* metric labels. */
   labels: Record<string, string>;
   protocolHint?: 'h2' | 'opaque';

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   MAX_DURATION_MS,
@@ -6,8 +6,10 @@ import {
   isOpaquePort,
   logLevelOfFilter,
   parseDuration,
+  parseHostPort,
   parseProxyEnv,
 } from '../../src/config/proxy-env.js';
+import { x509 } from '../../src/control/x509.js';
 
 test('an empty environment gives Linkerd defaults', () => {
   const c = parseProxyEnv({});
@@ -127,5 +129,90 @@ test('bad values name the variable and the expected form', () => {
         return true;
       },
     );
+  }
+});
+
+let anchorPem = '';
+before(async () => {
+  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']));
+  const root = await x509.X509CertificateGenerator.createSelfSigned({ name: 'CN=root.linkerd.cluster.local', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  anchorPem = root.toString('pem');
+});
+
+const LOCAL = 'default.emojivoto.serviceaccount.identity.linkerd.cluster.local';
+
+test('no control-plane variables: no discovery, no identity', () => {
+  const c = parseProxyEnv({});
+  assert.equal(c.destination, undefined);
+  assert.equal(c.identity, undefined);
+});
+
+test('the control-plane variables an injector writes', () => {
+  const c = parseProxyEnv({
+    LINKERD2_PROXY_DESTINATION_SVC_ADDR: 'linkerd-dst-headless.linkerd.svc.cluster.local.:8086',
+    LINKERD2_PROXY_DESTINATION_SVC_NAME: 'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    LINKERD2_PROXY_DESTINATION_CONTEXT: '{"ns":"emojivoto","nodeName":"node-1","pod":"web-0"}',
+    LINKERD2_PROXY_IDENTITY_DIR: '/var/run/linkerd/identity/end-entity',
+    LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: `${anchorPem}\n${anchorPem}`,
+    LINKERD2_PROXY_IDENTITY_TOKEN_FILE: '/var/run/secrets/tokens/linkerd-identity-token',
+    LINKERD2_PROXY_IDENTITY_SVC_ADDR: 'linkerd-identity-headless.linkerd.svc.cluster.local.:8080',
+    LINKERD2_PROXY_IDENTITY_SVC_NAME: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    LINKERD2_PROXY_IDENTITY_LOCAL_NAME: LOCAL,
+  });
+  assert.deepEqual(c.destination, {
+    addr: { host: 'linkerd-dst-headless.linkerd.svc.cluster.local.', port: 8086 },
+    name: 'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    loopback: false,
+    contextToken: '{"ns":"emojivoto","nodeName":"node-1","pod":"web-0"}',
+  });
+  assert.ok(c.identity);
+  assert.deepEqual(c.identity.svc, {
+    addr: { host: 'linkerd-identity-headless.linkerd.svc.cluster.local.', port: 8080 },
+    name: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+    loopback: false,
+  });
+  assert.equal(c.identity.localName, LOCAL);
+  assert.equal(c.identity.tokenFile, '/var/run/secrets/tokens/linkerd-identity-token');
+  assert.equal(c.identity.dir, '/var/run/linkerd/identity/end-entity');
+  assert.equal(c.identity.trustAnchorsPem.match(/BEGIN CERTIFICATE/g)?.length, 2);
+});
+
+test('a control plane on loopback is plaintext and needs no name', () => {
+  const c = parseProxyEnv({
+    LINKERD2_PROXY_DESTINATION_SVC_ADDR: 'localhost.:8086',
+    LINKERD2_PROXY_IDENTITY_SVC_ADDR: '127.0.0.1:8080',
+    LINKERD2_PROXY_IDENTITY_LOCAL_NAME: LOCAL,
+    LINKERD2_PROXY_IDENTITY_TOKEN_FILE: '/t',
+    LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: anchorPem,
+  });
+  assert.deepEqual(c.destination, { addr: { host: 'localhost.', port: 8086 }, name: undefined, loopback: true, contextToken: '' });
+  assert.equal(c.identity?.svc.loopback, true);
+  assert.equal(c.identity?.dir, undefined);
+  assert.deepEqual(parseHostPort('[::1]:8086', 'X'), { host: '::1', port: 8086 });
+});
+
+test('identity disabled, or half-configured', () => {
+  assert.equal(parseProxyEnv({ LINKERD2_PROXY_IDENTITY_DISABLED: 'disabled', LINKERD2_PROXY_IDENTITY_LOCAL_NAME: LOCAL }).identity, undefined);
+  assert.throws(() => parseProxyEnv({ LINKERD2_PROXY_IDENTITY_LOCAL_NAME: LOCAL }), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'BPFMESH_E_BAD_ENV');
+    assert.match(e.message, /LINKERD2_PROXY_IDENTITY_TOKEN_FILE, LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS, LINKERD2_PROXY_IDENTITY_SVC_ADDR must be set/);
+    return true;
+  });
+});
+
+test('bad control-plane values name the variable', () => {
+  const identity = { LINKERD2_PROXY_IDENTITY_SVC_ADDR: '127.0.0.1:8080', LINKERD2_PROXY_IDENTITY_LOCAL_NAME: LOCAL, LINKERD2_PROXY_IDENTITY_TOKEN_FILE: '/t' };
+  const cases: Array<[NodeJS.ProcessEnv, RegExp]> = [
+    [{ LINKERD2_PROXY_DESTINATION_SVC_ADDR: 'linkerd-dst:http' }, /^LINKERD2_PROXY_DESTINATION_SVC_ADDR: .*HOST:PORT/],
+    [{ LINKERD2_PROXY_DESTINATION_SVC_ADDR: 'bad_name:8086' }, /^LINKERD2_PROXY_DESTINATION_SVC_ADDR:/],
+    [{ LINKERD2_PROXY_DESTINATION_SVC_ADDR: '10.0.0.1:0' }, /^LINKERD2_PROXY_DESTINATION_SVC_ADDR:/],
+    [{ LINKERD2_PROXY_DESTINATION_SVC_ADDR: 'linkerd-dst.linkerd.svc:8086' }, /LINKERD2_PROXY_DESTINATION_SVC_NAME is required/],
+    [{ LINKERD2_PROXY_DESTINATION_SVC_ADDR: '10.0.0.1:8086', LINKERD2_PROXY_DESTINATION_SVC_NAME: 'not a name' }, /^LINKERD2_PROXY_DESTINATION_SVC_NAME:/],
+    [{ ...identity, LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: 'nope' }, /^LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: .*PEM certificates/],
+    [{ ...identity, LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----' }, /^LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS:/],
+    [{ ...identity, LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: anchorPem, LINKERD2_PROXY_IDENTITY_LOCAL_NAME: 'web.' }, /^LINKERD2_PROXY_IDENTITY_LOCAL_NAME:/],
+  ];
+  for (const [env, re] of cases) {
+    assert.throws(() => parseProxyEnv(env), (e: Error & { code?: string }) => e.code === 'BPFMESH_E_BAD_ENV' && re.test(e.message), JSON.stringify(env));
   }
 });

@@ -1,0 +1,164 @@
+// `bpfmesh control-plane`: a standalone Destination + Identity gRPC server on
+// one port, for development, demos and tests. Answers from mesh.yaml, which
+// is watched: a change is sent to open Get streams as Add/Remove diffs, and a
+// file that does not parse is logged while the old configuration stays.
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { destinationService, identityService } from '../control/protos.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { formatAddr, type Addr } from '../proxy/types.js';
+import { loadIssuer } from './ca.js';
+import { DestinationService } from './destination-service.js';
+import { IdentityService, type CertifyEvent } from './identity-service.js';
+import { parseMeshConfig, type MeshConfig } from './mesh-config.js';
+
+export interface ControlPlaneOptions {
+  configPath: string;
+  /** Where a generated trust anchor and issuer live (default of the CLI: ./.bpfmesh-cp). */
+  stateDir: string;
+  log: Logger;
+  registry: Registry;
+  /** Overrides mesh.yaml's `listen` (tests use 127.0.0.1:0). */
+  listen?: Addr;
+  /** Default true: reload mesh.yaml when it changes. */
+  watch?: boolean;
+  /** Coalesces the several events one save makes; default 100 ms. */
+  reloadDebounceMs?: number;
+  /** Every Certify, after it is answered (tests, audit). */
+  onCertify?: (e: CertifyEvent) => void;
+}
+
+export interface ControlPlane {
+  readonly address: Addr;
+  readonly trustAnchorsPem: string;
+  /** The file proxies read their trust anchors from, when known. */
+  readonly trustAnchorsFile: string | undefined;
+  readonly config: MeshConfig;
+  /** Re-reads mesh.yaml now; false (and the old configuration kept) when it is bad. */
+  reload(): Promise<boolean>;
+  /** Stops at once: open streams are cut, as when the process dies. */
+  close(): Promise<void>;
+}
+
+async function readConfig(path: string): Promise<{ text: string; config: MeshConfig }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new BpfmeshError(ErrorCodes.CONTROL_PLANE_CONFIG, `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return { text, config: parseMeshConfig(text, path, dirname(path)) };
+}
+
+function bind(server: grpc.Server, addr: Addr): Promise<number> {
+  return new Promise((ok, fail) =>
+    server.bindAsync(formatAddr(addr), grpc.ServerCredentials.createInsecure(), (err, port) => {
+      if (err === null) ok(port);
+      else fail(new BpfmeshError(ErrorCodes.LISTEN, `control plane cannot listen on ${formatAddr(addr)}: ${err.message}`, { cause: err }));
+    }),
+  );
+}
+
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
+  const log = opts.log.child({ component: 'control-plane' });
+  const configPath = resolve(opts.configPath);
+  let { text: lastText, config } = await readConfig(configPath);
+  const issuer = await loadIssuer({
+    source: { ...config.identity.issuer, ...(config.identity.trustAnchorsFile !== undefined ? { trustAnchorsFile: config.identity.trustAnchorsFile } : {}) },
+    stateDir: opts.stateDir,
+    trustDomain: config.trustDomain,
+    log,
+  });
+
+  const requests = new Counter({
+    name: 'bpfmesh_controlplane_requests_total',
+    help: 'Requests to the development control plane, by RPC and result (a gRPC status name).',
+    labelNames: ['rpc', 'result'] as const,
+    registers: [opts.registry],
+  });
+  const reloads = new Counter({
+    name: 'bpfmesh_controlplane_reloads_total',
+    help: 'Reloads of mesh.yaml, by result (ok, error).',
+    labelNames: ['result'] as const,
+    registers: [opts.registry],
+  });
+  const count = (rpc: string, result: string): void => requests.inc({ rpc, result });
+  const destination = new DestinationService(config, log.child({ component: 'destination' }), { count });
+  const identity = new IdentityService(config, issuer, log.child({ component: 'identity' }), {
+    count,
+    ...(opts.onCertify !== undefined ? { onCertify: opts.onCertify } : {}),
+  });
+  new Gauge({
+    name: 'bpfmesh_controlplane_streams',
+    help: 'Open Get and GetProfile streams.',
+    registers: [opts.registry],
+    collect() {
+      this.set(destination.streams);
+    },
+  });
+
+  const server = new grpc.Server();
+  server.addService(destinationService(), destination.handlers);
+  server.addService(identityService(), identity.handlers);
+  const listen = opts.listen ?? config.listen;
+  const port = await bind(server, listen);
+  const address = { host: listen.host, port };
+  log.info({ listen: formatAddr(address), services: config.services.size, trustAnchors: issuer.trustAnchorsFile }, 'control plane listening');
+
+  let reloading: Promise<boolean> = Promise.resolve(true);
+  const reloadNow = async (): Promise<boolean> => {
+    try {
+      const next = await readConfig(configPath);
+      if (next.text === lastText) return true;
+      if (formatAddr(next.config.listen) !== formatAddr(config.listen) || JSON.stringify(next.config.identity.issuer) !== JSON.stringify(config.identity.issuer)) {
+        log.warn('listen and identity.issuer changes take effect at the next start');
+      }
+      lastText = next.text;
+      config = next.config;
+      destination.update(config);
+      identity.update(config);
+      reloads.inc({ result: 'ok' });
+      log.info({ services: config.services.size }, 'configuration reloaded');
+      return true;
+    } catch (err) {
+      reloads.inc({ result: 'error' });
+      log.warn({ err: (err as Error).message }, 'configuration not reloaded; keeping the previous one');
+      return false;
+    }
+  };
+  // One reload at a time, in order.
+  const reload = (): Promise<boolean> => (reloading = reloading.then(reloadNow));
+
+  let watcher: FSWatcher | undefined;
+  let debounce: NodeJS.Timeout | undefined;
+  if (opts.watch ?? true) {
+    // The directory, not the file: editors and `mv` replace the file, which ends a watch on it.
+    watcher = watch(dirname(configPath), (_event, file) => {
+      if (file !== null && file !== basename(configPath)) return;
+      clearTimeout(debounce);
+      debounce = setTimeout(() => void reload(), opts.reloadDebounceMs ?? 100);
+    });
+    watcher.on('error', (err) => log.warn({ err: err.message }, 'cannot watch the configuration; reloads stop'));
+  }
+
+  return {
+    address,
+    trustAnchorsPem: issuer.trustAnchorsPem,
+    trustAnchorsFile: issuer.trustAnchorsFile,
+    get config() {
+      return config;
+    },
+    reload,
+    close: async () => {
+      watcher?.close();
+      clearTimeout(debounce);
+      server.forceShutdown();
+      await reloading;
+      log.info('control plane stopped');
+    },
+  };
+}
