@@ -9,6 +9,9 @@ import { registerKernelCounters } from '../proxy/metrics.js';
 import { startAdminServer } from '../admin/server.js';
 import { podCounterReader } from '../admin/kernel-counters.js';
 import { formatAddr } from '../proxy/types.js';
+import { DestinationResolver } from '../control/destination.js';
+import { IdentityClient, type WorkloadCertificate } from '../control/identity.js';
+import { TlsStore } from '../tls/index.js';
 
 export const usage = `bpfmesh proxy [--pod-name NAME | --netns PATH] [--bpffs DIR]   the sidecar proxy
   Configured by LINKERD2_PROXY_* (outbound 127.0.0.1:4140, inbound 0.0.0.0:4143, admin 127.0.0.1:4191, ...).
@@ -21,8 +24,20 @@ export async function run(argv: string[]): Promise<number> {
   const config = parseProxyEnv(process.env);
   const log = createLogger(config.log);
   const registry = new Registry();
-  const proxy = new Proxy({ config, registry, log });
+  // Discovery and identity come from the control plane when the injector configured one.
+  const resolver = config.destination === undefined ? undefined : new DestinationResolver({ config: config.destination, registry, log });
+  let identity: IdentityClient | undefined;
+  let tls: TlsStore | undefined;
+  if (config.identity !== undefined) {
+    const id = new IdentityClient({ config: config.identity, registry, log });
+    const store = new TlsStore({ trustAnchorsPem: id.trustAnchorsPem, identity: id.identity });
+    id.on('certificate', (c: WorkloadCertificate) => store.update({ identity: c.identity, keyPem: c.keyPem, certChainPem: c.certPem }));
+    identity = id;
+    tls = store;
+  }
+  const proxy = new Proxy({ config, registry, log, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}) });
   await proxy.start();
+  await identity?.start();
   const counters = podCounterReader(flags);
   if ('read' in counters) {
     registerKernelCounters(registry, counters.read);
@@ -37,6 +52,7 @@ export async function run(argv: string[]): Promise<number> {
     (stopping ??= (async () => {
       log.info({ why, graceMs: config.shutdownGracePeriodMs, open: proxy.openConnections }, 'shutting down');
       await proxy.shutdown(config.shutdownGracePeriodMs);
+      identity?.close();
       await admin.close();
       stopped();
     })());
@@ -44,7 +60,8 @@ export async function run(argv: string[]): Promise<number> {
     host: config.adminListenAddr.host,
     port: config.adminListenAddr.port,
     registry,
-    ready: () => true,
+    // Linkerd: not ready until the first certificate is installed.
+    ready: () => identity?.isReady ?? true,
     shutdownEnabled: config.shutdownEndpointEnabled,
     onShutdown: () => void stop('POST /shutdown'),
     log: log.child({ component: 'admin' }),

@@ -13,14 +13,24 @@ import { drainH2, serveH2, H2UpstreamPool } from './h2/index.js';
 import { connector, errnoOf, forwardOpaque } from './tcp.js';
 import { createProxyMetrics, type PromProxyMetrics } from './metrics.js';
 import { Router, FallbackResolver } from './router.js';
-import type { Addr, ConnLabels, Direction, Resolver } from './types.js';
+import type { Addr, ConnLabels, Connector, Direction, Resolver } from './types.js';
+import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminate, tlsConnector, type TlsStore } from '../tls/index.js';
 import { formatAddr } from './types.js';
+
+/** A resolver that can also wait for its first answer (discovery); FallbackResolver cannot. */
+export type ProxyResolver = Resolver & {
+  whenResolved?(target: Addr, authority: string | undefined, timeoutMs: number): Promise<unknown>;
+  close?(): void;
+};
 
 export interface ProxyOptions {
   config: ProxyConfig;
   registry: Registry;
   log: Logger;
-  resolver?: Resolver;
+  /** Outbound discovery; without it every target is its own endpoint. */
+  resolver?: ProxyResolver;
+  /** mTLS: outbound to endpoints with an identity, inbound for our own SNI. */
+  tls?: TlsStore;
 }
 
 interface DirectionState {
@@ -30,7 +40,10 @@ interface DirectionState {
   router: Router;
   http1Pool: Http1Pool;
   h2Pool: H2UpstreamPool;
-  connect: ReturnType<typeof connector>;
+  connect: Connector;
+  plainConnect: Connector;
+  /** Waits for discovery's first answer about a target, when there is discovery. */
+  resolved: (target: Addr) => Promise<unknown>;
 }
 
 const fdOf = (sock: Socket): number => (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
@@ -55,17 +68,29 @@ export class Proxy {
 
   async start(): Promise<void> {
     const { config } = this.#opts;
-    const resolver = this.#opts.resolver ?? new FallbackResolver();
+    const resolver = this.#opts.resolver;
+    const tls = this.#opts.tls;
     for (const direction of ['outbound', 'inbound'] as const) {
       const dc = config[direction];
+      const router = new Router(direction === 'outbound' && resolver !== undefined ? resolver : new FallbackResolver());
+      const plainConnect = connector(dc.connectTimeoutMs);
+      const dialTls = tls === undefined ? undefined : tlsConnector(plainConnect, tls, { handshakeTimeoutMs: dc.connectTimeoutMs });
+      const waitFor = direction === 'outbound' ? resolver?.whenResolved?.bind(resolver) : undefined;
       const state: DirectionState = {
         direction,
         config: dc,
         servers: [],
-        router: new Router(direction === 'outbound' ? resolver : new FallbackResolver()),
+        router,
         http1Pool: new Http1Pool({ idleMs: dc.http1PoolIdleTimeoutMs }),
         h2Pool: new H2UpstreamPool({ log: this.#opts.log.child({ component: `${direction}-h2` }) }),
-        connect: connector(dc.connectTimeoutMs),
+        plainConnect,
+        // An endpoint that discovery gave an identity is reached over mTLS, checked against that identity.
+        connect: (to) => {
+          const ep = router.endpointFor(to);
+          if (ep?.identity !== undefined && dialTls !== undefined) return dialTls(to, { identity: ep.identity, serverName: ep.serverName ?? ep.identity });
+          return plainConnect(to);
+        },
+        resolved: waitFor === undefined ? () => Promise.resolve() : (target) => waitFor(target, undefined, dc.httpFailfastTimeoutMs),
       };
       this.#dirs.push(state);
       for (const addr of listenAddrs(dc.listenAddr)) {
@@ -127,25 +152,51 @@ export class Proxy {
   }
 
   async #serve(state: DirectionState, sock: Socket, target: Addr, labels: ConnLabels): Promise<void> {
-    const route = (): Addr => state.router.route(target, undefined);
+    const route = async (): Promise<Addr> => {
+      await state.resolved(target);
+      return state.router.route(target, undefined);
+    };
     const opaque = isOpaquePort(this.#opts.config, target.port);
-    const detected = opaque ? { protocol: 'opaque' as const, buffered: Buffer.alloc(0) } : await detectProtocol(sock, { timeoutMs: state.config.detectTimeoutMs });
+    let client: Socket = sock;
+    const tls = this.#opts.tls;
+    // Inbound mTLS comes before protocol detection. Opaque ports skip it, so
+    // a server-speaks-first protocol from an unmeshed client never waits.
+    if (state.direction === 'inbound' && tls !== undefined && !opaque) {
+      const peek = await peekClientHello(sock, state.config.detectTimeoutMs);
+      if (peek.isTls && shouldTerminate(peek.sni, tls)) {
+        const accepted = await acceptTls(sock, peek.buffered, tls, { log: this.#log });
+        Object.assign(labels, serverTlsLabels(inboundTls(peek, accepted)));
+        client = accepted.tlsSocket;
+      } else if (peek.isTls) {
+        // TLS for another name is not ours to terminate: pass it through.
+        Object.assign(labels, serverTlsLabels(inboundTls(peek)));
+        return this.#opaque(state, sock, peek.buffered, route, labels);
+      } else if (peek.buffered.length > 0) {
+        sock.unshift(peek.buffered);
+      }
+    }
+    const detected = opaque ? { protocol: 'opaque' as const, buffered: Buffer.alloc(0) } : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
     const log = this.#opts.log.child({ component: `${state.direction}-${detected.protocol}` });
     switch (detected.protocol) {
       case 'http1':
-        return serveHttp1(sock, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.http1Pool, log });
+        return serveHttp1(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.http1Pool, log });
       case 'h2':
-        return void serveH2(sock, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log });
-      case 'opaque': {
-        const upstream = await state.connect(route()).catch((err: unknown) => {
-          this.metrics.tcpOpen(labels, 'src');
-          this.metrics.tcpClose(labels, 'src', errnoOf(err));
-          throw err;
-        });
-        sock.resume();
-        return forwardOpaque(sock, detected.buffered, upstream, labels, this.metrics);
-      }
+        return void serveH2(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log });
+      case 'opaque':
+        return this.#opaque(state, client, detected.buffered, route, labels);
     }
+  }
+
+  async #opaque(state: DirectionState, client: Socket, replay: Buffer, route: () => Promise<Addr>, labels: ConnLabels): Promise<void> {
+    const upstream = await route()
+      .then((to) => state.connect(to))
+      .catch((err: unknown) => {
+        this.metrics.tcpOpen(labels, 'src');
+        this.metrics.tcpClose(labels, 'src', errnoOf(err));
+        throw err;
+      });
+    client.resume();
+    return forwardOpaque(client, replay, upstream, labels, this.metrics);
   }
 
   get openConnections(): number {
@@ -164,6 +215,7 @@ export class Proxy {
       d.http1Pool.close();
       await d.h2Pool.close();
     }
+    this.#opts.resolver?.close?.();
     await Promise.all(closed);
   }
 }

@@ -4,7 +4,7 @@
 // Balancers of sets unused for a while are dropped, so the cache is bounded.
 import { BpfmeshError } from '../errors.js';
 import { createP2cBalancer, type P2cBalancer } from './balance/p2c.js';
-import type { Addr, EndpointSet, Resolution, Resolver } from './types.js';
+import type { Addr, Endpoint, EndpointSet, Resolution, Resolver } from './types.js';
 
 export const UNAVAILABLE = 'BPFMESH_E_UNAVAILABLE';
 
@@ -40,6 +40,15 @@ export class Router {
     const ep = entry.balancer.pick();
     if (ep === null) throw new BpfmeshError(UNAVAILABLE, `no endpoints for ${target.host}:${target.port}`);
     return ep.addr;
+  }
+
+  /** The endpoint behind an address this router hands out (for its identity), if discovery gave one. */
+  endpointFor(addr: Addr): Endpoint | undefined {
+    for (const set of this.#balancers.keys()) {
+      const ep = set.endpoints.find((e) => e.addr.port === addr.port && e.addr.host === addr.host);
+      if (ep !== undefined) return ep;
+    }
+    return undefined;
   }
 
   #evictIdle(now: number): void {
