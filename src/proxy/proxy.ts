@@ -13,8 +13,9 @@ import { drainH2, serveH2, H2UpstreamPool } from './h2/index.js';
 import { connector, errnoOf, forwardOpaque } from './tcp.js';
 import { createProxyMetrics, type PromProxyMetrics } from './metrics.js';
 import { Router, FallbackResolver } from './router.js';
+import { replayDuplex } from './replay-duplex.js';
 import type { Addr, ConnLabels, Connector, Direction, Resolver } from './types.js';
-import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminate, tlsConnector, type TlsStore } from '../tls/index.js';
+import { acceptTls, clientTlsLabels, inboundTls, peekClientHello, serverTlsLabels, shouldTerminate, tlsConnector, type TlsStore } from '../tls/index.js';
 import { formatAddr } from './types.js';
 
 /** A resolver that can also wait for its first answer (discovery); FallbackResolver cannot. */
@@ -157,6 +158,12 @@ export class Proxy {
       return state.router.route(target, undefined);
     };
     const opaque = isOpaquePort(this.#opts.config, target.port);
+    if (state.direction === 'outbound' && this.#opts.tls !== undefined) {
+      // Label the connection with the identity discovery expects (Linkerd's server_id).
+      await state.resolved(target).catch(() => undefined);
+      const serverId = state.router.identityOf(target);
+      Object.assign(labels, clientTlsLabels(serverId === undefined ? { kind: 'none', reason: 'not_provided_by_service_discovery' } : { kind: 'established', serverId }));
+    }
     let client: Socket = sock;
     const tls = this.#opts.tls;
     // Inbound mTLS comes before protocol detection. Opaque ports skip it, so
@@ -181,6 +188,11 @@ export class Proxy {
       case 'http1':
         return serveHttp1(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.http1Pool, log });
       case 'h2':
+        if (client !== sock) {
+          // Over mTLS: see replay-duplex.ts.
+          const d = replayDuplex(client, detected.buffered) as unknown as Socket;
+          return void serveH2(d, Buffer.alloc(0), { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log });
+        }
         return void serveH2(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log });
       case 'opaque':
         return this.#opaque(state, client, detected.buffered, route, labels);

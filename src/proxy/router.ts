@@ -42,6 +42,12 @@ export class Router {
     return ep.addr;
   }
 
+  /** The identity the target's endpoints present (the first one's), when discovery gave them one. */
+  identityOf(target: Addr): string | undefined {
+    const r = this.#resolver.resolve(target, undefined);
+    return r.kind === 'endpoints' ? r.set.endpoints[0]?.identity : undefined;
+  }
+
   /** The endpoint behind an address this router hands out (for its identity), if discovery gave one. */
   endpointFor(addr: Addr): Endpoint | undefined {
     for (const set of this.#balancers.keys()) {
