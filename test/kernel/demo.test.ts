@@ -1,5 +1,5 @@
-// npm start's demo: runs, shows traffic through both proxies and the kernel
-// counters, and leaves nothing behind.
+// npm start's demo: runs for 10 s, shows mTLS traffic through both proxies
+// and the kernel counters, and leaves nothing behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -16,11 +16,13 @@ const cgroups = (): string[] => readdirSync(cgroup2Mount(), { withFileTypes: tru
 
 test('the demo shows requests through both proxies and cleans up', { skip, timeout: 120_000 }, async () => {
   const before = { ns: netnsNames(), pins: pins(), cg: cgroups() };
-  const r = await runCli(['demo', '--seconds', '2']);
+  const r = await runCli(['demo', '--seconds', '10']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /#1 hello from 10\.78\.0\.3:8080/);
   const out = /request_total\{direction="outbound"\} (\d+)/.exec(r.stdout);
   assert.ok(out && Number(out[1]) >= 3, r.stdout);
+  const mtls = /client proxy: .*over mTLS (\d+)/.exec(r.stdout);
+  assert.ok(mtls && Number(mtls[1]) >= 3, 'requests went over mTLS between the proxies');
   assert.match(r.stdout, /client: .*out_redirected=\d+/);
   assert.match(r.stdout, /cleaned up/);
   assert.deepEqual(netnsNames(), before.ns, 'no network namespace left');
