@@ -40,15 +40,21 @@ function fdOf(sock: Socket): number {
 
 /** Answer with what was learnt; as HTTP when the first bytes look like a request. */
 function report(sock: Socket, text: string): void {
-  sock.once('data', (first: Buffer) => {
+  sock.on('error', () => sock.destroy());
+  const answer = (first: Buffer | null): void => {
+    sock.setTimeout(0); // answered: the idle timer must not fire on an ended socket
+    if (sock.writableEnded || sock.destroyed) return;
     const body = text + '\n';
-    if (/^[A-Z]+ \S+ HTTP\/1\.[01]\r\n/.test(first.toString('latin1'))) {
+    if (first !== null && /^[A-Z]+ \S+ HTTP\/1\.[01]\r\n/.test(first.toString('latin1'))) {
       sock.end(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
     } else {
       sock.end(body);
     }
-  });
-  sock.setTimeout(5000, () => sock.end(text + '\n'));
+  };
+  sock.once('data', answer);
+  // A client that sends nothing (or only closes its side) still gets the answer.
+  sock.once('end', () => answer(null));
+  sock.setTimeout(5000, () => answer(null));
 }
 
 function pipeBoth(a: Socket, b: Socket): void {
