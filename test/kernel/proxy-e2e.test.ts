@@ -131,8 +131,11 @@ describe('proxy end to end', { skip, timeout: 240_000 }, () => {
   });
 
   test('SIGTERM drains: an in-flight request finishes, then the proxy exits 0', async () => {
+    const seen = async (): Promise<number> => sample(await metrics(b), 'request_total', { direction: 'inbound', target_addr: `${b.ip4}:8080` });
+    const before = await seen();
     const inflight = mesh.lab.exec(a, 'curl', ['-sS', '--max-time', '10', `http://${b.ip4}:8080/slow/1500`], APP, 15_000);
-    await new Promise((r) => setTimeout(r, 500));
+    // SIGTERM only once the request is in pod b's proxy (slow machines take a while to get there).
+    for (let i = 0; i < 100 && (await seen()) === before; i++) await new Promise((r) => setTimeout(r, 50));
     const proxyB = proxies.get(b)!;
     proxyB.child.kill('SIGTERM');
     const r = await inflight;
