@@ -45,7 +45,8 @@ describe('proxy end to end', { skip, timeout: 240_000 }, () => {
     b = mesh.pod('b');
     for (const pod of [a, b]) {
       await mesh.init(pod);
-      proxies.set(pod, await mesh.proxy(pod));
+      // A short grace keeps the drain test bounded: connections idle in a keep-alive pool are only closed when it ends.
+      proxies.set(pod, await mesh.proxy(pod, { LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD: '10s' }));
     }
     const app = new PodProcess(mesh.lab.spawn(b, process.execPath, [APP_SERVER], APP));
     await app.waitFor((e) => e.event === 'ready');
