@@ -165,6 +165,8 @@ export class Proxy {
       Object.assign(labels, clientTlsLabels(serverId === undefined ? { kind: 'none', reason: 'not_provided_by_service_discovery' } : { kind: 'established', serverId }));
     }
     let client: Socket = sock;
+    // Inbound requests carry the verified peer identity in l5d-client-id (or none, never the client's own).
+    let clientId: string | null | undefined = state.direction === 'inbound' ? null : undefined;
     const tls = this.#opts.tls;
     // Inbound mTLS comes before protocol detection. Opaque ports skip it, so
     // a server-speaks-first protocol from an unmeshed client never waits.
@@ -174,6 +176,7 @@ export class Proxy {
         const accepted = await acceptTls(sock, peek.buffered, tls, { log: this.#log });
         Object.assign(labels, serverTlsLabels(inboundTls(peek, accepted)));
         client = accepted.tlsSocket;
+        clientId = accepted.clientIdentity ?? null;
       } else if (peek.isTls) {
         // TLS for another name is not ours to terminate: pass it through.
         Object.assign(labels, serverTlsLabels(inboundTls(peek)));
@@ -186,14 +189,14 @@ export class Proxy {
     const log = this.#opts.log.child({ component: `${state.direction}-${detected.protocol}` });
     switch (detected.protocol) {
       case 'http1':
-        return serveHttp1(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.http1Pool, log });
+        return serveHttp1(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.http1Pool, log, clientId });
       case 'h2':
         if (client !== sock) {
           // Over mTLS: see replay-duplex.ts.
           const d = replayDuplex(client, detected.buffered) as unknown as Socket;
-          return void serveH2(d, Buffer.alloc(0), { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log });
+          return void serveH2(d, Buffer.alloc(0), { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log, clientId });
         }
-        return void serveH2(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log });
+        return void serveH2(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log, clientId });
       case 'opaque':
         return this.#opaque(state, client, detected.buffered, route, labels);
     }

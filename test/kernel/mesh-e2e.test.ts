@@ -103,6 +103,14 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
     assert.ok(/bpfmesh_identity_cert_expiry_timestamp_seconds \d/.test(ma), 'certificate expiry exported');
   });
 
+  test('the inbound proxy tells the app who called: l5d-client-id, never forged', async () => {
+    assert.equal(await mesh.curl(a, `http://${b.ip4}:8080/whoami`), `client-id ${id('a')}`);
+    const forged = await mesh.lab.exec(a, 'curl', ['-sS', '--max-time', '5', '-H', 'l5d-client-id: evil', `http://${b.ip4}:8080/whoami`], APP);
+    assert.equal(forged.stdout.trim(), `client-id ${id('a')}`, 'the client cannot choose its identity');
+    const h2 = await mesh.lab.exec(a, 'curl', ['-sS', '--http2-prior-knowledge', '--max-time', '5', '-H', 'l5d-client-id: evil', `http://${b.ip4}:8081/whoami`], APP);
+    assert.equal(h2.stdout.trim(), `client-id ${id('a')}`, h2.stderr);
+  });
+
   test('openssl s_client sees TLS 1.3 and the pod identity on the inbound side', async () => {
     // As the proxy uid, so the connection goes straight to pod b's inbound proxy.
     const r = await mesh.lab.exec(a, 'openssl', ['s_client', '-connect', `${b.ip4}:8080`, '-servername', id('b'), '-tls1_3', '-CAfile', join(dir, 'state', 'trust-anchors.pem')], { uid: 2102, gid: 2102 }, 10_000, '');
@@ -130,6 +138,8 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
   test('plaintext from an unmeshed client still reaches the app', async () => {
     const c = mesh.pod('c'); // no init, no proxy
     assert.equal(await mesh.curl(c, `http://${b.ip4}:8080/plain`), `hello /plain from ${b.ip4}:8080 1.1`);
+    const forged = await mesh.lab.exec(c, 'curl', ['-sS', '--max-time', '5', '-H', 'l5d-client-id: evil', `http://${b.ip4}:8080/whoami`], APP);
+    assert.equal(forged.stdout.trim(), 'client-id -', 'an unauthenticated client gets no identity, whatever it sends');
     const mb = await metrics(b);
     assert.ok(sample(mb, 'request_total', { direction: 'inbound', tls: 'no_identity' }) >= 1);
   });

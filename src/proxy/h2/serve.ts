@@ -47,6 +47,8 @@ export interface H2Context {
    * connector (a pool is keyed by address only).
    */
   pool?: H2UpstreamPool;
+  /** Inbound: the verified client identity for l5d-client-id, or null; a client-sent value is always replaced. Undefined: untouched. */
+  clientId?: string | null;
 }
 
 export interface H2Connection {
@@ -78,6 +80,13 @@ export async function drainH2(graceMs?: number): Promise<void> {
  * Serves an HTTP/2 client connection whose first bytes (`buffered`, starting
  * with the connection preface) protocol detection has already read.
  */
+function withClientId(h: OutgoingHttpHeaders, clientId: string | null | undefined): OutgoingHttpHeaders {
+  if (clientId === undefined) return h;
+  delete h['l5d-client-id'];
+  if (clientId !== null) h['l5d-client-id'] = clientId;
+  return h;
+}
+
 export function serveH2(client: Socket, buffered: Buffer, ctx: H2Context): H2Connection {
   const settings = resolveSettings(ctx.settings);
   const pool = ctx.pool ?? new H2UpstreamPool({ log: ctx.log, ...(ctx.settings ? { settings: ctx.settings } : {}) });
@@ -222,7 +231,7 @@ class Exchange {
       upstream = await pool.request(
         to,
         ctx.connect,
-        requestHeaders(this.headers),
+        withClientId(requestHeaders(this.headers), ctx.clientId),
         { endStream: end, waitForTrailers: !end, signal: this.abort.signal },
         () => this.gone(),
       );

@@ -28,6 +28,8 @@ export const HeaderFlag = {
   UPGRADE: 2,
   /** Transfer-Encoding: forwarded when the body is forwarded as is, dropped when de-chunked. */
   TRANSFER_ENCODING: 4,
+  /** l5d-client-id: set by the inbound proxy only, so a client's own value is dropped there. */
+  CLIENT_ID: 8,
 } as const;
 
 interface HeadCommon {
@@ -236,6 +238,9 @@ function parseFields(text: string, pos: number): Parsed {
         }
         break;
       }
+      case 13:
+        if (name.toLowerCase() === 'l5d-client-id') flag = HeaderFlag.CLIENT_ID;
+        break;
       case 14:
         if (name.toLowerCase() === 'content-length') p.contentLength = parseContentLength(value, p.contentLength);
         break;

@@ -66,6 +66,12 @@ export interface Http1Context {
   /** From the end of the request to the response head; none when undefined. */
   responseTimeoutMs?: number;
   maxHeadBytes?: number;
+  /**
+   * Inbound: the verified client identity for the l5d-client-id header, or
+   * null for none. Either way a client-sent l5d-client-id is dropped, so it
+   * cannot be forged. Undefined (outbound): the header passes untouched.
+   */
+  clientId?: string | null;
   log: Http1Log;
   /** Called once per routed request with the Addr route() returned: the balancer's feedback. */
   settle?(target: Addr, r: { latencyMs: number; statusCode: number; error?: string }): void;
@@ -294,7 +300,10 @@ class ClientConn implements UpstreamOwner {
       if (req.host === undefined) extra = `Host: ${this.ctx.labels.authority ?? this.ctx.labels.target_addr}\r\n`;
     }
     if (req.upgrade) extra += 'Connection: upgrade\r\n';
-    const head = rewriteHead(req, req.upgrade ? DROP_REQUEST_UPGRADE : DROP_REQUEST, startLine, extra);
+    const clientId = this.ctx.clientId;
+    if (typeof clientId === 'string') extra += `l5d-client-id: ${clientId}\r\n`;
+    const drop = (req.upgrade ? DROP_REQUEST_UPGRADE : DROP_REQUEST) | (clientId === undefined ? 0 : HeaderFlag.CLIENT_ID);
+    const head = rewriteHead(req, drop, startLine, extra);
     if (req.framing !== 'none') {
       this.reqPump = new BodyPump(this.client, sock, req.framing, req.contentLength);
       const p = this.pending;
