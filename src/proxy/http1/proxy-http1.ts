@@ -370,6 +370,13 @@ class ClientConn implements UpstreamOwner {
   };
 
   private readonly onClientClose = (): void => {
+    this.stopExchange();
+    this.flushBytes(null);
+    if (this.ownPool) this.pool.close();
+  };
+
+  /** Stop both body pumps and drop the upstream connection mid-exchange. */
+  private stopExchange(): void {
     this.state = St.CLOSED;
     this.clearTimer();
     this.reqPump?.stop();
@@ -381,9 +388,7 @@ class ClientConn implements UpstreamOwner {
       up.owner = null;
       up.destroy();
     }
-    this.flushBytes(null);
-    if (this.ownPool) this.pool.close();
-  };
+  }
 
   /** End the client connection after what was written. */
   private closeClient(): void {
@@ -399,16 +404,7 @@ class ClientConn implements UpstreamOwner {
   /** Tear both connections down (a message cut short). */
   private abort(why: string): void {
     this.ctx.log.debug({ why }, 'aborting exchange');
-    this.state = St.CLOSED;
-    this.clearTimer();
-    this.reqPump?.stop();
-    this.resPump?.stop();
-    const up = this.up;
-    this.up = null;
-    if (up !== null) {
-      up.owner = null;
-      up.destroy();
-    }
+    this.stopExchange();
     // A reset, not a FIN: for a close-delimited response a FIN would read as a complete body.
     try {
       this.client.resetAndDestroy();
