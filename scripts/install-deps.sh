@@ -2,6 +2,10 @@
 # The system packages bpfmesh needs to build, test and benchmark, on Debian
 # 12 or newer (and Ubuntu 22.04+). One script for CI, the Dockerfile and the
 # Vagrant VM (vagrant/provision.sh), so all three prove the same steps. Needs root.
+#
+#   install-deps.sh [all]    everything below (CI, the VM)
+#   install-deps.sh build    what builds the addon, BPF objects and dist/ (the image's build stage)
+#   install-deps.sh image    what the runtime image needs: libbpf1 (the addon links it), bpftool (inspection)
 set -euo pipefail
 
 BUILD=(clang llvm libbpf-dev pkg-config make g++ python3)
@@ -9,6 +13,13 @@ RUNTIME=(bpftool iproute2 util-linux mount)
 TEST=(curl netcat-openbsd iptables wrk nghttp2-client openssl)
 # npm run test:kernels: other kernels under qemu (vagrant/kernels/run.sh)
 VM=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
+MODE=${1:-all}
+case "$MODE" in
+  all) PKGS=("${BUILD[@]}" "${RUNTIME[@]}" "${TEST[@]}" "${VM[@]}") ;;
+  build) PKGS=("${BUILD[@]}" bpftool) ;; # bpftool: vmlinux.h from the kernel's BTF
+  image) PKGS=(libbpf1 bpftool) ;;
+  *) echo "install-deps: unknown mode '$MODE'; use all, build or image" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: run as root (it uses apt-get)" >&2
@@ -16,5 +27,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${BUILD[@]}" "${RUNTIME[@]}" "${TEST[@]}" "${VM[@]}" >/dev/null
-echo "install-deps: $(clang --version | head -1); libbpf $(pkg-config --modversion libbpf); $(bpftool version | head -1)"
+apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+if [ "$MODE" = image ]; then
+  rm -rf /var/lib/apt/lists/* # keep the image small
+  echo "install-deps: image: $(bpftool version | head -1)"
+else
+  echo "install-deps: $(clang --version | head -1); libbpf $(pkg-config --modversion libbpf); $(bpftool version | head -1)"
+fi
