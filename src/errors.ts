@@ -50,6 +50,18 @@ export const ErrorCodes = {
   CONTROL: 'BPFMESH_E_CONTROL',
   /** `bpfmesh control-plane`: a bad mesh.yaml, or an issuer that cannot be read. */
   CONTROL_PLANE_CONFIG: 'BPFMESH_E_CONTROL_PLANE_CONFIG',
+  /** Kubernetes access: no in-cluster service account and no usable kubeconfig (missing file, no current context, unreadable credentials). */
+  KUBE_CONFIG: 'BPFMESH_E_KUBE_CONFIG',
+  /** The Kubernetes API answered an error status, an unparsable body, or could not be reached. */
+  KUBE_API: 'BPFMESH_E_KUBE_API',
+  /** The Kubernetes API no longer has the requested resourceVersion (410 Gone, or a watch ERROR event): list again. */
+  KUBE_EXPIRED: 'BPFMESH_E_KUBE_EXPIRED',
+  /** `bpfmesh node`: a pod's config.linkerd.io/* annotation cannot be parsed; that pod is left unmeshed. */
+  BAD_ANNOTATION: 'BPFMESH_E_BAD_ANNOTATION',
+  /** Node-wide install: another bpfmesh holds the node lock for too long. */
+  BUSY: 'BPFMESH_E_BUSY',
+  /** A pod's interception differs from its configuration (CNI CHECK). */
+  MISMATCH: 'BPFMESH_E_MISMATCH',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

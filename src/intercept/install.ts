@@ -25,7 +25,7 @@ export interface InstallResult {
   policy: PolicyWriteResult;
 }
 
-function openAndLoad(name: 'intercept' | 'inbound', pinDir: string, rodata?: Buffer): NativeObject {
+export function openAndLoad(name: 'intercept' | 'inbound', pinDir: string, rodata?: Buffer): NativeObject {
   const path = bpfObjectPath(name);
   if (!existsSync(path)) {
     throw new BpfmeshError(ErrorCodes.OBJECT_MISSING, `BPF object ${path} is missing; build it with "npm install" (needs clang, bpftool, libbpf-dev)`);
@@ -56,9 +56,10 @@ function openAndLoad(name: 'intercept' | 'inbound', pinDir: string, rodata?: Buf
   }
 }
 
-function attachOrUpdate(spec: LinkSpec, obj: NativeObject, pod: Pod, targetFd: number): 'attached' | 'updated' {
+/** Attaches spec's program to targetFd and pins the link in pinDir, or swaps the program of a link already pinned there. */
+export function attachOrUpdate(spec: LinkSpec, obj: NativeObject, pinDir: string, targetFd: number, targetPath: string): 'attached' | 'updated' {
   const prog = obj.program(spec.program);
-  const pinPath = join(pod.pinDir, spec.pin);
+  const pinPath = join(pinDir, spec.pin);
   if (existsSync(pinPath)) {
     const link = native().openPinnedLink(pinPath);
     try {
@@ -72,11 +73,12 @@ function attachOrUpdate(spec: LinkSpec, obj: NativeObject, pod: Pod, targetFd: n
   try {
     link = spec.target === 'cgroup' ? prog.attachCgroup(targetFd) : prog.attachNetns(targetFd);
   } catch (err) {
-    throw withContext(err, `attaching ${spec.program} to ${spec.target === 'cgroup' ? pod.cgroupPath : pod.netnsPath}`);
+    throw withContext(err, `attaching ${spec.program} to ${targetPath}`);
   }
   try {
     link.pin(pinPath);
   } finally {
+    // An unpinned link detaches here, so a failed pin leaves nothing attached.
     link.close();
   }
   return 'attached';
@@ -113,7 +115,7 @@ export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; expli
       withFd(pod.netnsPath, 'network namespace', (netnsFd) => {
         for (const spec of LINKS) {
           const obj = spec.object === 'intercept' ? intercept : inbound;
-          const action = attachOrUpdate(spec, obj, pod, spec.target === 'cgroup' ? cgroupFd : netnsFd);
+          const action = spec.target === 'cgroup' ? attachOrUpdate(spec, obj, pod.pinDir, cgroupFd, pod.cgroupPath) : attachOrUpdate(spec, obj, pod.pinDir, netnsFd, pod.netnsPath);
           if (action === 'attached') created.push(join(pod.pinDir, spec.pin));
           links.push({ pin: spec.pin, action });
           log.debug({ program: spec.program, pin: spec.pin, action }, 'hook in place');
@@ -157,7 +159,7 @@ function restoreSettings(pinDir: string, netnsCookie: bigint, s: c.PodSettings):
   }
 }
 
-function detachAndUnpin(path: string, log: Logger): void {
+export function detachAndUnpin(path: string, log: Logger): void {
   try {
     if (native().pinnedKind(path) === 'link') {
       const link = native().openPinnedLink(path);
@@ -174,7 +176,7 @@ function detachAndUnpin(path: string, log: Logger): void {
 }
 
 /** Detaches every link pinned in pinDir, unpins everything, removes the folder. */
-function removePins(pinDir: string, log: Logger): string[] {
+export function removePins(pinDir: string, log: Logger): string[] {
   if (!existsSync(pinDir)) return [];
   const names = readdirSync(pinDir);
   // Links first, so nothing steers into maps that are going away.

@@ -89,6 +89,11 @@ export class Lab {
 
   readonly #unregister: () => void;
 
+  /** The cgroup every pod's cgroup sits under (created with the first pod). */
+  get cgroupRoot(): string {
+    return this.#cgroupRoot;
+  }
+
   #ensureHub(): void {
     if (this.#hubReady) return;
     mkdirSync(this.#cgroupRoot, { recursive: true });

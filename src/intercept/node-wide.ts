@@ -1,0 +1,336 @@
+// Node-wide interception, for the DaemonSet agent and the CNI plugin
+// (DESIGN.md "State and scope"): the intercept programs are attached once,
+// at the cgroup2 root (or another cgroup above every pod), and a pod is
+// covered by its rows, keyed by its netns cookie, plus an sk_lookup link in
+// its netns. So a pod is covered wherever its processes later sit in the
+// cgroup tree, and adding one is a few map writes and one link.
+//
+// Pins: <bpffs>/bpfmesh/node/ holds the shared maps (by name) and the cgroup
+// links (link_*); node/pods/<id>/ holds a pod's sk_lookup link and its
+// inbound object's .rodata (netns_cookie), which records the cookie the
+// pod's rows are keyed by, so a pod can be withdrawn after its netns is gone.
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfmeshError, ErrorCodes, errorCode, withContext } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { native, type NativeObject } from '../bpf/native.js';
+import * as c from '../bpf/codecs.js';
+import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfPinDir, MapNames, type PodMaps } from './layout.js';
+import { attachOrUpdate, detachAndUnpin, openAndLoad } from './install.js';
+import { ensureBpffs } from './mounts.js';
+import { checkCgroup, checkNetns, netnsCookieOf, pinRoot, withFd } from './pod.js';
+import { deletePodRows, portRulesOf, settingsOf, subnetRulesOf, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
+
+/** Where node-wide state lives and which cgroup the programs attach to. */
+export interface NodeScope {
+  bpffs: string;
+  /** An explicit bpffs must already be mounted; the default one is mounted when missing. */
+  bpffsExplicit: boolean;
+  cgroupRoot: string;
+}
+
+export const NODE_DIR_NAME = 'node';
+const PODS_DIR = 'pods';
+const COOKIE_PIN = 'netns_cookie';
+const POD_ID = /^[A-Za-z0-9_.-]{1,200}$/;
+const CGROUP_LINKS = LINKS.filter((l) => l.target === 'cgroup');
+const SK_LOOKUP = LINKS.find((l) => l.target === 'netns')!;
+
+export const nodePinDir = (bpffs: string): string => join(pinRoot(bpffs), NODE_DIR_NAME);
+const podsDir = (scope: NodeScope): string => join(nodePinDir(scope.bpffs), PODS_DIR);
+const podDir = (scope: NodeScope, id: string): string => join(podsDir(scope), id);
+
+function checkPodId(id: string): void {
+  if (!POD_ID.test(id) || id === '.' || id === '..') {
+    throw new BpfmeshError(ErrorCodes.BAD_FLAG, `pod id ${JSON.stringify(id)} is not usable as a pin name; use 1-200 of [A-Za-z0-9_.-]`);
+  }
+}
+
+const sleepBuf = new Int32Array(new SharedArrayBuffer(4));
+const sleepMs = (ms: number): void => void Atomics.wait(sleepBuf, 0, 0, ms);
+
+const LOCK_STALE_MS = 30_000;
+const LOCK_WAIT_MS = 10_000;
+
+/**
+ * A lock across processes (CNI ADDs run concurrently): mkdir is atomic on
+ * bpffs. A lock older than LOCK_STALE_MS is taken to be left by a crash.
+ */
+function withNodeLock<T>(scope: NodeScope, fn: () => T): T {
+  const root = pinRoot(scope.bpffs);
+  mkdirSync(root, { recursive: true });
+  const lock = join(root, '.node-lock');
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (err) {
+      if (errorCode(err) !== 'EEXIST') throw withContext(err, `taking the lock ${lock}`);
+      let age = 0;
+      try {
+        age = Date.now() - statSync(lock).ctimeMs;
+      } catch {
+        continue; // released meanwhile
+      }
+      if (age > LOCK_STALE_MS) {
+        try {
+          rmdirSync(lock);
+        } catch {
+          /* another waiter took it over */
+        }
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new BpfmeshError(ErrorCodes.BUSY, `${lock} has been held for ${Math.round(age / 1000)} s by another bpfmesh; retry, or remove it if no bpfmesh runs`);
+      }
+      sleepMs(5);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    try {
+      rmdirSync(lock);
+    } catch {
+      /* removed as stale by another process: nothing to release */
+    }
+  }
+}
+
+function nodeInstalled(scope: NodeScope): boolean {
+  const dir = nodePinDir(scope.bpffs);
+  return CGROUP_LINKS.every((l) => existsSync(join(dir, l.pin))) && existsSync(join(dir, MapNames.settings));
+}
+
+function requireNodeInstall(scope: NodeScope): void {
+  if (!nodeInstalled(scope)) {
+    throw new BpfmeshError(ErrorCodes.NOT_INSTALLED, `no node-wide interception under ${nodePinDir(scope.bpffs)}; start "bpfmesh node" or let the CNI plugin install it`);
+  }
+}
+
+export interface NodeInstallResult {
+  fresh: boolean;
+  links: Array<{ pin: string; action: 'attached' | 'updated' | 'kept' }>;
+}
+
+/**
+ * Idempotent. With everything pinned and refresh unset, only checks (the
+ * CNI ADD path). Otherwise loads the intercept object on the pinned maps and
+ * attaches or swaps (BPF_LINK_UPDATE) each cgroup link. A fresh install that
+ * fails is removed again.
+ */
+export function ensureNodeInstall(scope: NodeScope, log: Logger, opts: { refresh?: boolean } = {}): NodeInstallResult {
+  ensureBpffs(scope.bpffs, scope.bpffsExplicit);
+  checkCgroup(scope.cgroupRoot);
+  if (!opts.refresh && nodeInstalled(scope)) return { fresh: false, links: CGROUP_LINKS.map((l) => ({ pin: l.pin, action: 'kept' })) };
+  return withNodeLock(scope, () => {
+    if (!opts.refresh && nodeInstalled(scope)) return { fresh: false, links: CGROUP_LINKS.map((l) => ({ pin: l.pin, action: 'kept' as const })) };
+    const dir = nodePinDir(scope.bpffs);
+    const fresh = !existsSync(join(dir, MapNames.settings));
+    mkdirSync(join(dir, PODS_DIR), { recursive: true });
+    const created: string[] = [];
+    let obj: NativeObject | null = null;
+    try {
+      obj = openAndLoad('intercept', dir);
+      const pairs = obj.map(MapNames.sockPairs);
+      for (const spec of SOCKMAP_PROGRAMS) obj.program(spec.program).attachToMap(pairs.fd, spec.kind);
+      const links: NodeInstallResult['links'] = [];
+      withFd(scope.cgroupRoot, 'cgroup', (fd) => {
+        for (const spec of CGROUP_LINKS) {
+          const action = attachOrUpdate(spec, obj!, dir, fd, scope.cgroupRoot);
+          if (action === 'attached') created.push(join(dir, spec.pin));
+          links.push({ pin: spec.pin, action });
+        }
+      });
+      log.info({ cgroup: scope.cgroupRoot, pinDir: dir, fresh, links: links.map((l) => `${l.pin}:${l.action}`) }, 'node-wide interception in place');
+      return { fresh, links };
+    } catch (err) {
+      for (const pin of created) detachAndUnpin(pin, log);
+      if (fresh) removeNodeDir(scope, log);
+      throw err;
+    } finally {
+      obj?.close();
+    }
+  });
+}
+
+function readPodCookie(scope: NodeScope, id: string): bigint | null {
+  const path = join(podDir(scope, id), COOKIE_PIN);
+  if (!existsSync(path)) return null;
+  const map = native().openPinnedMap(path);
+  try {
+    const v = map.lookup(Buffer.alloc(4));
+    return v === null ? null : c.inboundRodata.decode(v).podNetnsCookie;
+  } finally {
+    map.close();
+  }
+}
+
+function withNodeMaps<T>(scope: NodeScope, fn: (maps: PodMaps) => T): T {
+  const maps = mapsOfPinDir(nodePinDir(scope.bpffs));
+  try {
+    return fn(maps);
+  } finally {
+    closeMaps(maps);
+  }
+}
+
+export interface EnrollResult {
+  netnsCookie: bigint;
+  /** false when the pod was enrolled already with this netns (only the policy diff was written). */
+  fresh: boolean;
+  policy: PolicyWriteResult;
+}
+
+/**
+ * Idempotent. Writes the pod's rows and links sk_lookup into its netns. An id
+ * enrolled before with another netns (a recreated sandbox) is withdrawn first.
+ */
+export function enrollPod(scope: NodeScope, id: string, netnsPath: string, policy: PodPolicy, log: Logger): EnrollResult {
+  checkPodId(id);
+  checkNetns(netnsPath);
+  requireNodeInstall(scope);
+  const netnsCookie = netnsCookieOf(netnsPath);
+  const dir = podDir(scope, id);
+  const previous = readPodCookie(scope, id);
+  if (previous !== null && previous !== netnsCookie) {
+    log.info({ pod: id, old: previous.toString(), new: netnsCookie.toString() }, 'pod has a new network namespace; withdrawing the old one');
+    withdrawPod(scope, id, log);
+  }
+  const policyResult = withNodeMaps(scope, (maps) => writePolicy(maps, netnsCookie, policy));
+  const linkPin = join(dir, SK_LOOKUP.pin);
+  if (previous === netnsCookie && existsSync(linkPin) && existsSync(join(dir, COOKIE_PIN))) {
+    return { netnsCookie, fresh: false, policy: policyResult };
+  }
+  mkdirSync(dir, { recursive: true });
+  let obj: NativeObject | null = null;
+  try {
+    obj = openAndLoad('inbound', nodePinDir(scope.bpffs), c.inboundRodata.encode({ podNetnsCookie: netnsCookie }));
+    const rodata = obj.map('.rodata');
+    if (!existsSync(join(dir, COOKIE_PIN))) rodata.pin(join(dir, COOKIE_PIN));
+    withFd(netnsPath, 'network namespace', (fd) => attachOrUpdate(SK_LOOKUP, obj!, dir, fd, netnsPath));
+    log.debug({ pod: id, netns: netnsPath, netnsCookie: netnsCookie.toString() }, 'pod enrolled');
+    return { netnsCookie, fresh: true, policy: policyResult };
+  } catch (err) {
+    withdrawPod(scope, id, log, netnsCookie);
+    throw err;
+  } finally {
+    obj?.close();
+  }
+}
+
+/** Idempotent: removes a pod's rows and its link. False when nothing was enrolled under id. */
+export function withdrawPod(scope: NodeScope, id: string, log: Logger, knownCookie?: bigint): boolean {
+  checkPodId(id);
+  const dir = podDir(scope, id);
+  if (!existsSync(dir)) return false;
+  const cookie = readPodCookie(scope, id) ?? knownCookie ?? null;
+  // The link goes first so nothing steers with rows that are going away.
+  detachAndUnpin(join(dir, SK_LOOKUP.pin), log);
+  if (cookie !== null && existsSync(join(nodePinDir(scope.bpffs), MapNames.settings))) {
+    withNodeMaps(scope, (maps) => deletePodRows(maps, cookie));
+  }
+  for (const name of readdirSync(dir)) detachAndUnpin(join(dir, name), log);
+  rmdirSync(dir);
+  log.debug({ pod: id, netnsCookie: cookie?.toString() }, 'pod withdrawn');
+  return true;
+}
+
+export interface EnrolledPod {
+  id: string;
+  netnsCookie: bigint | null;
+  /** Its sk_lookup link is still attached, i.e. the netns still exists. */
+  alive: boolean;
+}
+
+export function listEnrolled(scope: NodeScope): EnrolledPod[] {
+  if (!existsSync(podsDir(scope))) return [];
+  return readdirSync(podsDir(scope)).map((id) => {
+    let alive = false;
+    const linkPin = join(podDir(scope, id), SK_LOOKUP.pin);
+    if (existsSync(linkPin)) {
+      const link = native().openPinnedLink(linkPin);
+      try {
+        alive = link.info().targetId !== 0; // the kernel detaches it when the netns goes
+      } finally {
+        link.close();
+      }
+    }
+    return { id, netnsCookie: readPodCookie(scope, id), alive };
+  });
+}
+
+/** For CNI CHECK: throws unless the pod's link and rows are exactly what policy asks. */
+export function verifyPod(scope: NodeScope, id: string, netnsPath: string, policy: PodPolicy): void {
+  checkPodId(id);
+  checkNetns(netnsPath);
+  requireNodeInstall(scope);
+  const mismatch = (what: string): BpfmeshError =>
+    new BpfmeshError(ErrorCodes.MISMATCH, `pod ${id}: ${what}; re-run the install (CNI ADD, or restart bpfmesh node)`);
+  const netnsCookie = netnsCookieOf(netnsPath);
+  const stored = readPodCookie(scope, id);
+  if (stored === null) throw new BpfmeshError(ErrorCodes.NOT_INSTALLED, `pod ${id} is not enrolled (no ${podDir(scope, id)})`);
+  if (stored !== netnsCookie) throw mismatch(`enrolled with netns cookie ${stored}, but ${netnsPath} has ${netnsCookie}`);
+  const linkPin = join(podDir(scope, id), SK_LOOKUP.pin);
+  if (!existsSync(linkPin)) throw mismatch('its sk_lookup link is not pinned');
+  const netnsIno = statSync(netnsPath).ino;
+  const link = native().openPinnedLink(linkPin);
+  try {
+    if (link.info().targetId !== netnsIno) throw mismatch(`its sk_lookup link is not attached to ${netnsPath}`);
+  } finally {
+    link.close();
+  }
+  withNodeMaps(scope, (maps) => {
+    const have = maps.settings.get(netnsCookie);
+    const want = settingsOf(policy);
+    if (have === null || JSON.stringify(have) !== JSON.stringify(want)) throw mismatch('its settings row differs from the configuration');
+    const sameRows = <K extends { netnsCookie: bigint }>(rows: Iterable<K>, desired: K[]): boolean => {
+      const key = (k: K): string => JSON.stringify(k, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? [...v] : v));
+      const haveKeys = [...rows].filter((k) => k.netnsCookie === netnsCookie).map(key).sort();
+      const wantKeys = desired.map(key).sort();
+      return haveKeys.length === wantKeys.length && haveKeys.every((k, i) => k === wantKeys[i]);
+    };
+    if (!sameRows(maps.portRules.keys(), portRulesOf(policy, netnsCookie))) throw mismatch('its port rules differ from the configuration');
+    const subnets = subnetRulesOf(policy.subnetsToIgnore, netnsCookie);
+    if (!sameRows(maps.subnets4.keys(), subnets.filter((s) => s.family === 4)) || !sameRows(maps.subnets6.keys(), subnets.filter((s) => s.family === 6))) {
+      throw mismatch('its subnet rules differ from the configuration');
+    }
+  });
+}
+
+function removeNodeDir(scope: NodeScope, log: Logger): string[] {
+  const dir = nodePinDir(scope.bpffs);
+  if (!existsSync(dir)) return [];
+  const removed: string[] = [];
+  if (existsSync(podsDir(scope))) {
+    for (const id of readdirSync(podsDir(scope))) {
+      withdrawPod(scope, id, log);
+      removed.push(join(PODS_DIR, id));
+    }
+    rmdirSync(podsDir(scope));
+  }
+  const names = readdirSync(dir);
+  // Links first, so nothing steers into maps that are going away.
+  for (const n of [...names.filter((x) => x.startsWith('link_')), ...names.filter((x) => !x.startsWith('link_'))]) {
+    detachAndUnpin(join(dir, n), log);
+    removed.push(n);
+  }
+  rmdirSync(dir);
+  return removed;
+}
+
+/** Removes everything node-wide: every pod, the cgroup links, the maps. */
+export function uninstallNode(scope: NodeScope, log: Logger): { removed: string[] } {
+  if (!existsSync(nodePinDir(scope.bpffs))) return { removed: [] };
+  const removed = withNodeLock(scope, () => removeNodeDir(scope, log));
+  const root = pinRoot(scope.bpffs);
+  if (existsSync(root) && readdirSync(root).length === 0) rmdirSync(root);
+  return { removed };
+}
+
+/** Opens the node-wide maps through their codecs (inspect, tests). The caller closes them. */
+export function openNodeMaps(scope: NodeScope): PodMaps {
+  requireNodeInstall(scope);
+  return mapsOfPinDir(nodePinDir(scope.bpffs));
+}
