@@ -50,6 +50,14 @@ export const ErrorCodes = {
   CONTROL: 'BPFMESH_E_CONTROL',
   /** `bpfmesh control-plane`: a bad mesh.yaml, or an issuer that cannot be read. */
   CONTROL_PLANE_CONFIG: 'BPFMESH_E_CONTROL_PLANE_CONFIG',
+  /** `bpfmesh cni`: a CNI_* variable is missing or bad (CNI error code 4). */
+  CNI_ENV: 'BPFMESH_E_CNI_ENV',
+  /** `bpfmesh cni`: stdin is not a JSON network configuration (CNI error code 6). */
+  CNI_DECODE: 'BPFMESH_E_CNI_DECODE',
+  /** `bpfmesh cni`: a network configuration field is missing or bad (CNI error code 7). */
+  CNI_CONFIG: 'BPFMESH_E_CNI_CONFIG',
+  /** `bpfmesh cni`: a cniVersion this plugin does not speak (CNI error code 1). */
+  CNI_VERSION: 'BPFMESH_E_CNI_VERSION',
   /** Kubernetes access: no in-cluster service account and no usable kubeconfig (missing file, no current context, unreadable credentials). */
   KUBE_CONFIG: 'BPFMESH_E_KUBE_CONFIG',
   /** The Kubernetes API answered an error status, an unparsable body, or could not be reached. */
