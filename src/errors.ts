@@ -70,6 +70,8 @@ export const ErrorCodes = {
   BUSY: 'BPFMESH_E_BUSY',
   /** A pod's interception differs from its configuration (CNI CHECK). */
   MISMATCH: 'BPFMESH_E_MISMATCH',
+  /** `bpfmesh cni-install`: the host's CNI config is missing or unusable, the plugin entry (--config) is bad, or the install to copy is incomplete. */
+  CNI_INSTALL: 'BPFMESH_E_CNI_INSTALL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
