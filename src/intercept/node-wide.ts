@@ -30,9 +30,11 @@ export interface NodeScope {
 }
 
 export const NODE_DIR_NAME = 'node';
+export const NODE_LOCK_NAME = 'node_lock';
 const PODS_DIR = 'pods';
 const COOKIE_PIN = 'netns_cookie';
-const POD_ID = /^[A-Za-z0-9_.-]{1,200}$/;
+// bpffs refuses names with a dot.
+const POD_ID = /^[A-Za-z0-9_-]{1,200}$/;
 const CGROUP_LINKS = LINKS.filter((l) => l.target === 'cgroup');
 const SK_LOOKUP = LINKS.find((l) => l.target === 'netns')!;
 
@@ -41,8 +43,8 @@ const podsDir = (scope: NodeScope): string => join(nodePinDir(scope.bpffs), PODS
 const podDir = (scope: NodeScope, id: string): string => join(podsDir(scope), id);
 
 function checkPodId(id: string): void {
-  if (!POD_ID.test(id) || id === '.' || id === '..') {
-    throw new BpfmeshError(ErrorCodes.BAD_FLAG, `pod id ${JSON.stringify(id)} is not usable as a pin name; use 1-200 of [A-Za-z0-9_.-]`);
+  if (!POD_ID.test(id)) {
+    throw new BpfmeshError(ErrorCodes.BAD_FLAG, `pod id ${JSON.stringify(id)} is not usable as a pin name; use 1-200 of [A-Za-z0-9_-]`);
   }
 }
 
@@ -59,7 +61,7 @@ const LOCK_WAIT_MS = 10_000;
 function withNodeLock<T>(scope: NodeScope, fn: () => T): T {
   const root = pinRoot(scope.bpffs);
   mkdirSync(root, { recursive: true });
-  const lock = join(root, '.node-lock');
+  const lock = join(root, NODE_LOCK_NAME);
   const deadline = Date.now() + LOCK_WAIT_MS;
   for (;;) {
     try {
@@ -284,9 +286,13 @@ export function verifyPod(scope: NodeScope, id: string, netnsPath: string, polic
   withNodeMaps(scope, (maps) => {
     const have = maps.settings.get(netnsCookie);
     const want = settingsOf(policy);
-    if (have === null || JSON.stringify(have) !== JSON.stringify(want)) throw mismatch('its settings row differs from the configuration');
+    if (have === null || (Object.keys(want) as Array<keyof typeof want>).some((f) => have[f] !== want[f])) throw mismatch('its settings row differs from the configuration');
     const sameRows = <K extends { netnsCookie: bigint }>(rows: Iterable<K>, desired: K[]): boolean => {
-      const key = (k: K): string => JSON.stringify(k, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? [...v] : v));
+      const key = (k: K): string =>
+        Object.entries(k)
+          .map(([f, v]: [string, unknown]) => `${f}=${Buffer.isBuffer(v) ? v.toString('hex') : String(v)}`)
+          .sort()
+          .join(',');
       const haveKeys = [...rows].filter((k) => k.netnsCookie === netnsCookie).map(key).sort();
       const wantKeys = desired.map(key).sort();
       return haveKeys.length === wantKeys.length && haveKeys.every((k, i) => k === wantKeys[i]);

@@ -62,7 +62,7 @@ export function resolvePod(target: PodTarget): Pod {
   const cgroupPath = (target.cgroup ?? ownCgroup()).replace(/\/+$/, '');
   checkCgroup(cgroupPath);
   const name = target.podName ?? defaultPodName(netnsPath);
-  if (name === 'node') throw new BpfmeshError(ErrorCodes.BAD_FLAG, 'pod name "node" is reserved for the node-wide install; give another --pod-name');
+  if (name === 'node' || name === 'node_lock') throw new BpfmeshError(ErrorCodes.BAD_FLAG, `pod name "${name}" is reserved for the node-wide install; give another --pod-name`);
   return { name, cgroupPath, netnsPath, pinDir: join(pinRoot(target.bpffs), name) };
 }
 
