@@ -1,0 +1,189 @@
+// List then watch a set of pods and keep a copy of it: resume the watch from
+// the last resourceVersion seen (an event or a bookmark) when it ends or
+// drops, with backoff and jitter on errors, and list again on 410 Gone.
+// What changes is told to a handler; after every (re)list the handler also
+// gets the whole set, so it can drop what it holds and the set no longer has.
+import { Backoff, type BackoffOptions } from '../control/backoff.js';
+import type { Logger } from '../log/logger.js';
+import { isExpired, type KubeClient, type KubePod, type WatchEvent } from './client.js';
+
+export interface PodSetHandler {
+  /** A pod appeared or changed (also for each pod of a relist that is new or changed). */
+  upsert(pod: KubePod): void;
+  /** A pod went away (a DELETED event, or missing from a relist). */
+  remove(pod: KubePod): void;
+  /** A list completed; `pods` is the whole current set, by UID. */
+  synced?(pods: ReadonlyMap<string, KubePod>): void;
+}
+
+export interface PodInformerOptions {
+  fieldSelector?: string;
+  labelSelector?: string;
+  log: Logger;
+  backoff?: BackoffOptions;
+  /** Server-side watch timeout; the informer resumes right after. Default 300 s. */
+  watchTimeoutSeconds?: number;
+}
+
+export interface InformerStats {
+  lists: number;
+  watches: number;
+  expired: number;
+  errors: number;
+}
+
+export class PodInformer {
+  readonly #client: KubeClient;
+  readonly #handler: PodSetHandler;
+  readonly #opts: PodInformerOptions;
+  readonly #log: Logger;
+  readonly #pods = new Map<string, KubePod>();
+  readonly #abort = new AbortController();
+  readonly #backoff: Backoff;
+  #resourceVersion = '';
+  #running: Promise<void> | undefined;
+  #synced = false;
+  #syncWaiters: Array<() => void> = [];
+  readonly stats: InformerStats = { lists: 0, watches: 0, expired: 0, errors: 0 };
+
+  constructor(client: KubeClient, handler: PodSetHandler, opts: PodInformerOptions) {
+    this.#client = client;
+    this.#handler = handler;
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.#backoff = new Backoff({ minMs: 200, maxMs: 30_000, jitter: 0.5, ...opts.backoff });
+  }
+
+  /** The current set, by UID. */
+  get pods(): ReadonlyMap<string, KubePod> {
+    return this.#pods;
+  }
+
+  get resourceVersion(): string {
+    return this.#resourceVersion;
+  }
+
+  get hasSynced(): boolean {
+    return this.#synced;
+  }
+
+  start(): void {
+    this.#running ??= this.#loop();
+  }
+
+  /** Resolves after the first complete list (or when stopped). */
+  waitForSync(): Promise<void> {
+    if (this.#synced || this.#abort.signal.aborted) return Promise.resolve();
+    return new Promise((r) => this.#syncWaiters.push(r));
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    for (const w of this.#syncWaiters.splice(0)) w();
+    await this.#running;
+  }
+
+  async #loop(): Promise<void> {
+    const signal = this.#abort.signal;
+    let needList = true;
+    while (!signal.aborted) {
+      try {
+        if (needList) {
+          await this.#list();
+          needList = false;
+        }
+        this.stats.watches++;
+        let delivered = false;
+        await this.#client.watchPods(
+          {
+            resourceVersion: this.#resourceVersion,
+            allowWatchBookmarks: true,
+            timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
+            ...(this.#opts.fieldSelector ? { fieldSelector: this.#opts.fieldSelector } : {}),
+            ...(this.#opts.labelSelector ? { labelSelector: this.#opts.labelSelector } : {}),
+          },
+          (ev) => {
+            delivered = true;
+            this.#apply(ev);
+          },
+          signal,
+        );
+        // A clean end (the server's timeout): resume at once. An empty one
+        // that ended early is treated like an error so a flapping server is backed off.
+        if (delivered) this.#backoff.reset();
+        this.#log.debug({ resourceVersion: this.#resourceVersion }, 'watch ended; resuming');
+        if (!delivered && !signal.aborted) await this.#sleep(this.#backoff.next() / 4);
+      } catch (err) {
+        if (signal.aborted) break;
+        if (isExpired(err)) {
+          this.stats.expired++;
+          this.#log.info({ resourceVersion: this.#resourceVersion, err: (err as Error).message }, 'resourceVersion expired; listing again');
+          needList = true;
+          continue; // relist at once: nothing is wrong with the server
+        }
+        this.stats.errors++;
+        const delay = this.#backoff.next();
+        this.#log.warn({ err: (err as Error).message, retryInMs: delay, relist: needList }, 'pod watch failed; retrying');
+        await this.#sleep(delay);
+      }
+    }
+  }
+
+  async #list(): Promise<void> {
+    this.stats.lists++;
+    const { items, resourceVersion } = await this.#client.listPods({
+      ...(this.#opts.fieldSelector ? { fieldSelector: this.#opts.fieldSelector } : {}),
+      ...(this.#opts.labelSelector ? { labelSelector: this.#opts.labelSelector } : {}),
+    });
+    if (this.#abort.signal.aborted) return;
+    const fresh = new Map(items.map((p) => [p.metadata.uid, p]));
+    for (const [uid, old] of this.#pods) {
+      if (!fresh.has(uid)) {
+        this.#pods.delete(uid);
+        this.#handler.remove(old);
+      }
+    }
+    for (const [uid, pod] of fresh) {
+      const old = this.#pods.get(uid);
+      this.#pods.set(uid, pod);
+      if (old === undefined || old.metadata.resourceVersion !== pod.metadata.resourceVersion) this.#handler.upsert(pod);
+    }
+    this.#resourceVersion = resourceVersion;
+    this.#log.debug({ pods: fresh.size, resourceVersion }, 'pods listed');
+    this.#handler.synced?.(this.#pods);
+    this.#synced = true;
+    for (const w of this.#syncWaiters.splice(0)) w();
+  }
+
+  #apply(ev: WatchEvent): void {
+    const rv = ev.object.metadata.resourceVersion;
+    if (ev.type === 'BOOKMARK') {
+      if (rv) this.#resourceVersion = rv;
+      return;
+    }
+    const uid = ev.object.metadata.uid;
+    if (ev.type === 'DELETED') {
+      const old = this.#pods.get(uid);
+      this.#pods.delete(uid);
+      this.#handler.remove(old ?? ev.object);
+    } else {
+      this.#pods.set(uid, ev.object);
+      this.#handler.upsert(ev.object);
+    }
+    if (rv) this.#resourceVersion = rv;
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const signal = this.#abort.signal;
+      if (signal.aborted) return resolve();
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}

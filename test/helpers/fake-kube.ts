@@ -1,0 +1,333 @@
+// A fake Kubernetes API server for pods: a real HTTP server on 127.0.0.1
+// that speaks the list/watch protocol (the one thing tests cannot run for
+// real here). Supports GET of one pod, lists across all namespaces or one,
+// fieldSelector (spec.nodeName, metadata.name, metadata.namespace, with = and
+// !=), equality labelSelectors, chunked watch streams from a resourceVersion,
+// bookmarks, filtered-watch semantics (a pod that stops matching is DELETED
+// for that watcher), and compaction: watching from a resourceVersion older
+// than the last compact() gets an ERROR event with a 410 Status, as etcd's
+// compaction does. Every request needs the bearer token of the kubeconfig it writes.
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { KubePod } from '../../src/kube/client.js';
+
+export interface FakePodInput {
+  metadata: { name: string; namespace?: string; uid?: string; annotations?: Record<string, string>; labels?: Record<string, string>; deletionTimestamp?: string };
+  spec?: KubePod['spec'];
+  status?: KubePod['status'];
+}
+
+export interface FakeKubeOptions {
+  /** How often open watches that asked for them get a BOOKMARK; default 1000 ms. */
+  bookmarkIntervalMs?: number;
+  token?: string;
+}
+
+export interface FakeKubeRequest {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  watch: boolean;
+  status: number;
+}
+
+export interface FakeKube {
+  url: string;
+  kubeconfigPath: string;
+  token: string;
+  /** Creates (ADDED) or replaces (MODIFIED) a pod; returns the stored copy with uid and resourceVersion. */
+  setPod(pod: FakePodInput): KubePod;
+  /** Deletes a pod (DELETED); returns false when it did not exist. */
+  deletePod(namespace: string, name: string): boolean;
+  getStored(namespace: string, name: string): KubePod | undefined;
+  /** Forgets every resourceVersion up to now: watches from them get ERROR 410. Open watches are closed. */
+  compact(): void;
+  /** Ends every open watch stream (a network drop); clients resume from their last resourceVersion. */
+  dropWatches(): void;
+  /** Answers the next n requests (lists, watches, gets) with this HTTP status. */
+  failNext(n: number, status?: number): void;
+  readonly requests: FakeKubeRequest[];
+  readonly openWatches: number;
+  readonly resourceVersion: number;
+  close(): Promise<void>;
+}
+
+interface StoredEvent {
+  rv: number;
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  pod: KubePod;
+  prev: KubePod | undefined;
+}
+
+interface Watcher {
+  res: ServerResponse;
+  match: (p: KubePod) => boolean;
+  bookmarks: boolean;
+  timer: NodeJS.Timeout | undefined;
+  deadline: NodeJS.Timeout | undefined;
+}
+
+type Selector = (p: KubePod) => boolean;
+
+function fieldValue(p: KubePod, field: string): string | undefined {
+  switch (field) {
+    case 'spec.nodeName':
+      return p.spec?.nodeName ?? '';
+    case 'metadata.name':
+      return p.metadata.name;
+    case 'metadata.namespace':
+      return p.metadata.namespace;
+    case 'status.phase':
+      return p.status?.phase ?? '';
+    default:
+      return undefined;
+  }
+}
+
+function parseFieldSelector(text: string | undefined): Selector | string {
+  const tests: Selector[] = [];
+  for (const term of (text ?? '').split(',').filter(Boolean)) {
+    const m = /^([a-zA-Z.]+)(==|!=|=)(.*)$/.exec(term);
+    if (!m) return `field selector "${term}" is not field=value`;
+    const [, field, op, value] = m as unknown as [string, string, string, string];
+    if (fieldValue({ metadata: { name: '', namespace: '', uid: '' } }, field) === undefined) return `field label not supported: ${field}`;
+    tests.push((p) => (fieldValue(p, field) === value) === (op !== '!='));
+  }
+  return (p) => tests.every((t) => t(p));
+}
+
+function parseLabelSelector(text: string | undefined): Selector | string {
+  const tests: Selector[] = [];
+  for (const term of (text ?? '').split(',').filter(Boolean)) {
+    const m = /^(!?)([A-Za-z0-9./_-]+)(?:(==|!=|=)(.*))?$/.exec(term.trim());
+    if (!m) return `label selector "${term}" is not supported by the fake`;
+    const [, not, key, op, value] = m as unknown as [string, string, string, string | undefined, string | undefined];
+    tests.push((p) => {
+      const v = p.metadata.labels?.[key];
+      if (op === undefined) return (v !== undefined) !== (not === '!');
+      return (v === value) === (op !== '!=');
+    });
+  }
+  return (p) => tests.every((t) => t(p));
+}
+
+const clone = (p: KubePod): KubePod => JSON.parse(JSON.stringify(p)) as KubePod;
+
+function status(res: ServerResponse, code: number, reason: string, message: string): void {
+  const body = JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKube> {
+  const token = opts.token ?? `fake-${randomUUID()}`;
+  const bookmarkMs = opts.bookmarkIntervalMs ?? 1000;
+  const pods = new Map<string, KubePod>();
+  const events: StoredEvent[] = [];
+  const watchers = new Set<Watcher>();
+  const requests: FakeKubeRequest[] = [];
+  let rv = 1000;
+  let compactedBelow = 0; // watching from an rv < this is 410
+  let failures: { n: number; status: number } = { n: 0, status: 500 };
+
+  const key = (ns: string, name: string): string => `${ns}/${name}`;
+
+  function send(w: Watcher, type: string, object: unknown): void {
+    w.res.write(JSON.stringify({ type, object }) + '\n');
+  }
+
+  function deliver(ev: StoredEvent, w: Watcher): void {
+    const now = w.match(ev.pod);
+    const before = ev.prev !== undefined && w.match(ev.prev);
+    if (ev.type === 'DELETED') {
+      if (before || now) send(w, 'DELETED', ev.pod);
+    } else if (now && !before) send(w, 'ADDED', ev.pod);
+    else if (now && before) send(w, 'MODIFIED', ev.pod);
+    else if (!now && before) send(w, 'DELETED', ev.pod); // left the selector
+  }
+
+  function record(type: StoredEvent['type'], pod: KubePod, prev: KubePod | undefined): void {
+    const ev: StoredEvent = { rv, type, pod: clone(pod), prev: prev && clone(prev) };
+    events.push(ev);
+    for (const w of watchers) deliver(ev, w);
+  }
+
+  function endWatcher(w: Watcher): void {
+    clearInterval(w.timer);
+    clearTimeout(w.deadline);
+    watchers.delete(w);
+    w.res.end();
+  }
+
+  function handleWatch(req: IncomingMessage, res: ServerResponse, q: URLSearchParams, match: Selector): void {
+    const from = Number(q.get('resourceVersion') ?? '0');
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    const w: Watcher = { res, match, bookmarks: q.get('allowWatchBookmarks') === 'true', timer: undefined, deadline: undefined };
+    if (q.get('resourceVersion') && (Number.isNaN(from) || from < compactedBelow)) {
+      // What the API server sends when etcd has compacted the revision away.
+      send(w, 'ERROR', { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${from} (${compactedBelow})`, reason: 'Expired', code: 410 });
+      res.end();
+      return;
+    }
+    watchers.add(w);
+    if (q.get('resourceVersion') === null || from === 0) {
+      // No resourceVersion: synthetic ADDED for the current state, then changes.
+      for (const p of pods.values()) if (match(p)) send(w, 'ADDED', p);
+    } else {
+      for (const ev of events) if (ev.rv > from) deliver(ev, w);
+    }
+    if (w.bookmarks) {
+      w.timer = setInterval(() => send(w, 'BOOKMARK', { kind: 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(rv) } }), bookmarkMs);
+    }
+    const timeout = Number(q.get('timeoutSeconds') ?? '0');
+    if (timeout > 0) w.deadline = setTimeout(() => endWatcher(w), timeout * 1000);
+    req.once('close', () => {
+      clearInterval(w.timer);
+      clearTimeout(w.deadline);
+      watchers.delete(w);
+    });
+  }
+
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const q = url.searchParams;
+    const watch = q.get('watch') === '1' || q.get('watch') === 'true';
+    const entry: FakeKubeRequest = { method: req.method ?? '', path: url.pathname, query: Object.fromEntries(q), watch, status: 200 };
+    requests.push(entry);
+    const reply = (code: number, reason: string, message: string): void => {
+      entry.status = code;
+      status(res, code, reason, message);
+    };
+    if (req.headers.authorization !== `Bearer ${token}`) return reply(401, 'Unauthorized', 'Unauthorized');
+    if (failures.n > 0) {
+      failures.n--;
+      return reply(failures.status, failures.status === 410 ? 'Expired' : 'InternalError', `injected failure ${failures.status}`);
+    }
+    if (req.method !== 'GET') return reply(405, 'MethodNotAllowed', 'only GET');
+    const one = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname);
+    if (one) {
+      const pod = pods.get(key(decodeURIComponent(one[1]!), decodeURIComponent(one[2]!)));
+      if (!pod) return reply(404, 'NotFound', `pods "${decodeURIComponent(one[2]!)}" not found`);
+      const body = JSON.stringify(pod);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      return void res.end(body);
+    }
+    const many = /^\/api\/v1(?:\/namespaces\/([^/]+))?\/pods$/.exec(url.pathname);
+    if (!many) return reply(404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
+    const field = parseFieldSelector(q.get('fieldSelector') ?? undefined);
+    const label = parseLabelSelector(q.get('labelSelector') ?? undefined);
+    if (typeof field === 'string') return reply(400, 'BadRequest', field);
+    if (typeof label === 'string') return reply(400, 'BadRequest', label);
+    const ns = many[1] === undefined ? undefined : decodeURIComponent(many[1]);
+    const match: Selector = (p) => (ns === undefined || p.metadata.namespace === ns) && field(p) && label(p);
+    if (watch) return handleWatch(req, res, q, match);
+    const items = [...pods.values()].filter(match);
+    const body = JSON.stringify({ kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: String(rv) }, items });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-fake-kube-'));
+  const kubeconfigPath = join(dir, 'kubeconfig');
+  writeFileSync(
+    kubeconfigPath,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'current-context: fake',
+      'clusters:',
+      '- name: fake',
+      '  cluster:',
+      `    server: ${url}`,
+      'contexts:',
+      '- name: fake',
+      '  context:',
+      '    cluster: fake',
+      '    user: fake',
+      'users:',
+      '- name: fake',
+      '  user:',
+      `    token: ${token}`,
+      '',
+    ].join('\n'),
+  );
+
+  return {
+    url,
+    kubeconfigPath,
+    token,
+    setPod(input) {
+      const namespace = input.metadata.namespace ?? 'default';
+      const k = key(namespace, input.metadata.name);
+      const prev = pods.get(k);
+      rv++;
+      const pod: KubePod = clone({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          ...input.metadata,
+          namespace,
+          uid: input.metadata.uid ?? prev?.metadata.uid ?? randomUUID(),
+          resourceVersion: String(rv),
+          creationTimestamp: prev?.metadata.creationTimestamp ?? new Date().toISOString(),
+        },
+        spec: input.spec ?? {},
+        status: input.status ?? { phase: 'Running' },
+      });
+      pods.set(k, pod);
+      record(prev ? 'MODIFIED' : 'ADDED', pod, prev);
+      return clone(pod);
+    },
+    deletePod(namespace, name) {
+      const k = key(namespace, name);
+      const prev = pods.get(k);
+      if (!prev) return false;
+      pods.delete(k);
+      rv++;
+      const gone = clone(prev);
+      gone.metadata.resourceVersion = String(rv);
+      record('DELETED', gone, prev);
+      return true;
+    },
+    getStored: (namespace, name) => {
+      const p = pods.get(key(namespace, name));
+      return p && clone(p);
+    },
+    compact() {
+      rv++;
+      compactedBelow = rv;
+      events.length = 0;
+      for (const w of [...watchers]) endWatcher(w);
+    },
+    dropWatches() {
+      for (const w of [...watchers]) {
+        clearInterval(w.timer);
+        clearTimeout(w.deadline);
+        watchers.delete(w);
+        w.res.destroy();
+      }
+    },
+    failNext(n, code = 500) {
+      failures = { n, status: code };
+    },
+    requests,
+    get openWatches() {
+      return watchers.size;
+    },
+    get resourceVersion() {
+      return rv;
+    },
+    async close() {
+      for (const w of [...watchers]) endWatcher(w);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
