@@ -13,6 +13,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   proxy: () => import('./proxy.js'),
   demo: () => import('./demo.js'),
   'control-plane': () => import('./control-plane.js'),
+  'cni-install': () => import('./cni-install.js'),
 };
 
 const INPUT_ERRORS = new Set<string>([ErrorCodes.BAD_FLAG, ErrorCodes.BAD_PORT, ErrorCodes.BAD_PORT_RANGE, ErrorCodes.BAD_CIDR]);
