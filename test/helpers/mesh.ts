@@ -13,6 +13,8 @@ import { createLogger } from '../../src/log/logger.js';
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 export const RELAY = join(REPO_ROOT, 'dist', 'src', 'lab', 'relay.js');
 export const RESPONDER = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'responder.js');
+export const APP_SERVER = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'app-server.js');
+export const HTTP_LOAD = join(REPO_ROOT, 'dist', 'test', 'helpers', 'http-load.js');
 export const PROXY = { uid: 2102, gid: 2102 } as const;
 export const APP = { uid: 1000, gid: 1000 } as const;
 export const BPFFS = '/sys/fs/bpf';
@@ -92,6 +94,65 @@ export class PodProcess {
   }
 }
 
+/** A Linkerd identity name in the test trust domain. */
+export const identityName = (sa: string, ns = 'default'): string => `${sa}.${ns}.serviceaccount.identity.linkerd.cluster.local`;
+
+/** Sums the samples of a Prometheus text exposition named `name` whose labels include `labels`. */
+export function promSample(text: string, name: string, labels: Record<string, string> = {}): number {
+  return text
+    .split('\n')
+    .filter((l) => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)))
+    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
+/** The pino JSON records (`--log-format json`) a process wrote to stderr. */
+export function logRecords(p: PodProcess): Array<Record<string, unknown>> {
+  return p.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+}
+
+/** Waits for a JSON log record whose msg is `msg` (the n-th one, 1-based); returns it. */
+export async function waitLog(p: PodProcess, msg: string, timeoutMs = 10_000, n = 1): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = logRecords(p).filter((r) => r['msg'] === msg)[n - 1];
+    if (hit !== undefined) return hit;
+    if (p.child.exitCode !== null || p.child.signalCode !== null) throw new Error(`process exited waiting for "${msg}": ${p.stderr.slice(-2000)}`);
+    if (Date.now() > deadline) throw new Error(`no "${msg}" log within ${timeoutMs} ms: ${p.stderr.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** What test/helpers/http-load.ts reports. */
+export interface LoadResult {
+  sent: number;
+  ok: number;
+  failed: number;
+  /** Server "ip:port" -> [sent, answered] epoch ms of each request it answered. */
+  byServer: Record<string, Array<[number, number]>>;
+  failures: Array<{ t: number; status?: number; error: string }>;
+}
+
+/** Environment of `bpfmesh proxy` for a pod with a control plane on its loopback. */
+export function meshProxyEnv(opts: { identity: string; tokenFile: string; trustAnchorsPem: string; controlPlane?: string }): NodeJS.ProcessEnv {
+  const addr = opts.controlPlane ?? '127.0.0.1:8086';
+  return {
+    LINKERD2_PROXY_DESTINATION_SVC_ADDR: addr,
+    LINKERD2_PROXY_IDENTITY_SVC_ADDR: addr,
+    LINKERD2_PROXY_IDENTITY_LOCAL_NAME: opts.identity,
+    LINKERD2_PROXY_IDENTITY_TOKEN_FILE: opts.tokenFile,
+    LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: opts.trustAnchorsPem,
+  };
+}
+
 export class MeshLab {
   readonly lab: Lab;
 
@@ -134,6 +195,34 @@ export class MeshLab {
       await new Promise((res) => setTimeout(res, 100));
     }
     throw new Error(`proxy in ${pod.name} did not become ready: ${p.stderr}`);
+  }
+
+  /** test/fixtures/app-server.ts in the pod as the app uid, once it listens. */
+  async appServer(pod: LabPod): Promise<PodProcess> {
+    const p = new PodProcess(this.lab.spawn(pod, process.execPath, [APP_SERVER], APP));
+    await p.waitFor((e) => e.event === 'ready');
+    return p;
+  }
+
+  /**
+   * `bpfmesh control-plane` in the pod (root, JSON logs on stderr), once it
+   * listens. Pods that share `stateDir` share the issuer: start the first
+   * one alone, it generates it.
+   */
+  async controlPlane(pod: LabPod, config: string, stateDir: string, extra: string[] = []): Promise<PodProcess> {
+    const args = [CLI, 'control-plane', '--config', config, '--state-dir', stateDir, '--log-format', 'json', '--log-level', 'info', ...extra];
+    const p = new PodProcess(this.lab.spawn(pod, process.execPath, args, {}));
+    await waitLog(p, 'control plane listening', 20_000);
+    return p;
+  }
+
+  /** Starts test/helpers/http-load.ts in the pod; `done` resolves with its report. */
+  async load(pod: LabPod, url: string, conns: number, max: number, seconds: number): Promise<{ started: number; done: Promise<LoadResult>; proc: PodProcess }> {
+    const proc = new PodProcess(this.lab.spawn(pod, process.execPath, [HTTP_LOAD, url, String(conns), String(max), String(seconds)], APP));
+    const started = (await proc.waitFor((e) => e.event === 'started')) as unknown as { t0: number };
+    const done = proc.waitFor((e) => e.event === 'done', (seconds + 30) * 1000).then((e) => e as unknown as LoadResult);
+    done.catch(() => {}); // awaited by the caller; not an unhandled rejection meanwhile
+    return { started: started.t0, done, proc };
   }
 
   async responder(pod: LabPod, ports: number[], as: RunAs = APP): Promise<PodProcess> {
