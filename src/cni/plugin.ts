@@ -1,0 +1,216 @@
+// The chained CNI plugin: one call = one CNI command, decided from the
+// CNI_* environment and the network configuration on stdin, answered with
+// what goes on stdout and the exit code. No I/O of its own besides the
+// node-wide install, the optional pod lookup and the logger, so the CLI
+// (src/cli/cni.ts) stays a thin shell around it.
+//
+// Design (DESIGN.md "State and scope"): at ADD time the pod's cgroup does
+// not exist yet, so the intercept programs sit once at a node-wide cgroup
+// (the cgroup2 root) and a pod is enrolled by its network namespace: rows
+// keyed by the netns cookie plus an sk_lookup link in that netns, pinned
+// under <bpffs>/bpfmesh/node/pods/<CNI_CONTAINERID>/.
+import { existsSync } from 'node:fs';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { cgroup2Mount } from '../intercept/mounts.js';
+import { addonBuilt, bpfObjectPath } from '../config/paths.js';
+import type { PodPolicy } from '../intercept/rules.js';
+import { formatCidr } from '../util/ip.js';
+import { formatPortRange } from '../util/ports.js';
+import * as node from '../intercept/node-wide.js';
+import { applyAnnotations, isMeshed, type PodView } from './annotations.js';
+import { confVersion, decodeConf, parseNetConf, type CniNetConf, type KubeSettings } from './config.js';
+import { parseCniEnv, pinIdOf, requireContainerId, requireIfname, requireNetns, type CniEnv } from './env.js';
+import { cniError, CniCode, isSupportedVersion, LATEST_VERSION, SUPPORTED_VERSIONS, toCniError, versionAtLeast } from './spec.js';
+
+export interface CniOutcome {
+  stdout: string;
+  exitCode: number;
+  /** The error's code when the call failed, for the CLI's stderr line. */
+  error?: { code: string; message: string };
+}
+
+export interface CniDeps {
+  /** Reads a pod from the Kubernetes API; null when it does not exist. */
+  getPod(k8s: KubeSettings, namespace: string, name: string): Promise<PodView | null>;
+  /** The logger for this call, once the configuration (log_level) is known. */
+  logger(conf: CniNetConf): Logger;
+}
+
+/** Runs one CNI command. Never throws: failures are CNI error objects. */
+export async function runCni(envVars: NodeJS.ProcessEnv, stdin: string, deps: CniDeps): Promise<CniOutcome> {
+  let version: string = LATEST_VERSION;
+  try {
+    const env = parseCniEnv(envVars);
+    if (env.command === 'VERSION') return ok(versionInfo(stdin));
+    const raw = decodeConf(stdin);
+    version = confVersion(raw) ?? version;
+    const conf = parseNetConf(raw);
+    const log = deps.logger(conf).child({ component: 'cni', command: env.command, ...(env.containerId ? { containerId: env.containerId } : {}) });
+    return ok(await dispatch(env, conf, deps, log));
+  } catch (err) {
+    const json = toCniError(err, version);
+    const code = (err as Partial<BpfmeshError>).code;
+    return { stdout: JSON.stringify(json) + '\n', exitCode: 1, error: { code: typeof code === 'string' ? code : 'BPFMESH_E_INTERNAL', message: json.msg } };
+  }
+}
+
+const ok = (stdout: string): CniOutcome => ({ stdout, exitCode: 0 });
+
+/** VERSION: what we speak, in the version the runtime asked with when we know it. */
+export function versionInfo(stdin: string): string {
+  let asked: unknown;
+  try {
+    asked = (JSON.parse(stdin) as { cniVersion?: unknown }).cniVersion;
+  } catch {
+    /* VERSION may come with no or partial config */
+  }
+  return JSON.stringify({ cniVersion: isSupportedVersion(asked) ? asked : LATEST_VERSION, supportedVersions: SUPPORTED_VERSIONS }) + '\n';
+}
+
+async function dispatch(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<string> {
+  switch (env.command) {
+    case 'ADD':
+      return add(env, conf, deps, log);
+    case 'CHECK':
+      return check(env, conf, deps, log);
+    case 'DEL':
+      return del(env, conf, log);
+    case 'STATUS':
+      return status(conf);
+    case 'GC':
+      return gc(conf, log);
+    default:
+      throw cniError(ErrorCodes.CNI_ENV, `CNI_COMMAND ${env.command} is not handled`);
+  }
+}
+
+export function scopeOf(conf: CniNetConf): node.NodeScope {
+  return { bpffs: conf.bpfmesh.bpffs, bpffsExplicit: conf.bpfmesh.bpffsExplicit, cgroupRoot: conf.bpfmesh.cgroupRoot ?? cgroup2Mount() };
+}
+
+function requirePrevResult(conf: CniNetConf, command: string): Record<string, unknown> {
+  if (conf.prevResult === undefined) {
+    throw cniError(
+      ErrorCodes.CNI_CONFIG,
+      `prevResult is missing on ${command}: bpfmesh-cni is a chained plugin; list it after the plugin that creates the interface (bridge, ptp, calico...) in the "plugins" of a .conflist`,
+    );
+  }
+  return conf.prevResult;
+}
+
+/**
+ * The pod's policy, or null when the pod is to be left alone: with a
+ * kubernetes block, pods that are not meshed (or calls without a pod name,
+ * as linkerd-cni does); without one, every pod gets the block's settings.
+ */
+async function podPolicy(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<PodPolicy | null> {
+  if (conf.kubernetes === undefined) return conf.policy;
+  const ns = env.args['K8S_POD_NAMESPACE'];
+  const name = env.args['K8S_POD_NAME'];
+  if (!ns || !name) {
+    log.info('no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS; not a Kubernetes pod, left alone');
+    return null;
+  }
+  const pod = await deps.getPod(conf.kubernetes, ns, name);
+  if (pod === null) {
+    throw new BpfmeshError(ErrorCodes.NOT_FOUND, `pod ${ns}/${name} is not in the Kubernetes API; the runtime will retry the sandbox once the pod exists`);
+  }
+  if (!isMeshed(pod)) {
+    log.info({ pod: `${ns}/${name}` }, 'pod is not meshed (no linkerd.io/inject: enabled); left alone');
+    return null;
+  }
+  return applyAnnotations(conf.policy, pod.metadata?.annotations);
+}
+
+function describePolicy(p: PodPolicy): Record<string, unknown> {
+  return {
+    incomingProxyPort: p.incomingProxyPort,
+    outgoingProxyPort: p.outgoingProxyPort,
+    proxyUid: p.proxyUid,
+    proxyGid: p.proxyGid ?? null,
+    inboundPortsToIgnore: p.inboundPortsToIgnore.map(formatPortRange).join(','),
+    outboundPortsToIgnore: p.outboundPortsToIgnore.map(formatPortRange).join(','),
+    portsToRedirect: p.portsToRedirect.map(formatPortRange).join(','),
+    subnetsToIgnore: p.subnetsToIgnore.map(formatCidr).join(','),
+  };
+}
+
+async function add(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<string> {
+  const id = pinIdOf(requireContainerId(env));
+  requireIfname(env);
+  const netns = requireNetns(env);
+  const prev = requirePrevResult(conf, 'ADD');
+  const result = JSON.stringify(prev) + '\n';
+  const policy = await podPolicy(env, conf, deps, log);
+  if (policy === null) return result;
+  if (conf.simulate) {
+    log.info({ netns, policy: describePolicy(policy) }, 'simulate: would enroll the pod; nothing changed');
+    return result;
+  }
+  const started = process.hrtime.bigint();
+  const scope = scopeOf(conf);
+  const install = node.ensureNodeInstall(scope, log);
+  const r = node.enrollPod(scope, id, netns, policy, log);
+  log.info(
+    { netns, netnsCookie: r.netnsCookie.toString(), nodeInstallFresh: install.fresh, fresh: r.fresh, policy: describePolicy(policy), ms: Number(process.hrtime.bigint() - started) / 1e6 },
+    r.fresh ? 'pod enrolled' : 'pod enrollment updated',
+  );
+  return result;
+}
+
+async function check(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<string> {
+  if (!versionAtLeast(conf.cniVersion, '0.4.0')) {
+    throw cniError(ErrorCodes.CNI_VERSION, `CHECK needs cniVersion 0.4.0 or newer; this configuration says ${conf.cniVersion}`);
+  }
+  const id = pinIdOf(requireContainerId(env));
+  requireIfname(env);
+  const netns = requireNetns(env);
+  requirePrevResult(conf, 'CHECK');
+  const policy = await podPolicy(env, conf, deps, log);
+  if (policy === null || conf.simulate) return '';
+  node.verifyPod(scopeOf(conf), id, netns, policy);
+  log.debug('interception verified');
+  return '';
+}
+
+/** DEL succeeds whenever nothing is left: a second DEL, a gone netns, a node never installed. */
+async function del(env: CniEnv, conf: CniNetConf, log: Logger): Promise<string> {
+  const id = pinIdOf(requireContainerId(env));
+  if (conf.simulate) {
+    log.info('simulate: would withdraw the pod; nothing changed');
+    return '';
+  }
+  if (!existsSync(node.nodePinDir(conf.bpfmesh.bpffs))) {
+    log.debug('no node-wide install; nothing to withdraw');
+    return '';
+  }
+  const withdrawn = node.withdrawPod(scopeOf(conf), id, log);
+  log.info({ withdrawn }, withdrawn ? 'pod withdrawn' : 'nothing was enrolled for this container');
+  return '';
+}
+
+/** STATUS (1.1.0): ready to ADD when the addon and the BPF objects are there. */
+async function status(conf: CniNetConf): Promise<string> {
+  const missing = [!addonBuilt() ? 'the native addon' : '', !existsSync(bpfObjectPath('intercept')) ? bpfObjectPath('intercept') : ''].filter(Boolean);
+  if (missing.length > 0) {
+    throw Object.assign(cniError(ErrorCodes.OBJECT_MISSING, `bpfmesh-cni cannot install: ${missing.join(' and ')} missing; reinstall bpfmesh`), { cniCode: CniCode.PLUGIN_NOT_AVAILABLE });
+  }
+  void conf;
+  return '';
+}
+
+/**
+ * GC (1.1.0): withdraws enrollments the runtime no longer has whose netns is
+ * gone. Live netns are kept even when not listed: the node agent may enroll
+ * pods under other ids in the same scope.
+ */
+async function gc(conf: CniNetConf, log: Logger): Promise<string> {
+  if (conf.validAttachments === undefined || !existsSync(node.nodePinDir(conf.bpfmesh.bpffs))) return '';
+  const valid = new Set(conf.validAttachments.map((a) => a.containerId));
+  const scope = scopeOf(conf);
+  for (const e of node.listEnrolled(scope)) {
+    if (!e.alive && !valid.has(e.id)) log.info({ id: e.id, withdrawn: node.withdrawPod(scope, e.id, log) }, 'gc: stale enrollment removed');
+  }
+  return '';
+}
