@@ -10,7 +10,9 @@ set -euo pipefail
 
 BUILD=(clang llvm libbpf-dev pkg-config make g++ python3)
 RUNTIME=(bpftool iproute2 util-linux mount)
-TEST=(curl netcat-openbsd iptables wrk nghttp2-client openssl)
+# containernetworking-plugins: bridge + host-local (in /usr/lib/cni) chained with
+# bpfmesh-cni in test/kernel/cni.test.ts, invoked as a runtime would.
+TEST=(curl netcat-openbsd iptables wrk nghttp2-client openssl containernetworking-plugins)
 # npm run test:kernels: other kernels under qemu (vagrant/kernels/run.sh)
 VM=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
 MODE=${1:-all}
