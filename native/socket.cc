@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -102,6 +103,26 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0)
     ThrowErrno(env, errno, "getsockopt(SO_COOKIE)", "reading the cookie of socket fd " + std::to_string(fd) + " failed");
   return Napi::BigInt::New(env, cookie);
+}
+
+// A duplicate of another process's file descriptor (pidfd_getfd, Linux 5.6):
+// how the node agent registers a proxy listener that was already listening
+// before the pod was enrolled. Needs ptrace access to the process.
+Napi::Value TakeSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t pid = ArgU32(info, 0, "takeSocket", "pid", 0);
+  uint32_t target = ArgU32(info, 1, "takeSocket", "fd", 0);
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0)
+    ThrowErrno(env, errno, "pidfd_open", "takeSocket: opening process " + std::to_string(pid) + " failed");
+  int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, target, 0));
+  int err = errno;
+  close(pidfd);
+  if (fd < 0)
+    ThrowErrno(env, err, "pidfd_getfd",
+               "takeSocket: duplicating fd " + std::to_string(target) + " of process " + std::to_string(pid) +
+                   " failed (needs CAP_SYS_PTRACE)");
+  return Napi::Number::New(env, fd);
 }
 
 }  // namespace bpfmesh

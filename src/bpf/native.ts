@@ -129,6 +129,8 @@ export interface NativeBinding {
   netnsCookie(netnsFd: number): bigint;
   /** SO_COOKIE of a socket. */
   socketCookie(fd: number): bigint;
+  /** pidfd_getfd: a duplicate of fd `fd` of process `pid`; the caller closes it. Needs ptrace access. */
+  takeSocket(pid: number, fd: number): number;
   numPossibleCpus(): number;
   libbpfVersion(): string;
   /** libbpf_probe_bpf_prog_type: 1 supported, 0 not, throws on probe error. */

@@ -52,6 +52,11 @@ export class TypedMap<K, V> {
     this.#call('update', () => this.#map.update(this.#key.encode(key), raw, flags));
   }
 
+  /** SOCKMAP/SOCKHASH: puts the socket behind fd under key. */
+  setSocket(key: K, socketFd: number, flags: number = UpdateFlags.ANY): void {
+    this.#call('update', () => this.#map.updateSocket(this.#key.encode(key), socketFd, flags));
+  }
+
   delete(key: K): boolean {
     return this.#call('delete', () => this.#map.delete(this.#key.encode(key)));
   }

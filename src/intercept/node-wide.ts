@@ -9,7 +9,7 @@
 // links (link_*); node/pods/<id>/ holds a pod's sk_lookup link and its
 // inbound object's .rodata (netns_cookie), which records the cookie the
 // pod's rows are keyed by, so a pod can be withdrawn after its netns is gone.
-import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfmeshError, ErrorCodes, errorCode, withContext } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -303,6 +303,69 @@ export function verifyPod(scope: NodeScope, id: string, netnsPath: string, polic
       throw mismatch('its subnet rules differ from the configuration');
     }
   });
+}
+
+/** Inodes of the TCP sockets listening on `port` in a process's netns, by family (/proc/PID/net/tcp{,6}). */
+function listeningInodes(proc: string, pid: number, port: number): Map<string, 4 | 6> {
+  const found = new Map<string, 4 | 6>();
+  for (const [file, family] of [['tcp', 4], ['tcp6', 6]] as const) {
+    let text: string;
+    try {
+      text = readFileSync(join(proc, String(pid), 'net', file), 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT in hex; st 0A is LISTEN; field 9 is the inode.
+      if (f.length > 9 && f[3] === '0A' && parseInt(f[1]!.split(':')[1]!, 16) === port) found.set(f[9]!, family);
+    }
+  }
+  return found;
+}
+
+/**
+ * Registers proxy listeners that were already listening when the pod was
+ * enrolled (sockops registers only sockets that start listening later): the
+ * node agent can find a pod whose containers already run. Takes each socket
+ * from its process with pidfd_getfd, which needs CAP_SYS_PTRACE. Returns how
+ * many were registered.
+ */
+export function adoptListeners(scope: NodeScope, netnsCookie: bigint, incomingPort: number, pids: number[], proc = '/proc'): number {
+  let adopted = 0;
+  const maps = openNodeMaps(scope);
+  try {
+    for (const pid of pids) {
+      const wanted = listeningInodes(proc, pid, incomingPort);
+      if (wanted.size === 0) continue;
+      let fds: string[];
+      try {
+        fds = readdirSync(join(proc, String(pid), 'fd'));
+      } catch {
+        continue; // exited meanwhile
+      }
+      for (const fd of fds) {
+        let target: string;
+        try {
+          target = readlinkSync(join(proc, String(pid), 'fd', fd));
+        } catch {
+          continue;
+        }
+        const family = wanted.get(/^socket:\[(\d+)\]$/.exec(target)?.[1] ?? '');
+        if (family === undefined) continue;
+        const sock = native().takeSocket(pid, Number(fd));
+        try {
+          maps.listeners.setSocket({ netnsCookie, family }, sock);
+          adopted++;
+        } finally {
+          closeSync(sock);
+        }
+      }
+    }
+  } finally {
+    closeMaps(maps);
+  }
+  return adopted;
 }
 
 function removeNodeDir(scope: NodeScope, log: Logger): string[] {

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
@@ -18,6 +18,7 @@ import { closeMaps } from '../../src/intercept/layout.js';
 import { netnsCookieOf } from '../../src/intercept/pod.js';
 import { ErrorCodes } from '../../src/errors.js';
 import {
+  adoptListeners,
   enrollPod,
   ensureNodeInstall,
   listEnrolled,
@@ -138,6 +139,20 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
       closeMaps(maps);
     }
     assert.deepEqual(readdirSync(join(nodePinDir(bpffs), 'pods')), []);
+  });
+
+  test('a proxy listening before its pod was enrolled is adopted (pidfd_getfd)', async () => {
+    const relay = await mesh.relay(b, 'report', true);
+    try {
+      const cookie = enrollPod(scope, 'pod-b', b.netns, policy(), log).netnsCookie;
+      await assert.rejects(mesh.curl(a, `http://${b.ip4}:9999/`), /curl/, 'fail-closed: no registered listener, no way in');
+      const pids = readFileSync(join(b.cgroup, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+      assert.ok(adoptListeners(scope, cookie, 4143, pids) >= 1, 'its listener (one per family) registered');
+      assert.equal(await mesh.curl(a, `http://${b.ip4}:9999/`), `inbound local=${b.ip4}:9999`);
+    } finally {
+      relay.stop();
+      withdrawPod(scope, 'pod-b', log);
+    }
   });
 
   test('a pod whose netns is gone shows as dead and can still be withdrawn by id', () => {
