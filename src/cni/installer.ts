@@ -39,6 +39,8 @@ const BUNDLE_ENTRIES: { path: string; required: boolean; files?: RegExp }[] = [
 /** Written into the bundle from process.execPath, so the host needs no Node. */
 const BUNDLE_NODE = 'bin/node';
 const KEEP_IN_BIN = new Set(['node']);
+/** The CNI plugin's own launcher in the install (bin/bpfmesh-cni). */
+const BUNDLE_SHIM = 'bin/bpfmesh-cni';
 
 export interface ServiceAccount {
   /** https://host:port */
@@ -191,6 +193,7 @@ export function syncBundle(sourceDir: string, nodeBinary: string, bundleDir: str
       throw fail(`${join(sourceDir, e.path)} is missing: ${sourceDir} is not a built bpfmesh (run "npm ci" there, or give --source the image's install)`);
     }
   }
+  if (!existsSync(join(sourceDir, BUNDLE_SHIM))) throw fail(`${join(sourceDir, BUNDLE_SHIM)} is missing: this bpfmesh has no CNI plugin launcher; use an image that has one`);
   if (!existsSync(nodeBinary)) throw fail(`the Node binary ${nodeBinary} is missing`);
   const counts: SyncCounts = { copied: 0, unchanged: 0, removed: 0 };
   mkdirSync(bundleDir, { recursive: true });
@@ -217,15 +220,22 @@ function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The plugin the runtime execs: Node from the bundle on bpfmesh's CLI, `cni` command, CNI env and stdin passed through. */
+/**
+ * What the runtime execs from the CNI bin dir. It only supplies what the
+ * host lacks (the bundle's Node, and its libbpf on the library path) and
+ * hands over to the bundle's own bin/bpfmesh-cni, which finds
+ * dist/src/cli/main.js from where it lives and runs `cni` with the CNI_*
+ * environment and stdin untouched.
+ */
 export function renderShim(hostBundleDir: string): string {
   return `#!/bin/sh
 # bpfmesh-cni: a chained CNI plugin, written by "bpfmesh cni-install".
-# The runtime runs it with the CNI_* environment and the config on stdin;
 # bpfmesh (Node, its code, libbpf) is in the bundle below, on this host.
 BPFMESH_HOME=\${BPFMESH_HOME:-${shellQuote(hostBundleDir)}}
-export LD_LIBRARY_PATH="$BPFMESH_HOME/lib\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-exec "\${BPFMESH_NODE:-$BPFMESH_HOME/${BUNDLE_NODE}}" "$BPFMESH_HOME/dist/src/cli/main.js" cni "$@"
+BPFMESH_NODE=\${BPFMESH_NODE:-$BPFMESH_HOME/${BUNDLE_NODE}}
+LD_LIBRARY_PATH="$BPFMESH_HOME/lib\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export BPFMESH_NODE LD_LIBRARY_PATH
+exec "$BPFMESH_HOME/${BUNDLE_SHIM}" "$@"
 `;
 }
 

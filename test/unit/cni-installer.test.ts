@@ -33,6 +33,8 @@ function write(path: string, text: string, mode = 0o644): void {
 function makeSource(dir: string): void {
   write(join(dir, 'package.json'), '{"name":"bpfmesh"}\n');
   write(join(dir, 'bin/bpfmesh.js'), '// entry\n', 0o755);
+  // The real launcher: the shim the installer writes must agree with it.
+  write(join(dir, 'bin/bpfmesh-cni'), readFileSync(join(REPO_ROOT, 'bin/bpfmesh-cni'), 'utf8'), 0o755);
   write(
     join(dir, 'dist/src/cli/main.js'),
     `let input = '';
@@ -191,7 +193,7 @@ describe('cni-install', () => {
     assert.deepEqual(readPluginConfig(cfg), { name: 'linkerd-cni', log_level: 'debug', type: 'bpfmesh-cni' });
   });
 
-  test('the shim runs the bundle\'s Node on dist/src/cli/main.js cni, passing CNI env and stdin through', () => {
+  test('the shim hands over to the bundle\'s bin/bpfmesh-cni: its Node on dist/src/cli/main.js cni, CNI env and stdin passed through', () => {
     const h = makeHost();
     write(join(h.conf, '10-bridge.conflist'), JSON.stringify(BRIDGE));
     install(h.opts);
@@ -201,6 +203,11 @@ describe('cni-install', () => {
     assert.equal(seen.cni, 'VERSION');
     assert.equal(seen.input, '{"cniVersion":"1.0.0"}');
     assert.equal(seen.ld, join(h.bundle, 'lib'), 'libbpf comes from the bundle');
+    // Without the bundle's Node the launcher fails as a CNI error, not silently.
+    rmSync(join(h.bundle, 'dist'), { recursive: true });
+    const broken = spawnSync(join(h.bin, 'bpfmesh-cni'), [], { input: '', env: { PATH: '/usr/bin:/bin' }, encoding: 'utf8' });
+    assert.notEqual(broken.status, 0);
+    assert.match(broken.stdout, /"code":110/);
   });
 
   test('paths under --host-root are written as the host sees them; a kubeconfig from the service account', () => {
