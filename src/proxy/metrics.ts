@@ -2,32 +2,70 @@
 // prom-client Registry (never the global one).
 //
 // Hot-path counts (bytes per chunk, opens, requests) go into plain number
-// cells cached per ConnLabels object and are copied into the prom-client
-// metrics at scrape time: a prom-client inc() hashes its labels on every call
-// (about 1 µs), a cell is an addition. Every metric has a fixed label set; a
-// label with no value is written as "" (Prometheus treats "" as absent).
-import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+// cells cached per ConnLabels object and are read by the registry at scrape
+// time: a prom-client inc() hashes its labels on every call (about 1 µs), a
+// cell is an addition. The families are small metric objects of our own
+// registered on the registry (it only asks them for get()), because
+// prom-client's classes fix their label names up front and the dst_* labels
+// of Linkerd's endpoints are only known from the control plane.
+//
+// Label sets: the base labels are fixed (a label with no value is written
+// as "", which Prometheus treats as absent); after them come the TLS detail
+// (client_id / server_id / no_tls_reason / sni) and the endpoint's dst_*
+// labels, only when present.
+//
+// Cardinality bound: those extra labels come from peers and the control
+// plane, so they are bounded twice. Per endpoint, dstLabels() keeps at most
+// DST_LABEL_LIMITS.keys labels (by name order), names of at most
+// DST_LABEL_LIMITS.nameLength characters, values cut to valueLength. Per
+// proxy, at most maxLabelSets (default 1000) distinct extra label sets are
+// ever used; connections past that are counted in the base series without
+// extras and in bpfmesh_metric_label_sets_dropped_total. A family's series
+// are then at most (its base label combinations) × (maxLabelSets + 1).
+import { Counter, collectDefaultMetrics, type Metric, type Registry } from 'prom-client';
 import { COUNTER_NAMES } from '../bpf/codecs.js';
-import type { Classification, ConnLabels, Peer, ProxyMetrics } from './types.js';
+import type { Classification, ConnLabels, OrigProtoEvent, Peer, ProxyMetrics } from './types.js';
 
 export const RESPONSE_LATENCY_BUCKETS = [
   1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000,
 ];
 
-const HTTP_LABELS = ['direction', 'authority', 'target_addr', 'tls'] as const;
-const RESPONSE_LABELS = [...HTTP_LABELS, 'status_code', 'classification', 'grpc_status', 'error'] as const;
-const LATENCY_LABELS = [...HTTP_LABELS, 'status_code'] as const;
-const TCP_LABELS = ['direction', 'peer', 'target_addr', 'tls'] as const;
-const TCP_CLOSE_LABELS = [...TCP_LABELS, 'errno'] as const;
+/** Bounds of one endpoint's dst_* labels. */
+export const DST_LABEL_LIMITS = { keys: 16, nameLength: 64, valueLength: 128 } as const;
+export const DEFAULT_MAX_LABEL_SETS = 1000;
 
 type Labels = Record<string, string>;
+
+const dstCache = new WeakMap<Record<string, string>, Readonly<Labels> | undefined>();
+
+/**
+ * An endpoint's metric_labels as Linkerd's dst_* labels: names made valid
+ * Prometheus label names ([a-zA-Z0-9_], "dst_" prefix), bounded per
+ * DST_LABEL_LIMITS; undefined when there are none. Cached per labels object
+ * (an endpoint keeps its object until the control plane replaces it).
+ */
+export function dstLabels(labels: Record<string, string>): Readonly<Labels> | undefined {
+  if (dstCache.has(labels)) return dstCache.get(labels);
+  const out: Labels = {};
+  let n = 0;
+  for (const k of Object.keys(labels).sort()) {
+    if (n >= DST_LABEL_LIMITS.keys) break;
+    const name = k.replace(/[^a-zA-Z0-9_]/g, '_').slice(0, DST_LABEL_LIMITS.nameLength);
+    if (name === '' || `dst_${name}` in out) continue;
+    out[`dst_${name}`] = String(labels[k]).slice(0, DST_LABEL_LIMITS.valueLength);
+    n++;
+  }
+  const r = n === 0 ? undefined : Object.freeze(out);
+  dstCache.set(labels, r);
+  return r;
+}
 
 interface Cell {
   labels: Labels;
   value: number;
 }
 
-/** Series of one metric, keyed by their label values joined with NUL. */
+/** Series of one family, keyed by their label values joined with NUL. */
 type Cells = Map<string, Cell>;
 
 function cell(cells: Cells, key: string, labels: () => Labels): Cell {
@@ -39,34 +77,79 @@ function cell(cells: Cells, key: string, labels: () => Labels): Cell {
   return c;
 }
 
-function cellCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): Cells {
-  const cells: Cells = new Map();
-  new Counter({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const c of cells.values()) this.inc(c.labels, c.value);
-    },
-  });
-  return cells;
+/** What prom-client's Registry needs of a metric: name, help, type, get(), reset(). */
+abstract class Family {
+  readonly aggregator = 'sum';
+  constructor(
+    registry: Registry,
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'gauge' | 'histogram',
+  ) {
+    registry.registerMetric(this as unknown as Metric);
+  }
+  abstract values(): Array<{ labels: Labels; value: number; metricName?: string }>;
+  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: ReturnType<Family['values']> }> {
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.values() });
+  }
+  /** Registry.resetMetrics(): these are cumulative per process; nothing to reset. */
+  reset(): void {}
 }
 
-function cellGauge(registry: Registry, name: string, help: string, labelNames: readonly string[]): Cells {
-  const cells: Cells = new Map();
-  new Gauge({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const c of cells.values()) this.set(c.labels, c.value);
-    },
-  });
-  return cells;
+class CellFamily extends Family {
+  readonly cells: Cells = new Map();
+  values(): Array<{ labels: Labels; value: number }> {
+    return [...this.cells.values()].map((c) => ({ labels: c.labels, value: c.value }));
+  }
+}
+
+interface HistSeries {
+  labels: Labels;
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+class HistogramFamily extends Family {
+  readonly series = new Map<string, HistSeries>();
+  constructor(
+    registry: Registry,
+    name: string,
+    help: string,
+    readonly buckets: readonly number[],
+  ) {
+    super(registry, name, help, 'histogram');
+  }
+  get0(key: string, labels: () => Labels): HistSeries {
+    let s = this.series.get(key);
+    if (s === undefined) {
+      s = { labels: labels(), counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 };
+      this.series.set(key, s);
+    }
+    return s;
+  }
+  observe(s: HistSeries, v: number): void {
+    const b = this.buckets;
+    let i = 0;
+    while (i < b.length && v > b[i]!) i++;
+    if (i < b.length) s.counts[i]!++;
+    s.sum += v;
+    s.count++;
+  }
+  values(): Array<{ labels: Labels; value: number; metricName: string }> {
+    const out: Array<{ labels: Labels; value: number; metricName: string }> = [];
+    for (const s of this.series.values()) {
+      let acc = 0;
+      for (let i = 0; i < this.buckets.length; i++) {
+        acc += s.counts[i]!;
+        out.push({ metricName: `${this.name}_bucket`, labels: { le: String(this.buckets[i]), ...s.labels }, value: acc });
+      }
+      out.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf', ...s.labels }, value: s.count });
+      out.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum });
+      out.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count });
+    }
+    return out;
+  }
 }
 
 interface PeerCells {
@@ -82,7 +165,7 @@ interface PeerCells {
 
 interface ResponseSeries {
   total: Cell;
-  latencyLabels: Labels;
+  latency: HistSeries;
 }
 
 /** What is cached per ConnLabels object; the label values it was built from are checked on every use. */
@@ -91,8 +174,16 @@ interface ConnEntry {
   target_addr: string;
   tls: string;
   authority: string | undefined;
+  client_id: string | undefined;
+  server_id: string | undefined;
+  no_tls_reason: string | undefined;
+  sni: string | undefined;
+  dst: Readonly<Labels> | undefined;
+  /** The TLS detail and dst_* labels (possibly none: see maxLabelSets), and their key. */
+  extras: Labels;
+  extrasKey: string;
   src: PeerCells | undefined;
-  dst: PeerCells | undefined;
+  dst_: PeerCells | undefined;
   request: Cell | undefined;
   responses: Map<string, ResponseSeries>;
 }
@@ -100,49 +191,115 @@ interface ConnEntry {
 export interface ProxyMetricsOptions {
   /** process_* and nodejs_* metrics from prom-client's default collectors; true by default. */
   processMetrics?: boolean;
+  /** Distinct TLS-detail + dst_* label sets ever used (see the top of this file). Default 1000. */
+  maxLabelSets?: number;
 }
+
+const EMPTY: Labels = Object.freeze({});
 
 export class PromProxyMetrics implements ProxyMetrics {
   readonly registry: Registry;
   readonly #entries = new WeakMap<ConnLabels, ConnEntry>();
-  readonly #requests: Cells;
-  readonly #responses: Cells;
-  readonly #latency: Histogram<string>;
-  readonly #tcpOpened: Cells;
-  readonly #tcpOpen: Cells;
-  readonly #tcpRead: Cells;
-  readonly #tcpWrite: Cells;
-  readonly #tcpClosed: Cells;
+  readonly #requests: CellFamily;
+  readonly #responses: CellFamily;
+  readonly #latency: HistogramFamily;
+  readonly #tcpOpened: CellFamily;
+  readonly #tcpOpen: CellFamily;
+  readonly #tcpRead: CellFamily;
+  readonly #tcpWrite: CellFamily;
+  readonly #tcpClosed: CellFamily;
+  readonly #labelSets = new Map<string, Labels>();
+  readonly #maxLabelSets: number;
+  readonly #dropped: Counter;
+  readonly #origProto: Counter<'event'>;
 
   constructor(registry: Registry, opts: ProxyMetricsOptions = {}) {
     this.registry = registry;
-    this.#requests = cellCounter(registry, 'request_total', 'Total count of HTTP requests.', HTTP_LABELS);
-    this.#responses = cellCounter(registry, 'response_total', 'Total count of HTTP responses.', RESPONSE_LABELS);
-    this.#latency = new Histogram({
-      name: 'response_latency_ms',
-      help: 'Elapsed times between a request\'s headers being received and its response stream completing',
-      labelNames: LATENCY_LABELS,
-      buckets: RESPONSE_LATENCY_BUCKETS,
+    this.#maxLabelSets = opts.maxLabelSets ?? DEFAULT_MAX_LABEL_SETS;
+    this.#requests = new CellFamily(registry, 'request_total', 'Total count of HTTP requests.', 'counter');
+    this.#responses = new CellFamily(registry, 'response_total', 'Total count of HTTP responses.', 'counter');
+    this.#latency = new HistogramFamily(
+      registry,
+      'response_latency_ms',
+      "Elapsed times between a request's headers being received and its response stream completing",
+      RESPONSE_LATENCY_BUCKETS,
+    );
+    this.#tcpOpened = new CellFamily(registry, 'tcp_open_total', 'Total count of opened connections', 'counter');
+    this.#tcpOpen = new CellFamily(registry, 'tcp_open_connections', 'Number of currently-open connections', 'gauge');
+    this.#tcpRead = new CellFamily(registry, 'tcp_read_bytes_total', 'Total count of bytes read from peers', 'counter');
+    this.#tcpWrite = new CellFamily(registry, 'tcp_write_bytes_total', 'Total count of bytes written to peers', 'counter');
+    this.#tcpClosed = new CellFamily(registry, 'tcp_close_total', 'Total count of closed connections', 'counter');
+    this.#dropped = new Counter({
+      name: 'bpfmesh_metric_label_sets_dropped_total',
+      help: 'Connections counted without their client_id/server_id/dst_* labels because the proxy already uses maxLabelSets distinct sets.',
       registers: [registry],
     });
-    this.#tcpOpened = cellCounter(registry, 'tcp_open_total', 'Total count of opened connections', TCP_LABELS);
-    this.#tcpOpen = cellGauge(registry, 'tcp_open_connections', 'Number of currently-open connections', TCP_LABELS);
-    this.#tcpRead = cellCounter(registry, 'tcp_read_bytes_total', 'Total count of bytes read from peers', TCP_LABELS);
-    this.#tcpWrite = cellCounter(registry, 'tcp_write_bytes_total', 'Total count of bytes written to peers', TCP_LABELS);
-    this.#tcpClosed = cellCounter(registry, 'tcp_close_total', 'Total count of closed connections', TCP_CLOSE_LABELS);
+    this.#origProto = new Counter({
+      name: 'bpfmesh_orig_proto_requests_total',
+      help: 'HTTP/1 requests carried over HTTP/2 between proxies (l5d-orig-proto): upgraded (outbound), fallback_http1 (outbound, the peer does not speak HTTP/2), downgraded (inbound).',
+      labelNames: ['event'] as const,
+      registers: [registry],
+    });
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  }
+
+  /** Distinct extra label sets in use (bounded by maxLabelSets). */
+  get labelSets(): number {
+    return this.#labelSets.size;
+  }
+
+  origProto(event: OrigProtoEvent): void {
+    this.#origProto.inc({ event });
+  }
+
+  #extras(l: ConnLabels): { extras: Labels; extrasKey: string } {
+    let extras: Labels | undefined;
+    for (const k of ['client_id', 'server_id', 'no_tls_reason', 'sni'] as const) {
+      const v = l[k];
+      if (v !== undefined) (extras ??= {})[k] = v.slice(0, 255);
+    }
+    if (l.dst !== undefined) extras = { ...extras, ...l.dst };
+    if (extras === undefined) return { extras: EMPTY, extrasKey: '' };
+    const key = Object.entries(extras)
+      .map(([k, v]) => `${k}=${v}`)
+      .join('\0');
+    const known = this.#labelSets.get(key);
+    if (known !== undefined) return { extras: known, extrasKey: key };
+    if (this.#labelSets.size >= this.#maxLabelSets) {
+      this.#dropped.inc();
+      return { extras: EMPTY, extrasKey: '' };
+    }
+    this.#labelSets.set(key, extras);
+    return { extras, extrasKey: key };
   }
 
   #entry(l: ConnLabels): ConnEntry {
     let e = this.#entries.get(l);
-    if (e === undefined || e.direction !== l.direction || e.target_addr !== l.target_addr || e.tls !== l.tls || e.authority !== l.authority) {
+    if (
+      e === undefined ||
+      e.direction !== l.direction ||
+      e.target_addr !== l.target_addr ||
+      e.tls !== l.tls ||
+      e.authority !== l.authority ||
+      e.client_id !== l.client_id ||
+      e.server_id !== l.server_id ||
+      e.no_tls_reason !== l.no_tls_reason ||
+      e.sni !== l.sni ||
+      e.dst !== l.dst
+    ) {
       e = {
         direction: l.direction,
         target_addr: l.target_addr,
         tls: l.tls,
         authority: l.authority,
+        client_id: l.client_id,
+        server_id: l.server_id,
+        no_tls_reason: l.no_tls_reason,
+        sni: l.sni,
+        dst: l.dst,
+        ...this.#extras(l),
         src: undefined,
-        dst: undefined,
+        dst_: undefined,
         request: undefined,
         responses: new Map(),
       };
@@ -153,20 +310,21 @@ export class PromProxyMetrics implements ProxyMetrics {
 
   #peer(l: ConnLabels, peer: Peer): PeerCells {
     const e = this.#entry(l);
-    const cached = e[peer];
+    const slot = peer === 'src' ? 'src' : 'dst_';
+    const cached = e[slot];
     if (cached !== undefined) return cached;
-    const key = `${e.direction}\0${peer}\0${e.target_addr}\0${e.tls}`;
-    const labels = (): Labels => ({ direction: e.direction, peer, target_addr: e.target_addr, tls: e.tls });
+    const key = `${e.direction}\0${peer}\0${e.target_addr}\0${e.tls}\0${e.extrasKey}`;
+    const labels = (): Labels => ({ direction: e.direction, peer, target_addr: e.target_addr, tls: e.tls, ...e.extras });
     const p: PeerCells = {
-      opened: cell(this.#tcpOpened, key, labels),
-      open: cell(this.#tcpOpen, key, labels),
-      read: cell(this.#tcpRead, key, labels),
-      write: cell(this.#tcpWrite, key, labels),
+      opened: cell(this.#tcpOpened.cells, key, labels),
+      open: cell(this.#tcpOpen.cells, key, labels),
+      read: cell(this.#tcpRead.cells, key, labels),
+      write: cell(this.#tcpWrite.cells, key, labels),
       key,
       labels: labels(),
       closed: new Map(),
     };
-    e[peer] = p;
+    e[slot] = p;
     return p;
   }
 
@@ -182,7 +340,7 @@ export class PromProxyMetrics implements ProxyMetrics {
     const err = errno ?? '';
     let c = p.closed.get(err);
     if (c === undefined) {
-      c = cell(this.#tcpClosed, `${p.key}\0${err}`, () => ({ ...p.labels, errno: err }));
+      c = cell(this.#tcpClosed.cells, `${p.key}\0${err}`, () => ({ ...p.labels, errno: err }));
       p.closed.set(err, c);
     }
     c.value++;
@@ -197,12 +355,16 @@ export class PromProxyMetrics implements ProxyMetrics {
   }
 
   #httpLabels(e: ConnEntry): Labels {
-    return { direction: e.direction, authority: e.authority ?? '', target_addr: e.target_addr, tls: e.tls };
+    return { direction: e.direction, authority: e.authority ?? '', target_addr: e.target_addr, tls: e.tls, ...e.extras };
+  }
+
+  #httpKey(e: ConnEntry): string {
+    return `${e.direction}\0${e.authority ?? ''}\0${e.target_addr}\0${e.tls}\0${e.extrasKey}`;
   }
 
   request(l: ConnLabels): void {
     const e = this.#entry(l);
-    e.request ??= cell(this.#requests, `${e.direction}\0${e.authority ?? ''}\0${e.target_addr}\0${e.tls}`, () => this.#httpLabels(e));
+    e.request ??= cell(this.#requests.cells, this.#httpKey(e), () => this.#httpLabels(e));
     e.request.value++;
   }
 
@@ -218,15 +380,15 @@ export class PromProxyMetrics implements ProxyMetrics {
     if (s === undefined) {
       const http = this.#httpLabels(e);
       const status = String(r.statusCode);
-      const key = `${e.direction}\0${http['authority']}\0${e.target_addr}\0${e.tls}\0${rkey}`;
+      const key = this.#httpKey(e);
       s = {
-        total: cell(this.#responses, key, () => ({ ...http, status_code: status, classification: r.classification, grpc_status: grpc, error })),
-        latencyLabels: { ...http, status_code: status },
+        total: cell(this.#responses.cells, `${key}\0${rkey}`, () => ({ ...http, status_code: status, classification: r.classification, grpc_status: grpc, error })),
+        latency: this.#latency.get0(`${key}\0${status}`, () => ({ ...http, status_code: status })),
       };
       e.responses.set(rkey, s);
     }
     s.total.value++;
-    this.#latency.observe(s.latencyLabels, r.latencyMs);
+    this.#latency.observe(s.latency, r.latencyMs);
   }
 }
 

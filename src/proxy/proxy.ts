@@ -14,8 +14,10 @@ import { connector, errnoOf, forwardOpaque } from './tcp.js';
 import { createProxyMetrics, type PromProxyMetrics } from './metrics.js';
 import { Router, FallbackResolver } from './router.js';
 import { replayDuplex } from './replay-duplex.js';
-import type { Addr, ConnLabels, Connector, Direction, Resolver } from './types.js';
-import { acceptTls, clientTlsLabels, inboundTls, peekClientHello, serverTlsLabels, shouldTerminate, tlsConnector, type TlsStore } from '../tls/index.js';
+import type { Addr, ConnLabels, Connector, Direction, Endpoint, Resolver } from './types.js';
+import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminate, tlsConnector, type TlsStore } from '../tls/index.js';
+import { endpointLabeler, type EndpointLabeler } from './endpoint-labels.js';
+import { OrigProtoUpgrader } from './orig-proto.js';
 import { formatAddr } from './types.js';
 
 /** A resolver that can also wait for its first answer (discovery); FallbackResolver cannot. */
@@ -43,6 +45,10 @@ interface DirectionState {
   h2Pool: H2UpstreamPool;
   connect: Connector;
   plainConnect: Connector;
+  /** Outbound: the labels of traffic to a routed endpoint (server_id, dst_*). */
+  endpointLabels: EndpointLabeler | undefined;
+  /** Outbound with mTLS: HTTP/1 to h2-hinted meshed endpoints goes over HTTP/2 (l5d-orig-proto). */
+  origProto: OrigProtoUpgrader | undefined;
   /** Waits for discovery's first answer about a target, when there is discovery. */
   resolved: (target: Addr) => Promise<unknown>;
 }
@@ -77,20 +83,26 @@ export class Proxy {
       const plainConnect = connector(dc.connectTimeoutMs);
       const dialTls = tls === undefined ? undefined : tlsConnector(plainConnect, tls, { handshakeTimeoutMs: dc.connectTimeoutMs });
       const waitFor = direction === 'outbound' ? resolver?.whenResolved?.bind(resolver) : undefined;
+      const outbound = direction === 'outbound';
+      const h2Pool = new H2UpstreamPool({ log: this.#opts.log.child({ component: `${direction}-h2` }) });
       const state: DirectionState = {
         direction,
         config: dc,
         servers: [],
         router,
         http1Pool: new Http1Pool({ idleMs: dc.http1PoolIdleTimeoutMs }),
-        h2Pool: new H2UpstreamPool({ log: this.#opts.log.child({ component: `${direction}-h2` }) }),
+        h2Pool,
         plainConnect,
-        // An endpoint that discovery gave an identity is reached over mTLS, checked against that identity.
-        connect: (to) => {
-          const ep = router.endpointFor(to);
-          if (ep?.identity !== undefined && dialTls !== undefined) return dialTls(to, { identity: ep.identity, serverName: ep.serverName ?? ep.identity });
-          return plainConnect(to);
-        },
+        // The routed endpoint's identity (from discovery) means mTLS, checked against it; inbound goes to the app in plaintext.
+        connect:
+          outbound && dialTls !== undefined
+            ? (to, ep) => (ep?.identity !== undefined ? dialTls(to, { identity: ep.identity, serverName: ep.serverName ?? ep.identity }) : plainConnect(to))
+            : (to) => plainConnect(to),
+        endpointLabels: outbound ? endpointLabeler({ mtls: tls !== undefined }) : undefined,
+        origProto:
+          outbound && tls !== undefined
+            ? new OrigProtoUpgrader({ pool: h2Pool, eligible: (ep) => ep.protocolHint === 'h2' && ep.identity !== undefined })
+            : undefined,
         resolved: waitFor === undefined ? () => Promise.resolve() : (target) => waitFor(target, undefined, dc.httpFailfastTimeoutMs),
       };
       this.#dirs.push(state);
@@ -130,6 +142,8 @@ export class Proxy {
       return void sock.destroy();
     }
     const labels: ConnLabels = { direction: state.direction, target_addr: formatAddr(target), tls: 'no_identity' };
+    // The app reaches its own outbound proxy over loopback (linkerd2-proxy's outbound accept side says the same).
+    if (state.direction === 'outbound' && this.#opts.tls !== undefined) Object.assign(labels, serverTlsLabels({ kind: 'none', reason: 'loopback' }));
     void this.#serve(state, sock, target, labels).catch((err: unknown) => {
       this.#log.debug({ target: labels.target_addr, err: (err as Error).message }, 'connection failed');
       sock.destroy();
@@ -153,17 +167,11 @@ export class Proxy {
   }
 
   async #serve(state: DirectionState, sock: Socket, target: Addr, labels: ConnLabels): Promise<void> {
-    const route = async (): Promise<Addr> => {
+    const route = async (): Promise<Endpoint> => {
       await state.resolved(target);
       return state.router.route(target, undefined);
     };
     const opaque = isOpaquePort(this.#opts.config, target.port);
-    if (state.direction === 'outbound' && this.#opts.tls !== undefined) {
-      // Label the connection with the identity discovery expects (Linkerd's server_id).
-      await state.resolved(target).catch(() => undefined);
-      const serverId = state.router.identityOf(target);
-      Object.assign(labels, clientTlsLabels(serverId === undefined ? { kind: 'none', reason: 'not_provided_by_service_discovery' } : { kind: 'established', serverId }));
-    }
     let client: Socket = sock;
     // Inbound requests carry the verified peer identity in l5d-client-id (or none, never the client's own).
     let clientId: string | null | undefined = state.direction === 'inbound' ? null : undefined;
@@ -187,31 +195,39 @@ export class Proxy {
     }
     const detected = opaque ? { protocol: 'opaque' as const, buffered: Buffer.alloc(0) } : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
     const log = this.#opts.log.child({ component: `${state.direction}-${detected.protocol}` });
+    const common = { labels, route, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
     switch (detected.protocol) {
       case 'http1':
-        return serveHttp1(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.http1Pool, log, clientId });
-      case 'h2':
+        return serveHttp1(client, detected.buffered, { ...common, pool: state.http1Pool, ...(state.origProto ? { origProto: state.origProto } : {}) });
+      case 'h2': {
+        // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
+        const h2ctx = { ...common, pool: state.h2Pool, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
         if (client !== sock) {
           // Over mTLS: see replay-duplex.ts.
           const d = replayDuplex(client, detected.buffered) as unknown as Socket;
-          return void serveH2(d, Buffer.alloc(0), { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log, clientId });
+          return void serveH2(d, Buffer.alloc(0), h2ctx);
         }
-        return void serveH2(client, detected.buffered, { labels, route, connect: state.connect, metrics: this.metrics, pool: state.h2Pool, log, clientId });
+        return void serveH2(client, detected.buffered, h2ctx);
+      }
       case 'opaque':
         return this.#opaque(state, client, detected.buffered, route, labels);
     }
   }
 
-  async #opaque(state: DirectionState, client: Socket, replay: Buffer, route: () => Promise<Addr>, labels: ConnLabels): Promise<void> {
+  async #opaque(state: DirectionState, client: Socket, replay: Buffer, route: () => Promise<Endpoint>, labels: ConnLabels): Promise<void> {
+    let dstLabels = labels;
     const upstream = await route()
-      .then((to) => state.connect(to))
+      .then((ep) => {
+        if (state.endpointLabels !== undefined) dstLabels = state.endpointLabels(ep, labels);
+        return state.connect(ep.addr, ep);
+      })
       .catch((err: unknown) => {
         this.metrics.tcpOpen(labels, 'src');
         this.metrics.tcpClose(labels, 'src', errnoOf(err));
         throw err;
       });
     client.resume();
-    return forwardOpaque(client, replay, upstream, labels, this.metrics);
+    return forwardOpaque(client, replay, upstream, labels, this.metrics, dstLabels);
   }
 
   get openConnections(): number {

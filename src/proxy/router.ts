@@ -25,9 +25,15 @@ export class Router {
     this.#idleMs = idleMs;
   }
 
-  route(target: Addr, authority: string | undefined): Addr {
+  /**
+   * The endpoint for one request or connection: address, identity, protocol
+   * hint and metric labels travel together from here to the connector and
+   * the metrics. A fallback is the original destination as an endpoint
+   * without identity or labels.
+   */
+  route(target: Addr, authority: string | undefined): Endpoint {
     const r = this.#resolver.resolve(target, authority);
-    if (r.kind === 'fallback') return target;
+    if (r.kind === 'fallback') return { addr: target, weight: 1, labels: {} };
     if (r.kind === 'fail') throw new BpfmeshError(UNAVAILABLE, r.reason);
     const now = Date.now();
     let entry = this.#balancers.get(r.set);
@@ -39,22 +45,7 @@ export class Router {
     entry.lastUsed = now;
     const ep = entry.balancer.pick();
     if (ep === null) throw new BpfmeshError(UNAVAILABLE, `no endpoints for ${target.host}:${target.port}`);
-    return ep.addr;
-  }
-
-  /** The identity the target's endpoints present (the first one's), when discovery gave them one. */
-  identityOf(target: Addr): string | undefined {
-    const r = this.#resolver.resolve(target, undefined);
-    return r.kind === 'endpoints' ? r.set.endpoints[0]?.identity : undefined;
-  }
-
-  /** The endpoint behind an address this router hands out (for its identity), if discovery gave one. */
-  endpointFor(addr: Addr): Endpoint | undefined {
-    for (const set of this.#balancers.keys()) {
-      const ep = set.endpoints.find((e) => e.addr.port === addr.port && e.addr.host === addr.host);
-      if (ep !== undefined) return ep;
-    }
-    return undefined;
+    return ep;
   }
 
   #evictIdle(now: number): void {

@@ -90,7 +90,16 @@ function abort(s: Socket): void {
  * keeps flowing. An error on one side (counted with its errno) resets the
  * other. Never rejects.
  */
-export function forwardOpaque(client: Socket, replay: Buffer, upstream: Socket, labels: ConnLabels, metrics: ProxyMetrics): Promise<void> {
+export function forwardOpaque(
+  client: Socket,
+  replay: Buffer,
+  upstream: Socket,
+  labels: ConnLabels,
+  metrics: ProxyMetrics,
+  /** The upstream's labels (the endpoint's: server_id, dst_*); default `labels`. */
+  dstLabels: ConnLabels = labels,
+): Promise<void> {
+  const of = (peer: Peer): ConnLabels => (peer === 'src' ? labels : dstLabels);
   return new Promise((resolve) => {
     const errnos = new Map<Socket, string>();
     let closed = 0;
@@ -112,7 +121,7 @@ export function forwardOpaque(client: Socket, replay: Buffer, upstream: Socket, 
       const onClose = (): void => {
         if (done) return;
         done = true;
-        metrics.tcpClose(labels, peer, errnos.get(sock));
+        metrics.tcpClose(of(peer), peer, errnos.get(sock));
         if (!other.destroyed) {
           // Closed after both directions ended: let the other side flush and
           // close on its own. Closed any other way (destroyed by its owner):
@@ -126,16 +135,16 @@ export function forwardOpaque(client: Socket, replay: Buffer, upstream: Socket, 
         if (++closed === 2) resolve();
       };
       sock.on('close', onClose);
-      metrics.tcpOpen(labels, peer);
+      metrics.tcpOpen(of(peer), peer);
       if (sock.closed) queueMicrotask(onClose);
     };
 
     /** from -> to, pausing `from` while `to` is over its high-water mark. */
     const pump = (from: Socket, to: Socket, fromPeer: Peer, toPeer: Peer): void => {
       from.on('data', (chunk: Buffer) => {
-        metrics.tcpRead(labels, fromPeer, chunk.length);
+        metrics.tcpRead(of(fromPeer), fromPeer, chunk.length);
         if (to.destroyed) return;
-        metrics.tcpWrite(labels, toPeer, chunk.length);
+        metrics.tcpWrite(of(toPeer), toPeer, chunk.length);
         if (!to.write(chunk)) from.pause();
       });
       to.on('drain', () => from.resume());
@@ -155,7 +164,7 @@ export function forwardOpaque(client: Socket, replay: Buffer, upstream: Socket, 
     let replayBlocked = false;
     if (replay.length > 0) {
       metrics.tcpRead(labels, 'src', replay.length);
-      metrics.tcpWrite(labels, 'dst', replay.length);
+      metrics.tcpWrite(dstLabels, 'dst', replay.length);
       replayBlocked = !upstream.write(replay);
     }
     pump(client, upstream, 'src', 'dst');

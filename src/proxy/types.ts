@@ -35,6 +35,26 @@ export interface Endpoint {
   protocolHint?: 'h2' | 'opaque';
 }
 
+/** What a route answers: the chosen endpoint, or (tests, simple callers) just an address. */
+export type RouteTarget = Addr | Endpoint;
+
+/** The endpoint behind a route answer; a bare address is an endpoint without identity, hint or labels. */
+export function asEndpoint(r: RouteTarget): Endpoint {
+  return 'addr' in r ? r : { addr: r, weight: 1, labels: {} };
+}
+
+export type UpstreamProtocol = 'http1' | 'h2';
+
+/**
+ * The key of pooled upstream connections: address, expected identity and
+ * protocol. One address reachable under two identities (a pod IP reused, a
+ * misconfigured control plane) never shares a connection that was verified
+ * for the other.
+ */
+export function endpointKey(ep: Endpoint, protocol: UpstreamProtocol): string {
+  return `${formatAddr(ep.addr)} ${ep.identity ?? '-'} ${protocol}`;
+}
+
 /** A live set of endpoints; the resolver replaces `endpoints` and calls listeners. */
 export interface EndpointSet {
   readonly endpoints: readonly Endpoint[];
@@ -58,6 +78,13 @@ export interface ConnLabels {
   target_addr: string;
   tls: string;
   authority?: string;
+  /** TLS detail, Linkerd's names (see src/tls/labels.ts): inbound client_id, outbound server_id, or why not TLS. */
+  client_id?: string;
+  server_id?: string;
+  no_tls_reason?: string;
+  sni?: string;
+  /** The endpoint's metric_labels as dst_* labels, already bounded (metrics.ts dstLabels()); outbound only. */
+  dst?: Readonly<Record<string, string>>;
 }
 
 export type Peer = 'src' | 'dst';
@@ -75,10 +102,18 @@ export interface ProxyMetrics {
     l: ConnLabels,
     r: { statusCode: number; classification: Classification; grpcStatus?: number; error?: string; latencyMs: number },
   ): void;
+  /** HTTP/1 carried over HTTP/2 between proxies (l5d-orig-proto): outbound upgrades and fallbacks, inbound downgrades. */
+  origProto?(event: OrigProtoEvent): void;
 }
 
-/** Opens a TCP connection to an upstream; rejects with code BPFMESH_E_CONNECT / BPFMESH_E_CONNECT_TIMEOUT. */
-export type Connector = (to: Addr) => Promise<import('node:net').Socket>;
+export type OrigProtoEvent = 'upgraded' | 'fallback_http1' | 'downgraded';
+
+/**
+ * Opens a connection to an upstream; rejects with code BPFMESH_E_CONNECT /
+ * BPFMESH_E_CONNECT_TIMEOUT. `endpoint` is the route's answer: its identity
+ * (when there is one) decides mTLS, never a lookup by address.
+ */
+export type Connector = (to: Addr, endpoint?: Endpoint) => Promise<import('node:net').Socket>;
 
 /** Picks an endpoint for one request/connection; reports its latency back (peak-EWMA). */
 export interface Balancer {

@@ -184,12 +184,14 @@ test('client cancel (RST_STREAM CANCEL) closes the upstream stream with CANCEL',
 test('client cancel before the upstream is chosen: no upstream stream is opened', async () => {
   let release: () => void = () => {};
   const gate = new Promise<void>((r) => (release = r));
-  const p = await startProxy({ route: async () => (await gate, upstream.addr) });
+  let routing = false;
+  const p = await startProxy({ route: async () => ((routing = true), await gate, upstream.addr) });
   try {
     const c = await connectClient(p.url);
     const req = c.request({ ':path': '/hang', 'x-id': 'early-cancel' });
     req.on('error', () => {});
-    await until(() => p.metrics.requests.length === 1, 2000, 'request at the proxy');
+    // Requests are counted once routed (under the endpoint's labels); wait for the route call instead.
+    await until(() => routing, 2000, 'request at the proxy');
     req.close(h2.NGHTTP2_CANCEL);
     await new Promise((r) => req.once('close', r));
     release();

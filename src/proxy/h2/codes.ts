@@ -34,7 +34,8 @@ export function statusFor(err: unknown): ProxyStatus {
 }
 
 /** The `error` metric label of a proxy-generated response. */
-export function errorKind(status: ProxyStatus): string {
+export function errorKind(status: ProxyStatus | 400): string {
+  if (status === 400) return 'bad_request';
   return status === 503 ? 'unavailable' : status === 504 ? 'timeout' : 'bad_gateway';
 }
 

@@ -1,11 +1,13 @@
 // One HTTP/2 client session per upstream endpoint, shared by every stream
-// to it (multiplexing). A session that closes, errors or receives GOAWAY
+// to it (multiplexing). Sessions are keyed by address, expected identity and
+// protocol (types.ts endpointKey), so one address under two identities never
+// shares a session. A session that closes, errors or receives GOAWAY
 // leaves the pool at once, so the next stream opens a fresh one while the
 // old one finishes what it carries.
 import http2, { constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type ClientSessionRequestOptions, type OutgoingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { BpfmeshError, ErrorCodes } from '../../errors.js';
-import { formatAddr, type Addr, type Connector } from '../types.js';
+import { asEndpoint, endpointKey, formatAddr, type Connector, type Endpoint, type RouteTarget } from '../types.js';
 import { H2ErrorCodes, resetName } from './codes.js';
 import { resolveSettings, type H2Log, type H2Settings, type ResolvedH2Settings } from './settings.js';
 
@@ -18,7 +20,20 @@ interface Entry {
   idle: NodeJS.Timeout | undefined;
   /** Why the session failed, for the status of the streams it took down. */
   failure: Error | undefined;
+  /** Resolves at the peer's first SETTINGS: it speaks HTTP/2. Rejects (BPFMESH_E_PEER_NOT_H2 among others) when the session ends first. */
+  ready: Promise<ClientHttp2Session>;
+  settled: boolean;
+  resolveReady: (s: ClientHttp2Session) => void;
+  rejectReady: (err: Error) => void;
 }
+
+/**
+ * The peer answered the HTTP/2 preface with something that is not HTTP/2
+ * (an HTTP/1 server's 400, garbage), or refused with HTTP_1_1_REQUIRED,
+ * before its first SETTINGS. Nothing was processed: the request may go
+ * again over HTTP/1. Never reaches a client (the caller falls back).
+ */
+export const PEER_NOT_H2 = 'BPFMESH_E_PEER_NOT_H2';
 
 /** A stream opened on a pooled session. */
 export interface UpstreamStream {
@@ -57,15 +72,16 @@ export class H2UpstreamPool {
    * sent (returns undefined). Rejects with the connector's error.
    */
   async request(
-    to: Addr,
+    target: RouteTarget,
     connect: Connector,
     headers: OutgoingHttpHeaders,
     options: ClientSessionRequestOptions,
     cancelled: () => boolean,
   ): Promise<UpstreamStream | undefined> {
+    const to = asEndpoint(target);
     for (let attempt = 0; ; attempt++) {
       if (this.closing) throw new BpfmeshError(ErrorCodes.CLOSED, 'the HTTP/2 upstream pool is closed');
-      const entry = this.entries.get(formatAddr(to)) ?? this.open(to, connect);
+      const entry = this.entries.get(endpointKey(to, 'h2')) ?? this.open(to, connect);
       const session = await entry.session;
       if (cancelled()) return undefined;
       try {
@@ -82,6 +98,18 @@ export class H2UpstreamPool {
     }
   }
 
+  /**
+   * The endpoint's session once the peer has sent its SETTINGS (so it speaks
+   * HTTP/2), connecting first if needed. Rejects with the connector's error,
+   * BPFMESH_E_PEER_NOT_H2 (see PEER_NOT_H2), or the session's failure.
+   */
+  async ready(to: Endpoint, connect: Connector): Promise<ClientHttp2Session> {
+    if (this.closing) throw new BpfmeshError(ErrorCodes.CLOSED, 'the HTTP/2 upstream pool is closed');
+    const entry = this.entries.get(endpointKey(to, 'h2')) ?? this.open(to, connect);
+    await entry.session;
+    return entry.ready;
+  }
+
   /** Closes every session gracefully (their streams finish); resolves when all are closed. */
   async close(): Promise<void> {
     this.closing = true;
@@ -92,25 +120,39 @@ export class H2UpstreamPool {
     );
   }
 
-  private open(to: Addr, connect: Connector): Entry {
-    const key = formatAddr(to);
-    const entry: Entry = { key, session: Promise.resolve(undefined as never), live: undefined, active: 0, idle: undefined, failure: undefined };
-    entry.session = connect(to).then((sock) => this.handshake(entry, to, sock));
+  private open(to: Endpoint, connect: Connector): Entry {
+    const key = endpointKey(to, 'h2');
+    const entry = { key, live: undefined, active: 0, idle: undefined, failure: undefined, settled: false } as unknown as Entry;
+    entry.ready = new Promise<ClientHttp2Session>((resolve, reject) => {
+      entry.resolveReady = (s) => {
+        entry.settled = true;
+        resolve(s);
+      };
+      entry.rejectReady = (e) => {
+        entry.settled = true;
+        reject(e);
+      };
+    });
+    entry.ready.catch(() => {});
+    entry.session = connect(to.addr, to).then((sock) => this.handshake(entry, to, sock));
     // A failed connect leaves the pool so the next request tries again; the
     // waiting requests get the rejection (and this catch keeps it handled).
-    entry.session.catch(() => this.evict(entry));
+    entry.session.catch((err: Error) => {
+      entry.rejectReady(err);
+      this.evict(entry);
+    });
     this.entries.set(key, entry);
     return entry;
   }
 
-  private handshake(entry: Entry, to: Addr, sock: Socket): ClientHttp2Session {
+  private handshake(entry: Entry, to: Endpoint, sock: Socket): ClientHttp2Session {
     if (this.closing) {
       sock.destroy();
       throw new BpfmeshError(ErrorCodes.CLOSED, 'the HTTP/2 upstream pool is closed');
     }
     const s = this.settings;
     sock.on('error', (err) => this.log.debug({ err, upstream: entry.key }, 'h2 upstream socket error'));
-    const session = http2.connect(`http://${formatAddr(to)}`, {
+    const session = http2.connect(`http://${formatAddr(to.addr)}`, {
       createConnection: () => sock,
       settings: { enablePush: false, initialWindowSize: s.streamWindowBytes, maxHeaderListSize: s.maxHeaderListBytes },
       maxSessionMemory: s.maxSessionMemoryMb,
@@ -126,18 +168,25 @@ export class H2UpstreamPool {
       session.destroy();
     }, s.upstreamHandshakeMs);
     // 'connect' only means the socket is ready; the peer speaking HTTP/2 is its first SETTINGS.
-    session.once('remoteSettings', () => clearTimeout(handshake));
+    session.once('remoteSettings', () => {
+      clearTimeout(handshake);
+      entry.resolveReady(session);
+    });
     session.once('connect', () => session.setLocalWindowSize(s.connectionWindowBytes));
-    session.on('error', (err) => {
+    session.on('error', (err: Error & { code?: string }) => {
+      // nghttp2 could not parse what came back before any SETTINGS: not an HTTP/2 peer.
+      if (!entry.settled && err.code === 'ERR_HTTP2_ERROR') entry.failure ??= notH2(entry.key, err.message);
       entry.failure ??= err;
       this.log.debug({ err, upstream: entry.key }, 'h2 upstream session error');
     });
     session.on('goaway', (code: number) => {
+      if (code === h2.NGHTTP2_HTTP_1_1_REQUIRED && !entry.settled) entry.failure ??= notH2(entry.key, 'GOAWAY HTTP_1_1_REQUIRED');
       if (code !== h2.NGHTTP2_NO_ERROR) entry.failure ??= new Error(`upstream ${entry.key} sent GOAWAY (${resetName(code)})`);
       this.evict(entry);
     });
     session.once('close', () => {
       clearTimeout(handshake);
+      if (!entry.settled) entry.rejectReady(entry.failure ?? new BpfmeshError(H2ErrorCodes.CONNECT, `HTTP/2 session to ${entry.key} closed before its SETTINGS`));
       this.all.delete(session);
       this.evict(entry);
     });
@@ -167,4 +216,8 @@ export class H2UpstreamPool {
     const s = entry.live;
     if (s !== undefined && !s.closed && !s.destroyed) s.close();
   }
+}
+
+function notH2(key: string, why: string): BpfmeshError {
+  return new BpfmeshError(PEER_NOT_H2, `${key} does not speak HTTP/2 (${why})`);
 }

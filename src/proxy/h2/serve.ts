@@ -16,7 +16,9 @@ import http2, {
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { BpfmeshError, ErrorCodes } from '../../errors.js';
-import type { Addr, ConnLabels, Connector, ProxyMetrics } from '../types.js';
+import { asEndpoint, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics, type RouteTarget } from '../types.js';
+import { Downgrade, L5D_ORIG_PROTO } from '../orig-proto.js';
+import type { Http1Pool } from '../http1/pool.js';
 import {
   errorKind,
   passBeforeResponse,
@@ -37,7 +39,14 @@ export interface H2Context {
    * Picks the endpoint for one request. Throw a BpfmeshError with code
    * BPFMESH_E_UNAVAILABLE for 503, BPFMESH_E_FAILFAST for 504; anything else is a 502.
    */
-  route: (headers: IncomingHttpHeaders) => Addr | Promise<Addr>;
+  route: (headers: IncomingHttpHeaders) => RouteTarget | Promise<RouteTarget>;
+  /** The metric labels of a request to `ep` (TLS detail, dst_*); default: the connection's. */
+  endpointLabels?: (ep: Endpoint, base: ConnLabels) => ConnLabels;
+  /**
+   * Inbound: requests that carry l5d-orig-proto (HTTP/1 a peer proxy carried
+   * over HTTP/2) go to the app as HTTP/1 on this pool's connections.
+   */
+  downgrade?: { pool: Http1Pool };
   metrics: ProxyMetrics;
   log: H2Log;
   settings?: H2Settings;
@@ -163,8 +172,9 @@ function handshake(client: Socket, s: ResolvedH2Settings): ServerHttp2Session {
  */
 class Exchange {
   private readonly startedAt = performance.now();
-  private readonly labels: ConnLabels;
+  private labels: ConnLabels;
   private readonly grpc: boolean;
+  private ep: Endpoint | undefined;
   private readonly abort = new AbortController();
   private up: ClientHttp2Stream | undefined;
   private upstream: UpstreamStream | undefined;
@@ -197,7 +207,6 @@ class Exchange {
 
   start(): void {
     const { down } = this;
-    this.conn.ctx.metrics.request(this.labels);
     down.on('error', (err) => this.conn.log.debug({ err, stream: down.id }, 'h2 client stream error'));
     down.on('trailers', (t: IncomingHttpHeaders) => (this.reqTrailers = trailerHeaders(t)));
     down.once('end', () => this.onRequestEnd());
@@ -215,16 +224,43 @@ class Exchange {
     return this.down.closed || this.down.destroyed;
   }
 
+  /** Route, count the request under the endpoint's labels, then forward (or downgrade). */
   private async connect(): Promise<void> {
-    const { ctx, pool } = this.conn;
-    let to: Addr;
+    const { ctx } = this.conn;
+    let ep: Endpoint;
     try {
-      to = await ctx.route(this.headers);
+      ep = asEndpoint(await ctx.route(this.headers));
     } catch (err) {
+      ctx.metrics.request(this.labels);
       this.fail(statusFor(err), err);
       return;
     }
+    this.ep = ep;
+    if (ctx.endpointLabels !== undefined) this.labels = ctx.endpointLabels(ep, this.labels);
+    ctx.metrics.request(this.labels);
     if (this.gone()) return;
+    if (ctx.downgrade !== undefined && this.headers[L5D_ORIG_PROTO] !== undefined) return this.downgrade(ep, ctx.downgrade.pool);
+    return this.forward(ep);
+  }
+
+  private downgrade(ep: Endpoint, pool: Http1Pool): void {
+    const { ctx } = this.conn;
+    new Downgrade(this.down, this.headers, this.reqEndStream, ep, { pool, connect: ctx.connect, metrics: ctx.metrics, labels: this.labels, clientId: ctx.clientId, log: this.conn.log }, {
+      responded: (status) => {
+        this.latencyMs = performance.now() - this.startedAt;
+        this.statusCode = status;
+      },
+      ended: () => (this.responseEnded = true),
+      failed: (status, err) => this.fail(status, err),
+      reset: (error) => {
+        this.error = error;
+        this.resetClient();
+      },
+    }).start();
+  }
+
+  private async forward(to: Endpoint): Promise<void> {
+    const { ctx, pool } = this.conn;
     const end = this.reqEndStream;
     let upstream: UpstreamStream | undefined;
     try {
@@ -325,7 +361,7 @@ class Exchange {
         // can go again, once, on a fresh session.
         this.retried = true;
         this.up = undefined;
-        this.connect().catch((err: unknown) => this.fail(502, err));
+        this.forward(this.ep!).catch((err: unknown) => this.fail(502, err));
         return;
       }
       const failure = this.upstream?.failure();
@@ -393,7 +429,7 @@ class Exchange {
   }
 
   /** A proxy-generated error response, Linkerd's way: status + l5d-proxy-error; gRPC gets UNAVAILABLE in a trailers-only response. */
-  private fail(status: ProxyStatus, err: unknown): void {
+  private fail(status: ProxyStatus | 400, err: unknown): void {
     const { down } = this;
     if (this.gone()) return;
     const reason = headerText(err instanceof Error ? err.message : String(err));

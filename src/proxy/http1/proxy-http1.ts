@@ -21,10 +21,12 @@
 // peers. The client connection's tcpOpen/tcpClose (peer src) belong to
 // whoever accepted it.
 import { STATUS_CODES } from 'node:http';
+import { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { errorCode } from '../../errors.js';
-import { formatAddr, type Addr, type Classification, type ConnLabels, type Connector, type ProxyMetrics } from '../types.js';
-import { BodyPump } from './body.js';
+import { asEndpoint, endpointKey, type Addr, type Classification, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics, type RouteTarget } from '../types.js';
+import { h1RequestToH2, h2ResponseToH1, isPeerNotH2, L5D_ORIG_PROTO, lastChunk, parseOrigProto, type H1ResponseFraming, type OrigProtoUpgrader } from '../orig-proto.js';
+import { BodyPump, ChunkedDecoder } from './body.js';
 import {
   DEFAULT_MAX_HEAD_BYTES,
   HeadReader,
@@ -55,9 +57,13 @@ export interface Http1Log {
 
 export interface Http1Context {
   labels: ConnLabels;
-  /** Picks the upstream for a request. Throw (or reject with) a BpfmeshError BPFMESH_E_UNAVAILABLE for a 503. */
-  route(head: RequestHead): Addr | Promise<Addr>;
+  /** Picks the endpoint for a request. Throw (or reject with) a BpfmeshError BPFMESH_E_UNAVAILABLE for a 503. */
+  route(head: RequestHead): RouteTarget | Promise<RouteTarget>;
   connect: Connector;
+  /** The metric labels of a request to `ep` (TLS detail, dst_*); default: the connection's. */
+  endpointLabels?: (ep: Endpoint, base: ConnLabels) => ConnLabels;
+  /** Outbound: carry requests to h2-hinted meshed endpoints over HTTP/2 (l5d-orig-proto). */
+  origProto?: OrigProtoUpgrader;
   metrics: ProxyMetrics;
   /** Share one pool between client connections; without it each client connection gets its own. */
   pool?: Http1Pool;
@@ -86,6 +92,7 @@ const enum St {
   HEAD, // reading a request head
   ROUTE, // routing / connecting
   EXCHANGE, // request and response on an upstream connection
+  H2, // request and response on an HTTP/2 stream to the peer proxy (l5d-orig-proto)
   TUNNEL, // after a 101 (or a CONNECT 2xx): raw bytes both ways
   CLOSED,
 }
@@ -122,6 +129,9 @@ class ClientConn implements UpstreamOwner {
   // The exchange in progress.
   private req: RequestHead | null = null;
   private target: Addr | null = null;
+  private ep: Endpoint | null = null;
+  /** The labels of this request: the connection's, then the endpoint's once routed. */
+  private labels: ConnLabels;
   private t0 = 0;
   private reqPump: BodyPump | null = null;
   private reqDone = false;
@@ -133,6 +143,14 @@ class ClientConn implements UpstreamOwner {
   private resPump: BodyPump | null = null;
   private resDone = false;
   private timer: NodeJS.Timeout | null = null;
+
+  // The exchange over HTTP/2 (St.H2).
+  private h2: ClientHttp2Stream | null = null;
+  private h2Abort: AbortController | null = null;
+  private h2Remaining = 0;
+  private h2Decoder: ChunkedDecoder | null = null;
+  private h2Framing: H1ResponseFraming | null = null;
+  private h2Trailers: IncomingHttpHeaders | undefined;
 
   // Byte counters already reported.
   private lastFlush = 0;
@@ -146,6 +164,7 @@ class ClientConn implements UpstreamOwner {
     const max = ctx.maxHeadBytes ?? DEFAULT_MAX_HEAD_BYTES;
     this.reader = new HeadReader(max, true);
     this.resReader = new HeadReader(max);
+    this.labels = ctx.labels;
     this.ownPool = ctx.pool === undefined;
     this.pool = ctx.pool ?? new Http1Pool({ idleMs: ctx.poolIdleMs ?? 3000 });
   }
@@ -173,6 +192,9 @@ class ClientConn implements UpstreamOwner {
         return this.hold(chunk);
       case St.ROUTE:
         return this.hold(chunk);
+      case St.H2:
+        if (!this.reqDone) return this.pushH2Body(chunk);
+        return this.hold(chunk);
       case St.TUNNEL:
         if (this.up !== null) this.relay(chunk, this.up.socket, this.client);
         return;
@@ -196,7 +218,8 @@ class ClientConn implements UpstreamOwner {
       // No request to speak of: the error response is all there is.
       this.req = null;
       this.t0 = performance.now();
-      this.ctx.metrics.request(this.ctx.labels);
+      this.labels = this.ctx.labels;
+      this.ctx.metrics.request(this.labels);
       const tooLarge = errorCode(err) === HttpErrorCodes.HEADERS_TOO_LARGE;
       this.ctx.log.debug({ err: errMessage(err) }, 'bad request');
       return this.proxyError(tooLarge ? 431 : 400, tooLarge ? 'headers_too_large' : 'malformed_request', errMessage(err), true);
@@ -213,8 +236,9 @@ class ClientConn implements UpstreamOwner {
     this.keepClient = head.keepAlive && !this.clientEnded;
     this.reqDone = head.framing === 'none';
     this.retried = false;
-    this.ctx.metrics.request(this.ctx.labels);
-    let target: Addr | Promise<Addr>;
+    this.ep = null;
+    this.labels = this.ctx.labels;
+    let target: RouteTarget | Promise<RouteTarget>;
     try {
       target = this.ctx.route(head);
     } catch (err) {
@@ -230,28 +254,54 @@ class ClientConn implements UpstreamOwner {
     }
   }
 
-  private routed(target: Addr): void {
+  private routed(target: RouteTarget): void {
     if (this.state !== St.ROUTE) return; // the client went away meanwhile
-    this.target = target;
-    const up = this.pool.acquire(formatAddr(target), this);
+    const ep = asEndpoint(target);
+    this.ep = ep;
+    this.target = ep.addr;
+    if (this.ctx.endpointLabels !== undefined) this.labels = this.ctx.endpointLabels(ep, this.ctx.labels);
+    this.ctx.metrics.request(this.labels);
+    const op = this.ctx.origProto;
+    const how = op === undefined ? 'http1' : op.decide(ep, this.req!);
+    if (how === 'fallback') this.ctx.metrics.origProto?.('fallback_http1');
+    if (how !== 'h2') return this.viaHttp1();
+    // Wait for the peer's SETTINGS before taking any body bytes: if it does
+    // not speak HTTP/2, the request is still whole here and goes over HTTP/1.
+    op!.session(ep, this.ctx.connect).then(
+      (session) => {
+        if (this.state === St.ROUTE && this.req !== null) this.startH2(session);
+      },
+      (err: unknown) => {
+        if (this.state !== St.ROUTE) return;
+        if (!isPeerNotH2(err)) return this.connectFailed(err);
+        this.ctx.log.debug({ err: errMessage(err) }, 'peer does not speak HTTP/2; HTTP/1 instead');
+        this.ctx.metrics.origProto?.('fallback_http1');
+        this.viaHttp1();
+      },
+    );
+  }
+
+  private viaHttp1(): void {
+    const up = this.pool.acquire(endpointKey(this.ep!, 'http1'), this);
     if (up !== undefined) this.attach(up, true);
     else this.connectUpstream();
   }
 
   private routeFailed(err: unknown): void {
     if (this.state !== St.ROUTE) return;
+    this.ctx.metrics.request(this.labels);
     if (errorCode(err) === Http1ErrorCodes.UNAVAILABLE) return this.proxyError(503, 'unavailable', `service unavailable: ${errMessage(err)}`);
     this.ctx.log.warn({ err: errMessage(err) }, 'route failed');
     this.proxyError(502, 'route_error', `routing failed: ${errMessage(err)}`);
   }
 
   private connectUpstream(): void {
-    const target = this.target!;
-    const labels = this.ctx.labels;
+    const ep = this.ep!;
+    const labels = this.labels;
     const metrics = this.ctx.metrics;
-    this.ctx.connect(target).then(
+    this.ctx.connect(ep.addr, ep).then(
       (sock) => {
-        const up = new UpstreamConn(sock, formatAddr(target));
+        const up = new UpstreamConn(sock, endpointKey(ep, 'http1'));
         sock.setNoDelay(true);
         metrics.tcpOpen(labels, 'dst');
         up.onClosed = (u): void => {
@@ -270,13 +320,17 @@ class ClientConn implements UpstreamOwner {
       },
       (err: unknown) => {
         if (this.state !== St.ROUTE) return;
-        const code = errorCode(err);
-        if (code === Http1ErrorCodes.CONNECT_TIMEOUT || code === 'ETIMEDOUT') {
-          return this.proxyError(504, 'connect_timeout', `connect timed out: ${errMessage(err)}`);
-        }
-        this.proxyError(502, 'connect_error', `connect error: ${errMessage(err)}`);
+        this.connectFailed(err);
       },
     );
+  }
+
+  private connectFailed(err: unknown): void {
+    const code = errorCode(err);
+    if (code === Http1ErrorCodes.CONNECT_TIMEOUT || code === 'ETIMEDOUT') {
+      return this.proxyError(504, 'connect_timeout', `connect timed out: ${errMessage(err)}`);
+    }
+    this.proxyError(502, 'connect_error', `connect error: ${errMessage(err)}`);
   }
 
   /** Send the request on `up`: head, then whatever body bytes are already here. */
@@ -357,6 +411,9 @@ class ClientConn implements UpstreamOwner {
         // A request cut short: nothing sensible can go upstream any more.
         if (!this.reqDone) return this.abort('client closed mid-request');
         return; // wait for the response, then close
+      case St.H2:
+        if (!this.reqDone) return this.abort('client closed mid-request');
+        return;
       case St.TUNNEL:
         this.up?.socket.end();
         return;
@@ -381,6 +438,7 @@ class ClientConn implements UpstreamOwner {
     this.clearTimer();
     this.reqPump?.stop();
     this.resPump?.stop();
+    this.dropH2();
     const up = this.up;
     this.up = null;
     if (up !== null) {
@@ -580,6 +638,174 @@ class ClientConn implements UpstreamOwner {
     this.proxyError(502, 'upstream_reset', why);
   }
 
+  // ---- HTTP/1 over HTTP/2 to the peer proxy (l5d-orig-proto) ----
+
+  private startH2(session: ClientHttp2Session): void {
+    const req = this.req!;
+    const end = req.framing === 'none';
+    const abort = new AbortController();
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(h1RequestToH2(req), { endStream: end, signal: abort.signal });
+    } catch (err) {
+      // node:http2 refused a header, or the session began closing.
+      return this.proxyError(502, 'connect_error', `HTTP/2 request to the peer proxy failed: ${errMessage(err)}`);
+    }
+    this.state = St.H2;
+    this.h2 = stream;
+    this.h2Abort = abort;
+    this.h2Framing = null;
+    this.h2Trailers = undefined;
+    this.resDone = false;
+    this.ctx.metrics.origProto?.('upgraded');
+    stream.on('error', (err: Error) => this.ctx.log.debug({ err: err.message }, 'upgraded stream error'));
+    stream.on('headers', (h: IncomingHttpHeaders) => {
+      const status = Number(h[':status']);
+      if (stream !== this.h2 || status < 100 || status >= 200 || status === 101) return;
+      // Interim responses (100 Continue, 103) pass on, except to HTTP/1.0 clients.
+      this.clearTimer();
+      if (req.versionMinor >= 1) this.client.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Informational'}\r\n\r\n`, 'latin1');
+    });
+    stream.once('response', (h: IncomingHttpHeaders, flags: number) => this.onH2Response(stream, h, (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0));
+    stream.on('data', (chunk: Buffer) => this.onH2Data(stream, chunk));
+    stream.on('trailers', (t: IncomingHttpHeaders) => (this.h2Trailers = t));
+    stream.once('end', () => this.onH2End(stream));
+    stream.once('close', () => this.onH2Close(stream));
+    if (!end) {
+      this.h2Remaining = req.contentLength;
+      this.h2Decoder = req.framing === 'chunked' ? new ChunkedDecoder() : null;
+      const p = this.pending;
+      this.pending = null;
+      if (p !== null) this.pushH2Body(p);
+    }
+    if (this.state !== St.H2) return;
+    if (!this.reqDone && this.clientEnded) return this.abort('client closed mid-request');
+    if (this.reqDone || req.expectContinue) this.startTimer();
+    if (this.pending === null || this.pending.length <= PIPELINE_MAX) this.client.resume();
+  }
+
+  /** Request body bytes onto the stream: HTTP/2 frames them, so chunked framing is taken off. */
+  private pushH2Body(chunk: Buffer): void {
+    const stream = this.h2!;
+    let used: number;
+    let parts: Buffer[];
+    let done: boolean;
+    if (this.h2Decoder === null) {
+      used = Math.min(this.h2Remaining, chunk.length);
+      this.h2Remaining -= used;
+      parts = [used === chunk.length ? chunk : chunk.subarray(0, used)];
+      done = this.h2Remaining === 0;
+    } else {
+      parts = [];
+      try {
+        used = this.h2Decoder.feed(chunk, 0, parts);
+      } catch (err) {
+        this.ctx.log.debug({ err: errMessage(err) }, 'bad request body');
+        return this.proxyError(400, 'malformed_request', errMessage(err), true);
+      }
+      done = this.h2Decoder.done;
+    }
+    let ok = true;
+    for (const p of parts) if (p.length > 0) ok = stream.write(p) && ok;
+    if (!ok && !this.client.isPaused()) {
+      this.client.pause();
+      stream.once('drain', () => {
+        if (this.h2 === stream) this.client.resume();
+      });
+    }
+    if (!done) return;
+    if (used < chunk.length) this.hold(chunk.subarray(used));
+    this.reqDone = true;
+    stream.end();
+    if (this.resDone) return this.h2Done();
+    if (this.h2Framing === null) this.startTimer();
+  }
+
+  private onH2Response(stream: ClientHttp2Stream, h: IncomingHttpHeaders, endStream: boolean): void {
+    if (stream !== this.h2) return;
+    const req = this.req!;
+    this.clearTimer();
+    // The peer proxy says which HTTP/1 version the app answered with; the
+    // client gets this proxy's own (HTTP/1.1), so the value is only checked.
+    const orig = h[L5D_ORIG_PROTO];
+    if (orig !== undefined && parseOrigProto(String(orig)) === null) this.ctx.log.debug({ value: String(orig) }, `unknown ${L5D_ORIG_PROTO} on a response`);
+    if (!this.reqDone) this.keepClient = false;
+    const out = h2ResponseToH1(h, { clientMinor: req.versionMinor, head: req.method === 'HEAD', endStream, keepAlive: this.keepClient });
+    this.keepClient = out.keepAlive;
+    this.h2Framing = out.framing;
+    this.recordResponse(out.status, undefined);
+    this.client.write(out.head, 'latin1');
+    if (endStream) this.h2ResponseDone();
+  }
+
+  private onH2Data(stream: ClientHttp2Stream, chunk: Buffer): void {
+    if (stream !== this.h2 || this.h2Framing === null || this.h2Framing === 'none' || chunk.length === 0) return;
+    const c = this.client;
+    let ok: boolean;
+    if (this.h2Framing === 'chunked') {
+      c.cork();
+      c.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      c.write(chunk);
+      ok = c.write('\r\n', 'latin1');
+      c.uncork();
+    } else {
+      ok = c.write(chunk);
+    }
+    if (!ok && !stream.isPaused()) {
+      stream.pause();
+      c.once('drain', () => stream.resume());
+    }
+  }
+
+  private onH2End(stream: ClientHttp2Stream): void {
+    if (stream !== this.h2 || this.h2Framing === null || this.resDone) return;
+    if ((stream.rstCode ?? h2c.NGHTTP2_NO_ERROR) !== h2c.NGHTTP2_NO_ERROR) return; // a reset: see onH2Close
+    if (this.h2Framing === 'chunked') this.client.write(lastChunk(this.h2Trailers), 'latin1');
+    this.h2ResponseDone();
+  }
+
+  private h2ResponseDone(): void {
+    this.resDone = true;
+    if (this.reqDone) return this.h2Done();
+    // Answered before the whole request came (an early error): the rest of the request has nowhere to go.
+    this.dropH2();
+    this.closeClient();
+  }
+
+  private h2Done(): void {
+    this.h2 = null;
+    this.h2Abort = null;
+    this.h2Framing = null;
+    this.h2Decoder = null;
+    this.flushBytes(null);
+    this.req = null;
+    this.target = null;
+    if (!this.keepClient || this.clientEnded) return this.closeClient();
+    this.state = St.HEAD;
+    this.reader.reset();
+    const p = this.pending;
+    this.pending = null;
+    this.client.resume();
+    if (p !== null) this.consumeHead(p);
+  }
+
+  private onH2Close(stream: ClientHttp2Stream): void {
+    if (stream !== this.h2) return;
+    const code = stream.rstCode ?? h2c.NGHTTP2_NO_ERROR;
+    this.h2 = null;
+    this.h2Abort = null;
+    if (this.h2Framing === null) return this.proxyError(502, 'upstream_reset', `the peer proxy ended the stream before a response (HTTP/2 code ${code})`);
+    this.abort(`the peer proxy reset the stream mid-response (HTTP/2 code ${code})`);
+  }
+
+  /** Cancel the HTTP/2 stream in flight (RST_STREAM CANCEL, without ending the request body first). */
+  private dropH2(): void {
+    const abort = this.h2Abort;
+    this.h2 = null;
+    this.h2Abort = null;
+    abort?.abort();
+  }
+
   // ---- tunnel ----
 
   private tunnel(head: ResponseHead, rest: Buffer): void {
@@ -615,6 +841,9 @@ class ClientConn implements UpstreamOwner {
   /** Answer with an error of the proxy's own; `close` forces the client connection closed after it. */
   private proxyError(status: number, error: string, message: string, close = false): void {
     this.clearTimer();
+    const responded = this.h2Framing !== null;
+    this.h2Framing = null;
+    this.dropH2();
     const up = this.up;
     this.up = null;
     if (up !== null) {
@@ -623,7 +852,7 @@ class ClientConn implements UpstreamOwner {
     }
     this.reqPump?.stop();
     this.reqPump = null;
-    if (this.res !== null) return this.abort(message); // too late for a response
+    if (this.res !== null || responded) return this.abort(message); // too late for a response
     this.recordResponse(status, error);
     // The request's body was not (all) read: where the next request starts is unknown.
     const closeAfter = close || !this.keepClient || !this.reqDone || this.clientEnded;
@@ -650,7 +879,7 @@ class ClientConn implements UpstreamOwner {
       error === undefined
         ? { statusCode, classification: classify(statusCode), latencyMs }
         : { statusCode, classification: classify(statusCode), latencyMs, error };
-    this.ctx.metrics.response(this.ctx.labels, r);
+    this.ctx.metrics.response(this.labels, r);
     if (this.target !== null && this.ctx.settle !== undefined) {
       this.ctx.settle(this.target, error === undefined ? { latencyMs, statusCode } : { latencyMs, statusCode, error });
     }
@@ -673,7 +902,7 @@ class ClientConn implements UpstreamOwner {
 
   private readonly onResponseTimeout = (): void => {
     this.timer = null;
-    if (this.state !== St.EXCHANGE || this.res !== null) return;
+    if (this.state === St.H2 ? this.h2Framing !== null : this.state !== St.EXCHANGE || this.res !== null) return;
     this.proxyError(504, 'response_timeout', `response timed out after ${this.ctx.responseTimeoutMs} ms`);
   };
 
@@ -683,7 +912,8 @@ class ClientConn implements UpstreamOwner {
     const closing = this.state === St.CLOSED;
     if (!closing && now - this.lastFlush < FLUSH_MS) return;
     this.lastFlush = now;
-    const { metrics, labels } = this.ctx;
+    const { metrics } = this.ctx;
+    const labels = this.ctx.labels;
     const c = this.client;
     const r = c.bytesRead - this.srcRead;
     const w = c.bytesWritten - this.srcWritten;
@@ -697,8 +927,8 @@ class ClientConn implements UpstreamOwner {
       const uw = s.bytesWritten - up.reportedWritten;
       up.reportedRead += ur;
       up.reportedWritten += uw;
-      if (ur > 0) metrics.tcpRead(labels, 'dst', ur);
-      if (uw > 0) metrics.tcpWrite(labels, 'dst', uw);
+      if (ur > 0) metrics.tcpRead(this.labels, 'dst', ur);
+      if (uw > 0) metrics.tcpWrite(this.labels, 'dst', uw);
     }
   }
 }
