@@ -6,7 +6,8 @@ import { native } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { formatCidr } from '../util/ip.js';
 import { formatPortRange } from '../util/ports.js';
-import { LINKS, closeMaps, mapsOfPinDir, type PodMaps } from '../intercept/layout.js';
+import { LINKS, closeMaps, mapsOfPinDir, type LinkSpec, type PodMaps } from '../intercept/layout.js';
+import { NODE_DIR_NAME, NODE_LOCK_NAME, podCookie } from '../intercept/node-wide.js';
 import { cgroup2Mount } from '../intercept/mounts.js';
 
 export interface HookState {
@@ -74,10 +75,11 @@ function netnsPathByIno(ino: number): string {
   return `netns inode ${ino}`;
 }
 
-function readHooks(pinDir: string, problems: string[]): HookState[] {
+/** Each hook's pin folder: a pod install has all in one; node-wide pods share the cgroup hooks. */
+function readHooks(dirOf: (spec: LinkSpec) => string, problems: string[]): HookState[] {
   const hooks: HookState[] = [];
   for (const spec of LINKS) {
-    const path = join(pinDir, spec.pin);
+    const path = join(dirOf(spec), spec.pin);
     if (!existsSync(path)) {
       problems.push(`${spec.pin} is missing: ${spec.what} is off; run init again`);
       continue;
@@ -105,10 +107,11 @@ function rangeOf(k: c.PortRuleKey): string {
   return formatPortRange({ lo: k.port, hi: k.port + size - 1 });
 }
 
-function readMaps(maps: PodMaps, state: PodState): void {
-  const settings = maps.settings.entries();
+/** cookie: the pod's netns cookie; null for a pod install, whose maps hold one pod only. */
+function readMaps(maps: PodMaps, state: PodState, podCookie: bigint | null): void {
+  const settings = podCookie === null ? maps.settings.entries() : ([[podCookie, maps.settings.get(podCookie)]] as const);
   const first = settings[0];
-  if (first === undefined) {
+  if (first === undefined || first[1] === null) {
     state.problems.push('no settings row: the programs pass everything');
     return;
   }
@@ -144,8 +147,8 @@ function readMaps(maps: PodMaps, state: PodState): void {
   });
 }
 
-export function inspectPod(pinDir: string, pod: string): PodState {
-  const state: PodState = {
+function emptyState(pod: string, pinDir: string): PodState {
+  return {
     pod,
     pinDir,
     pins: readdirSync(pinDir).sort(),
@@ -163,21 +166,54 @@ export function inspectPod(pinDir: string, pod: string): PodState {
     counters: {},
     problems: [],
   };
-  state.hooks = readHooks(pinDir, state.problems);
-  const maps = mapsOfPinDir(pinDir);
+}
+
+function withMaps(dir: string, fn: (maps: PodMaps) => void): void {
+  const maps = mapsOfPinDir(dir);
   try {
-    readMaps(maps, state);
+    fn(maps);
   } finally {
     closeMaps(maps);
   }
+}
+
+/** A pod installed by `bpfmesh init`: everything in its own pin folder. */
+export function inspectPod(pinDir: string, pod: string): PodState {
+  const state = emptyState(pod, pinDir);
+  state.hooks = readHooks(() => pinDir, state.problems);
+  withMaps(pinDir, (maps) => readMaps(maps, state, null));
   return state;
 }
 
+/** A pod enrolled node-wide (CNI, `bpfmesh node`): shared maps and cgroup hooks, its own sk_lookup link. */
+export function inspectNodePod(nodeDir: string, id: string): PodState {
+  const podDir = join(nodeDir, 'pods', id);
+  const state = emptyState(`${NODE_DIR_NAME}/${id}`, podDir);
+  state.hooks = readHooks((spec) => (spec.target === 'netns' ? podDir : nodeDir), state.problems);
+  const cookie = podCookie(podDir);
+  if (cookie === null) {
+    state.problems.push('no recorded netns cookie: withdraw and enroll the pod again');
+    return state;
+  }
+  withMaps(nodeDir, (maps) => readMaps(maps, state, cookie));
+  return state;
+}
+
+/** Every pod under <bpffs>/bpfmesh: pod installs by name, node-wide pods as node/<id>. */
 export function inspectAll(root: string, only?: string): PodState[] {
   if (!existsSync(root)) return [];
-  return readdirSync(root)
-    .filter((p) => only === undefined || p === only)
-    .sort()
-    .map((p) => inspectPod(join(root, p), p));
+  const states: PodState[] = [];
+  for (const name of readdirSync(root).sort()) {
+    if (name === NODE_LOCK_NAME) continue;
+    if (name !== NODE_DIR_NAME) {
+      if (only === undefined || only === name) states.push(inspectPod(join(root, name), name));
+      continue;
+    }
+    const podsDir = join(root, name, 'pods');
+    for (const id of existsSync(podsDir) ? readdirSync(podsDir).sort() : []) {
+      if (only === undefined || only === id || only === `${NODE_DIR_NAME}/${id}`) states.push(inspectNodePod(join(root, name), id));
+    }
+  }
+  return states;
 }
 

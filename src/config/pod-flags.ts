@@ -47,7 +47,10 @@ export interface InitOptions extends LogOptions, PodTarget {
   ignoredFlags: string[];
 }
 
-export interface ResetOptions extends LogOptions, PodTarget {}
+export interface ResetOptions extends LogOptions, PodTarget {
+  /** Remove the node-wide install (CNI / bpfmesh node) and every pod enrolled in it. */
+  node: boolean;
+}
 
 export interface InspectOptions extends LogOptions {
   bpffs: string;
@@ -173,8 +176,8 @@ export function parseInitFlags(argv: string[]): InitOptions {
 }
 
 export function parseResetFlags(argv: string[]): ResetOptions {
-  const v = parse(argv, { ...LOG_FLAGS, ...TARGET_FLAGS }, 'reset');
-  return { ...parseLog(v), ...parseTarget(v) };
+  const v = parse(argv, { ...LOG_FLAGS, ...TARGET_FLAGS, node: { type: 'boolean', default: false } }, 'reset');
+  return { ...parseLog(v), ...parseTarget(v), node: v.node };
 }
 
 export function parseInspectFlags(argv: string[]): InspectOptions {

@@ -157,8 +157,11 @@ export function ensureNodeInstall(scope: NodeScope, log: Logger, opts: { refresh
   });
 }
 
-function readPodCookie(scope: NodeScope, id: string): bigint | null {
-  const path = join(podDir(scope, id), COOKIE_PIN);
+const readPodCookie = (scope: NodeScope, id: string): bigint | null => podCookie(podDir(scope, id));
+
+/** The netns cookie a node-wide pod's rows are keyed by, from its pin folder. */
+export function podCookie(dir: string): bigint | null {
+  const path = join(dir, COOKIE_PIN);
   if (!existsSync(path)) return null;
   const map = native().openPinnedMap(path);
   try {

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmdirSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, MeshLab, PROXY } from '../helpers/mesh.js';
+import { APP, MeshLab, PROXY, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
 import { parseInitFlags } from '../../src/config/pod-flags.js';
@@ -195,13 +195,25 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
     assert.equal(cgroupProgs(scope.cgroupRoot).length, 6);
   });
 
-  test('uninstallNode leaves no pins and no programs on the cgroup', () => {
+  test('inspect shows node-wide pods; reset --node leaves no pins and no programs on the cgroup', async () => {
     ensureNodeInstall(scope, log);
-    enrollPod(scope, 'pod-a', a.netns, policy(), log);
-    const { removed } = uninstallNode(scope, log);
-    assert.ok(removed.includes('pods/pod-a') && removed.includes('link_connect4'), removed.join(','));
+    enrollPod(scope, 'pod-a', a.netns, policy(['--outbound-ports-to-ignore', '7000-7001']), log);
+    const inspected = await runCli(['inspect', '--bpffs', bpffs, '--json']);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    const pods = (JSON.parse(inspected.stdout) as { pods: Array<{ pod: string; hooks: unknown[]; netnsCookie: string; outboundPortsIgnored: string[]; problems: string[] }> }).pods;
+    assert.deepEqual(pods.map((p) => p.pod), ['node/pod-a']);
+    assert.equal(pods[0]!.hooks.length, 7);
+    assert.equal(pods[0]!.netnsCookie, netnsCookieOf(a.netns).toString());
+    assert.deepEqual(pods[0]!.outboundPortsIgnored, ['7000-7001']);
+    assert.deepEqual(pods[0]!.problems, []);
+
+    const reset = await runCli(['reset', '--node', '--bpffs', bpffs]);
+    assert.equal(reset.code, 0, reset.stderr);
     assert.equal(cgroupProgs(scope.cgroupRoot).length, 0);
     assert.equal(existsSync(join(bpffs, 'bpfmesh')), false);
+    const again = await runCli(['reset', '--node', '--bpffs', bpffs]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /BPFMESH_E_NOT_INSTALLED/);
   });
 
   test('apps keep working untouched after uninstall', async () => {
