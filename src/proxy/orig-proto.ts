@@ -254,7 +254,7 @@ export function h2RequestToH1(
   const raw = h[L5D_ORIG_PROTO];
   const value = Array.isArray(raw) ? raw[0] : raw;
   const orig = value === undefined ? null : parseOrigProto(value);
-  if (orig === null) throw new BpfmeshError(HttpErrorCodes.MALFORMED, `bad ${L5D_ORIG_PROTO} value ${JSON.stringify(String(value).slice(0, 60))}: expected HTTP/1.1 or HTTP/1.0, optionally "; absolute-form"`);
+  if (orig === null) throw new BpfmeshError(HttpErrorCodes.MALFORMED, `${HttpErrorCodes.MALFORMED}: bad ${L5D_ORIG_PROTO} value ${JSON.stringify(String(value).slice(0, 60))}: expected HTTP/1.1 or HTTP/1.0, optionally "; absolute-form"`);
   const method = String(h[':method'] ?? 'GET');
   const authority = String(h[':authority'] ?? h.host ?? '');
   const path = String(h[':path'] ?? '/');
