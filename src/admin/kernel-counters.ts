@@ -8,19 +8,35 @@ import { COUNTER_NAMES } from '../bpf/codecs.js';
 import { closeMaps, mapsOfPinDir } from '../intercept/layout.js';
 import { defaultPodName, pinRoot } from '../intercept/pod.js';
 import type { ProxyFlags } from '../config/pod-flags.js';
+import { nodePinDir, podCookie } from '../intercept/node-wide.js';
 
-/** The pin folder of the pod whose sk_lookup link sits on this process's netns. */
-function ownPinDir(root: string): string | null {
+/** Where a pod's rows are: its own pin folder (cookie null: the one pod in it), or the node-wide maps. */
+interface PodRows {
+  mapsDir: string;
+  cookie: bigint | null;
+}
+
+function linkedToThisNetns(linkPin: string, ino: number): boolean {
+  if (!existsSync(linkPin)) return false;
+  const l = native().openPinnedLink(linkPin);
+  try {
+    return l.info().targetId === ino;
+  } finally {
+    l.close();
+  }
+}
+
+/** The pod whose sk_lookup link sits on this process's netns: a pod install, or a node-wide one. */
+function ownPodRows(bpffs: string): PodRows | null {
+  const root = pinRoot(bpffs);
   const ino = statSync('/proc/self/ns/net').ino;
   for (const pod of readdirSync(root)) {
-    const link = join(root, pod, 'link_sk_lookup');
-    if (!existsSync(link)) continue;
-    const l = native().openPinnedLink(link);
-    try {
-      if (l.info().targetId === ino) return join(root, pod);
-    } finally {
-      l.close();
-    }
+    if (linkedToThisNetns(join(root, pod, 'link_sk_lookup'), ino)) return { mapsDir: join(root, pod), cookie: null };
+  }
+  const nodeDir = nodePinDir(bpffs);
+  const podsDir = join(nodeDir, 'pods');
+  for (const id of existsSync(podsDir) ? readdirSync(podsDir) : []) {
+    if (linkedToThisNetns(join(podsDir, id, 'link_sk_lookup'), ino)) return { mapsDir: nodeDir, cookie: podCookie(join(podsDir, id)) };
   }
   return null;
 }
@@ -31,19 +47,19 @@ export type CounterReader = () => Record<string, bigint> | null;
 export function podCounterReader(flags: ProxyFlags): { read: CounterReader; pinDir: string } | { reason: string } {
   try {
     const root = pinRoot(flags.bpffs);
-    const pinDir =
-      flags.podName !== undefined ? join(root, flags.podName) : flags.netns !== undefined ? join(root, defaultPodName(flags.netns)) : ownPinDir(root);
-    if (pinDir === null || !existsSync(pinDir)) return { reason: `no bpfmesh pins for this pod under ${root}` };
-    const maps = mapsOfPinDir(pinDir);
+    const named = flags.podName ?? (flags.netns !== undefined ? defaultPodName(flags.netns) : undefined);
+    const rows: PodRows | null = named !== undefined ? { mapsDir: join(root, named), cookie: null } : ownPodRows(flags.bpffs);
+    if (rows === null || !existsSync(rows.mapsDir)) return { reason: `no bpfmesh pins for this pod under ${root}` };
+    const maps = mapsOfPinDir(rows.mapsDir);
     const read: CounterReader = () => {
-      const first = maps.settings.entries()[0];
-      if (first === undefined) return null;
+      const cookie = rows.cookie ?? maps.settings.entries()[0]?.[0];
+      if (cookie === undefined) return null;
       const out: Record<string, bigint> = {};
-      COUNTER_NAMES.forEach((name, id) => (out[name] = maps.counters.get({ netnsCookie: first[0], id }) ?? 0n));
+      COUNTER_NAMES.forEach((name, id) => (out[name] = maps.counters.get({ netnsCookie: cookie, id }) ?? 0n));
       return out;
     };
     process.once('exit', () => closeMaps(maps));
-    return { read, pinDir };
+    return { read, pinDir: rows.mapsDir };
   } catch (err) {
     return { reason: `${(err as Error).message} (reading pins needs CAP_BPF and access to the bpffs)` };
   }

@@ -95,6 +95,20 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
     assert.equal(await mesh.curl(a, `http://${b.ip4}:8080/`, PROXY), `direct ${b.ip4}:8080`, 'the proxy uid is exempt');
   });
 
+  test("a proxy in a node-wide pod finds its own counters (by its netns's sk_lookup link)", async () => {
+    const script = `
+      const { podCounterReader } = require(${JSON.stringify(join(__dirname, '../../src/admin/kernel-counters.js'))});
+      const r = podCounterReader({ bpffs: ${JSON.stringify(bpffs)} });
+      if (!r.read) { console.log(JSON.stringify(r)); process.exit(1); }
+      console.log(JSON.stringify({ pinDir: r.pinDir, counters: r.read() }, (_, v) => (typeof v === 'bigint' ? Number(v) : v)));`;
+    const r = await mesh.lab.exec(a, process.execPath, ['-e', script]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const out = JSON.parse(r.stdout) as { pinDir: string; counters: Record<string, number> };
+    assert.equal(out.pinDir, nodePinDir(bpffs));
+    assert.ok(out.counters['out_redirected']! >= 1, r.stdout);
+    assert.ok(out.counters['in_steered']! >= 1, r.stdout);
+  });
+
   test('enrolling again writes only the difference; verifyPod checks rows and link', async () => {
     const again = enrollPod(scope, 'pod-a', a.netns, policy(), log);
     assert.equal(again.fresh, false);
