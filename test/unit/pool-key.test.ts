@@ -26,7 +26,7 @@ before(async () => {
   const s1 = createHttp((req, res) => res.end(`ok ${req.url}`));
   const s2 = http2.createServer((req, res) => res.end(`ok ${req.url}`));
   for (const s of [s1, s2]) {
-    servers.push(s as unknown as Server);
+    servers.push(s);
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
   }
   h1 = { host: '127.0.0.1', port: (s1.address() as AddressInfo).port };
