@@ -16,7 +16,7 @@ import { cgroup2Mount } from '../intercept/mounts.js';
 import { addonBuilt, bpfObjectPath } from '../config/paths.js';
 import type { PodPolicy } from '../intercept/rules.js';
 import { formatCidr } from '../util/ip.js';
-import { formatPortRange } from '../util/ports.js';
+import { formatPortRange, type PortRange } from '../util/ports.js';
 import * as node from '../intercept/node-wide.js';
 import { applyAnnotations, isMeshed, type PodView } from './annotations.js';
 import { confVersion, decodeConf, parseNetConf, type CniNetConf, type KubeSettings } from './config.js';
@@ -105,7 +105,7 @@ function requirePrevResult(conf: CniNetConf, command: string): Record<string, un
  * as linkerd-cni does); without one, every pod gets the block's settings.
  */
 async function podPolicy(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<PodPolicy | null> {
-  if (conf.kubernetes === undefined) return conf.policy;
+  if (conf.kubernetes === undefined) return normalizePolicy(conf.policy);
   const ns = env.args['K8S_POD_NAMESPACE'];
   const name = env.args['K8S_POD_NAME'];
   if (!ns || !name) {
@@ -120,7 +120,7 @@ async function podPolicy(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logg
     log.info({ pod: `${ns}/${name}` }, 'pod is not meshed (no linkerd.io/inject: enabled); left alone');
     return null;
   }
-  return applyAnnotations(conf.policy, pod.metadata?.annotations);
+  return normalizePolicy(applyAnnotations(conf.policy, pod.metadata?.annotations));
 }
 
 function describePolicy(p: PodPolicy): Record<string, unknown> {
@@ -133,6 +133,26 @@ function describePolicy(p: PodPolicy): Record<string, unknown> {
     outboundPortsToIgnore: p.outboundPortsToIgnore.map(formatPortRange).join(','),
     portsToRedirect: p.portsToRedirect.map(formatPortRange).join(','),
     subnetsToIgnore: p.subnetsToIgnore.map(formatCidr).join(','),
+  };
+}
+
+/**
+ * Drops repeated port ranges, and inbound ignores of the admin and control
+ * ports (always ignored anyway): linkerd-cni's default config lists
+ * "4191","4190", and rows written twice would read back as a difference.
+ */
+export function normalizePolicy(p: PodPolicy): PodPolicy {
+  const uniq = (ranges: PortRange[], drop: number[] = []): PortRange[] => {
+    const seen = new Set(drop.map((port) => `${port}-${port}`));
+    return ranges.filter((r) => !seen.has(`${r.lo}-${r.hi}`) && seen.add(`${r.lo}-${r.hi}`));
+  };
+  const cidrs = new Set<string>();
+  return {
+    ...p,
+    inboundPortsToIgnore: uniq(p.inboundPortsToIgnore, [p.adminPort, p.controlPort]),
+    outboundPortsToIgnore: uniq(p.outboundPortsToIgnore),
+    portsToRedirect: uniq(p.portsToRedirect),
+    subnetsToIgnore: p.subnetsToIgnore.filter((c) => !cidrs.has(formatCidr(c)) && cidrs.add(formatCidr(c))),
   };
 }
 
