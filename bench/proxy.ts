@@ -45,18 +45,18 @@ export interface ProxyRow {
   serverProxyCpuS?: number;
 }
 
-function rssMb(pid: number): number {
+export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? round(Number(m[1]) / 1024, 1) : NaN;
 }
 
-function cpuS(pid: number): number {
+export function cpuS(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ=100
 }
 
 /** wrk's "50% 1.23ms" lines and "Requests/sec:". */
-function parseWrk(out: string): { reqPerSec: number; p50Ms: number; p99Ms: number } {
+export function parseWrk(out: string): { reqPerSec: number; p50Ms: number; p99Ms: number } {
   const ms = (v: string, unit: string): number => Number(v) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[unit]!;
   const pct = (p: string): number => {
     const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);

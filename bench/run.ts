@@ -6,10 +6,11 @@
 //      pair: ping-pong latency of 100-byte messages and bulk throughput.
 //   3. the proxy: direct vs bpfmesh vs iptables under HTTP/1.1, HTTP/2,
 //      new connections, opaque TCP, a fixed rate, and 1000 open connections.
-// BENCH_ONLY=init,path,proxy picks sections. Prints tables and writes
-// bench/results/latest.json.
+//   4. mTLS between the proxies vs plaintext between the same proxies.
+// BENCH_ONLY=init,path,proxy,mtls picks sections. Prints tables and writes
+// bench/results/latest.json (sections not run keep their previous results).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/config/paths.js';
@@ -22,6 +23,7 @@ import type { LabPod } from '../src/lab/lab.js';
 import { DEFAULT_RULES, proxyInitCommands } from './iptables.js';
 import { median, printTable, round } from './stats.js';
 import { runProxyBench } from './proxy.js';
+import { runMtlsBench } from './mtls.js';
 
 const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
 const INIT_ROUNDS = Number(process.env['BENCH_INIT_ROUNDS'] ?? 8);
@@ -145,9 +147,15 @@ async function main(): Promise<void> {
     const init = want('init') ? await benchInit(mesh) : null;
     const path = want('path') ? await benchPath(mesh) : null;
     const proxy = want('proxy') ? await runProxyBench(mesh) : null;
+    const mtls = want('mtls') ? await runMtlsBench(mesh) : null;
     const dir = join(REPO_ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'latest.json'), JSON.stringify({ machine, init, path, proxy }, null, 2) + '\n');
+    const file = join(dir, 'latest.json');
+    const previous = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
+    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls }).filter(([, v]) => v !== null));
+    // When each section was last measured: a partial run leaves the others as they were.
+    const measured = { ...(previous['measured'] as Record<string, string> | undefined), ...Object.fromEntries(Object.keys(ran).map((k) => [k, machine.date])) };
+    writeFileSync(file, JSON.stringify({ ...previous, machine, measured, ...ran }, null, 2) + '\n');
     process.stdout.write(`\nwritten: bench/results/latest.json\n`);
   } finally {
     cleanup();
