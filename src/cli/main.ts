@@ -13,6 +13,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   proxy: () => import('./proxy.js'),
   demo: () => import('./demo.js'),
   'control-plane': () => import('./control-plane.js'),
+  node: () => import('./node.js'),
   cni: () => import('./cni.js'),
   'cni-install': () => import('./cni-install.js'),
 };

@@ -23,6 +23,8 @@ export interface PodInformerOptions {
   backoff?: BackoffOptions;
   /** Server-side watch timeout; the informer resumes right after. Default 300 s. */
   watchTimeoutSeconds?: number;
+  /** Told of each list, expiry and failed request (for metrics). */
+  onStat?: (what: keyof InformerStats) => void;
 }
 
 export interface InformerStats {
@@ -92,7 +94,7 @@ export class PodInformer {
           await this.#list();
           needList = false;
         }
-        this.stats.watches++;
+        this.#count('watches');
         let delivered = false;
         await this.#client.watchPods(
           {
@@ -116,12 +118,12 @@ export class PodInformer {
       } catch (err) {
         if (signal.aborted) break;
         if (isExpired(err)) {
-          this.stats.expired++;
+          this.#count('expired');
           this.#log.info({ resourceVersion: this.#resourceVersion, err: (err as Error).message }, 'resourceVersion expired; listing again');
           needList = true;
           continue; // relist at once: nothing is wrong with the server
         }
-        this.stats.errors++;
+        this.#count('errors');
         const delay = this.#backoff.next();
         this.#log.warn({ err: (err as Error).message, retryInMs: delay, relist: needList }, 'pod watch failed; retrying');
         await this.#sleep(delay);
@@ -130,7 +132,7 @@ export class PodInformer {
   }
 
   async #list(): Promise<void> {
-    this.stats.lists++;
+    this.#count('lists');
     const { items, resourceVersion } = await this.#client.listPods({
       ...(this.#opts.fieldSelector ? { fieldSelector: this.#opts.fieldSelector } : {}),
       ...(this.#opts.labelSelector ? { labelSelector: this.#opts.labelSelector } : {}),
@@ -171,6 +173,11 @@ export class PodInformer {
       this.#handler.upsert(ev.object);
     }
     if (rv) this.#resourceVersion = rv;
+  }
+
+  #count(what: keyof InformerStats): void {
+    this.stats[what]++;
+    this.#opts.onStat?.(what);
   }
 
   #sleep(ms: number): Promise<void> {

@@ -1,0 +1,67 @@
+// bpfmesh node: the DaemonSet agent. Watches this node's pods and keeps the
+// node-wide interception's enrolled pods equal to its meshed pods.
+import { cgroup2Mount } from '../intercept/mounts.js';
+import { createLogger } from '../log/logger.js';
+import { loadKubeAccess } from '../kube/config.js';
+import { KubeClient } from '../kube/client.js';
+import { startAdminServer } from '../admin/server.js';
+import { parseNodeFlags } from '../node/flags.js';
+import { createNodeMetrics } from '../node/metrics.js';
+import { NodeAgent } from '../node/agent.js';
+
+export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
+
+  --node-name NAME              this node (default $NODE_NAME; required)
+  --kubeconfig PATH             Kubernetes access (default: the in-cluster service account)
+  --cgroup-root DIR             cgroup the node-wide programs attach to, above every pod (default: the cgroup2 mount)
+  --host-proc DIR               the host's /proc, to find pods' network namespaces (default /proc; run with hostPID)
+  --bpffs DIR                   bpf filesystem (default /sys/fs/bpf, mounted if missing)
+  --admin-addr HOST:PORT        /live, /ready, /metrics (default 0.0.0.0:4192)
+  Pod defaults, as for bpfmesh init (annotations config.linkerd.io/skip-inbound-ports,
+  skip-outbound-ports, skip-subnets, proxy-uid, proxy-gid override them per pod):
+  --incoming-proxy-port N (4143), --outgoing-proxy-port N (4140), --proxy-uid N (2102), --proxy-gid N,
+  --admin-port N (4191), --control-port N (4190), --fail-open, --no-sockpath
+  --log-format plain|json, --log-level LEVEL
+
+  Meshed pods: annotated linkerd.io/inject: enabled, or with a linkerd-proxy container
+  (unless linkerd.io/inject: disabled). SIGTERM stops the agent and leaves interception in place.
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const opts = parseNodeFlags(argv);
+  // Listen for the stop signal from the start: a SIGTERM during start-up still exits 0 and leaves pins alone.
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  const log = createLogger(opts).child({ component: 'node' });
+  const access = loadKubeAccess({ kubeconfig: opts.kubeconfig });
+  const client = new KubeClient(access);
+  const metrics = createNodeMetrics(opts.nodeName);
+  const scope = { bpffs: opts.bpffs, bpffsExplicit: opts.bpffsExplicit, cgroupRoot: opts.cgroupRoot ?? cgroup2Mount() };
+  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics });
+  log.info({ node: opts.nodeName, kube: access.source, server: access.server }, 'starting');
+  const admin = await startAdminServer({
+    host: opts.adminHost,
+    port: opts.adminPort,
+    registry: metrics.registry,
+    ready: () => agent.ready,
+    shutdownEnabled: false,
+    onShutdown: () => undefined,
+    log,
+  });
+  log.info({ admin: `${admin.address.host}:${admin.address.port}` }, 'admin server listening');
+  try {
+    agent.start();
+  } catch (err) {
+    await admin.close();
+    client.close();
+    throw err;
+  }
+  const signal = await stopped;
+  log.info({ signal, meshed: agent.meshed }, 'stopping; interception stays in place');
+  await agent.stop();
+  await admin.close();
+  client.close();
+  return 0;
+}
