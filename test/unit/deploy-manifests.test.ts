@@ -1,0 +1,311 @@
+// deploy/ and the Dockerfile against the code: every manifest parses and is
+// a Kubernetes object, every container of the bpfmesh image runs a real
+// `bpfmesh` command with flags that command lists, the sidecar sets only
+// variables the proxy reads, probes hit the admin ports, and the Dockerfile
+// copies what exists. No cluster and no Docker engine needed.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { parseAllDocuments } from 'yaml';
+import { REPO_ROOT } from '../../src/config/paths.js';
+import { PROXY_ENV } from '../../src/config/proxy-env.js';
+import { parseNetConf } from '../../src/cni/config.js';
+import { readPluginConfig } from '../../src/cni/installer.js';
+
+type Json = Record<string, unknown>;
+interface Container {
+  name: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  env?: { name: string; value?: string; valueFrom?: Json }[];
+  ports?: { containerPort: number; name?: string }[];
+  readinessProbe?: { httpGet?: { path: string; port: number | string } };
+  livenessProbe?: { httpGet?: { path: string; port: number | string } };
+  securityContext?: { runAsUser?: number; privileged?: boolean; capabilities?: { add?: string[]; drop?: string[] } };
+  volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[];
+}
+interface PodSpec {
+  hostPID?: boolean;
+  serviceAccountName?: string;
+  containers: Container[];
+  initContainers?: Container[];
+  volumes?: { name: string; hostPath?: { path: string }; configMap?: { name: string } }[];
+}
+interface Doc {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  spec?: Json;
+  data?: Record<string, string>;
+  rules?: { apiGroups: string[]; resources: string[]; verbs: string[] }[];
+  roleRef?: { kind: string; name: string };
+  subjects?: { kind: string; name: string; namespace: string }[];
+  file: string;
+}
+
+const DEPLOY = join(REPO_ROOT, 'deploy');
+const CLI = join(REPO_ROOT, 'dist/src/cli/main.js');
+
+function loadDocs(): Doc[] {
+  const docs: Doc[] = [];
+  for (const file of readdirSync(DEPLOY).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+    for (const d of parseAllDocuments(readFileSync(join(DEPLOY, file), 'utf8'))) {
+      assert.deepEqual(d.errors, [], `${file}: YAML errors`);
+      const v = d.toJS() as Doc | null;
+      if (v === null) continue;
+      docs.push({ ...v, file });
+    }
+  }
+  return docs;
+}
+const DOCS = loadDocs();
+
+function podSpec(d: Doc): PodSpec | undefined {
+  if (d.kind === 'Pod') return d.spec as unknown as PodSpec;
+  const tpl = (d.spec?.['template'] as { spec?: PodSpec } | undefined)?.spec;
+  return ['Deployment', 'DaemonSet', 'StatefulSet', 'Job'].includes(d.kind) ? tpl : undefined;
+}
+
+interface Use {
+  doc: Doc;
+  pod: PodSpec;
+  c: Container;
+  init: boolean;
+  /** One `bpfmesh <command> args...` per invocation (args only, or found in an sh -c script). */
+  runs: { command: string; argv: string[] }[];
+}
+
+const isOurImage = (image: string): boolean => /(^|\/)bpfmesh(:|@|$)/.test(image);
+
+/** The bpfmesh invocations of a container: args after the image's ENTRYPOINT, or the `bpfmesh ...` lines of an sh -c script. */
+function invocations(c: Container): { command: string; argv: string[] }[] {
+  if (c.command === undefined) {
+    const [command, ...argv] = c.args ?? ['proxy']; // the image's CMD
+    return [{ command: command!, argv }];
+  }
+  assert.deepEqual(c.command, ['/bin/sh', '-c'], `${c.name}: command is either unset (the bpfmesh entrypoint) or an sh -c script`);
+  const script = (c.args ?? []).join('\n').replace(/\\\n/g, ' ');
+  const runs = [...script.matchAll(/(?:^|[\s;&|])(?:exec\s+)?bpfmesh\s+([a-z-]+)([^\n]*)/g)].map((m) => ({ command: m[1]!, argv: m[2]!.trim().split(/\s+/) }));
+  assert.ok(runs.length > 0, `${c.name}: the script runs no bpfmesh command`);
+  return runs;
+}
+
+const USES: Use[] = DOCS.flatMap((doc) => {
+  const pod = podSpec(doc);
+  if (pod === undefined) return [];
+  return [...(pod.initContainers ?? []).map((c) => ({ c, init: true })), ...pod.containers.map((c) => ({ c, init: false }))]
+    .filter(({ c }) => isOurImage(c.image))
+    .map(({ c, init }) => ({ doc, pod, c, init, runs: invocations(c) }));
+});
+
+const usageCache = new Map<string, string>();
+function usageOf(command: string): string {
+  let u = usageCache.get(command);
+  if (u === undefined) {
+    const r = spawnSync(process.execPath, [CLI, command, '--help'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `bpfmesh ${command} is not a command: ${r.stderr}`);
+    u = r.stdout;
+    usageCache.set(command, u);
+  }
+  return u;
+}
+const flagsOf = (argv: string[]): string[] => argv.filter((a) => /^--[a-z]/.test(a)).map((a) => a.split('=')[0]!);
+const lists = (usage: string, flag: string): boolean => new RegExp(`(^|[\\s,(\\[|])${flag}(?![a-z-])`).test(usage);
+const flagValue = (argv: string[], flag: string): string | undefined => {
+  const i = argv.indexOf(flag);
+  return i < 0 ? undefined : argv[i + 1];
+};
+const envOf = (c: Container, name: string): string | undefined => c.env?.find((e) => e.name === name)?.value;
+const portOf = (addr: string): number => Number(/:(\d+)$/.exec(addr)?.[1]);
+const uses = (command: string): Use[] => USES.filter((u) => u.runs.some((r) => r.command === command));
+
+describe('deploy/ manifests', () => {
+  test('every document parses and is a Kubernetes object (apiVersion, kind, metadata.name)', () => {
+    const files = new Set(DOCS.map((d) => d.file));
+    for (const f of ['init-container.yaml', 'sidecar.yaml', 'daemonset.yaml', 'cni.yaml']) assert.ok(files.has(f), `deploy/${f} exists`);
+    for (const d of DOCS) {
+      assert.match(d.apiVersion, /^(v1|(apps|rbac\.authorization\.k8s\.io|batch)\/v1)$/, `${d.file}: apiVersion ${d.apiVersion}`);
+      assert.match(d.kind, /^[A-Z][A-Za-z]+$/, `${d.file}: kind`);
+      assert.equal(typeof d.metadata?.name, 'string', `${d.file} ${d.kind}: metadata.name`);
+      assert.match(d.metadata.name, /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, `${d.file} ${d.kind}: a DNS-1123 name`);
+      if (['Deployment', 'DaemonSet'].includes(d.kind)) {
+        const sel = (d.spec?.['selector'] as { matchLabels: Json }).matchLabels;
+        const labels = ((d.spec?.['template'] as { metadata: { labels: Json } }).metadata.labels);
+        for (const [k, v] of Object.entries(sel)) assert.equal(labels[k], v, `${d.file} ${d.metadata.name}: the selector matches the template`);
+      }
+    }
+    assert.ok(USES.length >= 5, 'init, proxy (twice), node and cni-install containers found');
+  });
+
+  test('every bpfmesh container runs a real command with flags that command lists', () => {
+    for (const u of USES) {
+      for (const run of u.runs) {
+        const usage = usageOf(run.command);
+        for (const flag of flagsOf(run.argv)) assert.ok(lists(usage, flag), `${u.doc.file} ${u.c.name}: bpfmesh ${run.command} does not list ${flag}`);
+      }
+    }
+    const unknown = spawnSync(process.execPath, [CLI, 'no-such-command', '--help'], { encoding: 'utf8' });
+    assert.equal(unknown.status, 2, 'and the check would catch a command that does not exist');
+    assert.ok(!lists(usageOf('proxy'), '--no-such-flag'), 'and a flag that is not listed');
+  });
+
+  test('the init container takes linkerd-init\'s arguments, needs only BPF, NET_ADMIN, SYS_ADMIN, and has the host\'s bpffs and cgroup2', () => {
+    const [u] = uses('init');
+    assert.ok(u?.init, 'bpfmesh init runs as an init container');
+    const argv = u.runs[0]!.argv;
+    assert.equal(flagValue(argv, '--incoming-proxy-port'), '4143');
+    assert.equal(flagValue(argv, '--outgoing-proxy-port'), '4140');
+    assert.equal(flagValue(argv, '--proxy-uid'), '2102');
+    assert.deepEqual(flagValue(argv, '--inbound-ports-to-ignore')?.split(',').slice(0, 2), ['4190', '4191']);
+    assert.ok(argv.includes('--cgroup'), 'the pod cgroup is given: the default (its own cgroup) would cover only the init container');
+    assert.deepEqual([...(u.c.securityContext?.capabilities?.add ?? [])].sort(), ['BPF', 'NET_ADMIN', 'SYS_ADMIN']);
+    assert.deepEqual(u.c.securityContext?.capabilities?.drop, ['ALL']);
+    assert.notEqual(u.c.securityContext?.privileged, true);
+    const hostPaths = (u.c.volumeMounts ?? []).map((m) => u.pod.volumes?.find((v) => v.name === m.name)?.hostPath?.path);
+    assert.deepEqual(hostPaths.sort(), ['/sys/fs/bpf', '/sys/fs/cgroup']);
+  });
+
+  test('proxy containers: uid 2102, no capabilities, only LINKERD2_PROXY_* variables the proxy reads, probes on the admin port', () => {
+    const proxies = uses('proxy');
+    assert.ok(proxies.length >= 2);
+    const known = new Set<string>(Object.values(PROXY_ENV));
+    for (const u of proxies) {
+      const where = `${u.doc.file} ${u.c.name}`;
+      assert.equal(u.c.securityContext?.runAsUser, 2102, `${where}: runs as the proxy uid`);
+      assert.deepEqual(u.c.securityContext?.capabilities, { drop: ['ALL'] }, `${where}: no capability`);
+      for (const e of u.c.env ?? []) {
+        if (e.name.startsWith('_')) {
+          assert.ok(u.c.env!.some((o) => o.value?.includes(`$(${e.name})`)), `${where}: helper ${e.name} is used by another variable`);
+        } else {
+          assert.ok(known.has(e.name), `${where}: ${e.name} is not read by src/config/proxy-env.ts`);
+        }
+      }
+      const admin = envOf(u.c, PROXY_ENV.adminListenAddr);
+      assert.ok(admin !== undefined && /^(0\.0\.0\.0|\[::\]):/.test(admin), `${where}: the admin server must listen beyond loopback for the kubelet`);
+      assert.equal(u.c.readinessProbe?.httpGet?.path, '/ready');
+      assert.equal(u.c.livenessProbe?.httpGet?.path, '/live');
+      assert.equal(Number(u.c.readinessProbe?.httpGet?.port), portOf(admin), `${where}: readiness on the admin port`);
+      assert.equal(Number(u.c.livenessProbe?.httpGet?.port), portOf(admin), `${where}: liveness on the admin port`);
+    }
+    const sidecar = proxies.find((u) => u.doc.file === 'sidecar.yaml')!;
+    for (const name of ['destinationSvcAddr', 'destinationContext', 'identityTrustAnchors', 'identityTokenFile', 'identityLocalName'] as const) {
+      assert.ok(sidecar.c.env?.some((e) => e.name === PROXY_ENV[name]), `sidecar.yaml sets ${PROXY_ENV[name]} as Linkerd's injector does`);
+    }
+  });
+
+  test('the node DaemonSet: hostPID, host bpffs (Bidirectional), cgroup2 and netns mounts, probes on --admin-addr, RBAC only reads pods', () => {
+    const [u] = uses('node');
+    assert.ok(u !== undefined && u.doc.kind === 'DaemonSet');
+    const argv = u.runs[0]!.argv;
+    assert.equal(flagValue(argv, '--node-name'), '$(NODE_NAME)');
+    assert.deepEqual(u.c.env?.find((e) => e.name === 'NODE_NAME')?.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
+    assert.equal(flagValue(argv, '--kubeconfig'), undefined, 'in-cluster service account');
+    assert.equal(u.pod.hostPID, true);
+    const mount = (path: string) => u.c.volumeMounts?.find((m) => m.mountPath === path);
+    const hostOf = (path: string) => u.pod.volumes?.find((v) => v.name === mount(path)?.name)?.hostPath?.path;
+    assert.equal(hostOf('/sys/fs/bpf'), '/sys/fs/bpf');
+    assert.equal(mount('/sys/fs/bpf')?.mountPropagation, 'Bidirectional');
+    assert.equal(u.c.securityContext?.privileged, true, 'Kubernetes allows Bidirectional only in privileged containers');
+    assert.equal(hostOf(flagValue(argv, '--cgroup-root')!), '/sys/fs/cgroup', '--cgroup-root is the host\'s cgroup2 mount');
+    assert.equal(flagValue(argv, '--bpffs'), '/sys/fs/bpf');
+    assert.equal(hostOf('/run/netns'), '/run/netns');
+    assert.equal(mount('/run/netns')?.mountPropagation, 'HostToContainer');
+    const adminPort = portOf(flagValue(argv, '--admin-addr')!);
+    assert.equal(adminPort, 4192);
+    assert.equal(Number(u.c.readinessProbe?.httpGet?.port), adminPort);
+    assert.equal(Number(u.c.livenessProbe?.httpGet?.port), adminPort);
+
+    const inFile = DOCS.filter((d) => d.file === u.doc.file);
+    const role = inFile.find((d) => d.kind === 'ClusterRole')!;
+    assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] }]);
+    const binding = inFile.find((d) => d.kind === 'ClusterRoleBinding')!;
+    assert.equal(binding.roleRef?.name, role.metadata.name);
+    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: u.pod.serviceAccountName, namespace: u.doc.metadata.namespace }]);
+    assert.ok(inFile.some((d) => d.kind === 'ServiceAccount' && d.metadata.name === u.pod.serviceAccountName));
+    assert.ok(inFile.some((d) => d.kind === 'Namespace' && d.metadata.name === u.doc.metadata.namespace));
+  });
+
+  test('the CNI DaemonSet: cni-install with the ConfigMap, the host folders, and a config the plugin accepts', () => {
+    const [u] = uses('cni-install');
+    assert.ok(u !== undefined && u.doc.kind === 'DaemonSet');
+    const argv = u.runs[0]!.argv;
+    assert.ok(argv.includes('--watch'));
+    const inFile = DOCS.filter((d) => d.file === u.doc.file);
+    const cm = inFile.find((d) => d.kind === 'ConfigMap')!;
+    const configPath = flagValue(argv, '--config')!;
+    const cmMount = u.c.volumeMounts!.find((m) => configPath.startsWith(m.mountPath + '/'))!;
+    assert.equal(u.pod.volumes?.find((v) => v.name === cmMount.name)?.configMap?.name, cm.metadata.name, '--config is a file of the ConfigMap');
+    const key = configPath.slice(cmMount.mountPath.length + 1);
+    const text = cm.data?.[key];
+    assert.ok(text !== undefined, `the ConfigMap has key ${key}`);
+    const hostRoot = flagValue(argv, '--host-root')!;
+    for (const [flag, host] of [['--cni-conf-dir', '/etc/cni/net.d'], ['--cni-bin-dir', '/opt/cni/bin'], ['--bundle-dir', '/opt/bpfmesh']] as const) {
+      const dir = flagValue(argv, flag)!;
+      assert.equal(dir, hostRoot + host);
+      const m: { name: string } = u.c.volumeMounts!.find((x) => x.mountPath === dir)!;
+      assert.equal(u.pod.volumes?.find((v) => v.name === m.name)?.hostPath?.path, host, `${flag} is the host's ${host}`);
+    }
+    // What cni-install reads, and what the plugin then gets from the conflist.
+    const tmp = join(REPO_ROOT, 'dist', `.cni-config-${process.pid}.json`);
+    writeFileSync(tmp, text);
+    try {
+      const entry = readPluginConfig(tmp);
+      const conf = JSON.parse(JSON.stringify({ cniVersion: '1.0.0', ...entry }).replace('__KUBECONFIG_FILEPATH__', '/etc/cni/net.d/ZZZ-bpfmesh-cni-kubeconfig')) as Json;
+      const parsed = parseNetConf(conf);
+      assert.equal(parsed.type, 'bpfmesh-cni');
+      assert.equal(parsed.policy.proxyUid, 2102);
+      assert.equal(parsed.kubernetes?.kubeconfig, '/etc/cni/net.d/ZZZ-bpfmesh-cni-kubeconfig');
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+    const role = inFile.find((d) => d.kind === 'ClusterRole')!;
+    assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }]);
+    assert.deepEqual(u.c.securityContext?.capabilities, { drop: ['ALL'] }, 'the installer writes files, needing no capability');
+  });
+});
+
+describe('Dockerfile', () => {
+  const text = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const allowed = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('!'))
+    .map((l) => l.slice(1).replace(/\/$/, ''));
+
+  test('it copies from the context only paths that exist and .dockerignore lets through', () => {
+    const copies = lines.filter((l) => /^COPY\s/.test(l) && !/--from=/.test(l));
+    assert.ok(copies.length >= 5);
+    for (const l of copies) {
+      const parts = l.split(/\s+/).slice(1).filter((p) => !p.startsWith('--'));
+      for (const src of parts.slice(0, -1)) {
+        assert.ok(existsSync(join(REPO_ROOT, src)), `COPY ${src}: not in the repo`);
+        assert.ok(allowed.some((a) => src === a || src.startsWith(a + '/')), `COPY ${src}: excluded by .dockerignore`);
+      }
+    }
+    for (const a of allowed) assert.ok(existsSync(join(REPO_ROOT, a)), `.dockerignore lets through ${a}, which does not exist`);
+  });
+
+  test('the runtime stage takes the built artifacts, runs the one install script, as uid 2102, ENTRYPOINT bin/bpfmesh.js', () => {
+    const fromBuild = lines.filter((l) => /^COPY\s+--from=build\s/.test(l));
+    const srcs = fromBuild.flatMap((l) => l.split(/\s+/).slice(2, -1)).map((p) => p.replace(/^\/src\//, ''));
+    for (const want of ['dist/src', 'build/Release/bpfmesh.node', 'build/bpf/intercept.bpf.o', 'build/bpf/inbound.bpf.o', 'proto', 'node_modules', 'bin', 'package.json']) {
+      assert.ok(srcs.includes(want), `the runtime stage copies ${want}`);
+      assert.ok(existsSync(join(REPO_ROOT, want)), `${want} is what a build produces (it exists here after npm install)`);
+    }
+    const modes = [...text.matchAll(/bash\s+\S*install-deps\.sh\s+([a-z]+)/g)].map((m) => m[1]!);
+    assert.deepEqual(modes, ['build', 'image']);
+    const script = readFileSync(join(REPO_ROOT, 'scripts/install-deps.sh'), 'utf8');
+    for (const m of modes) assert.match(script, new RegExp(`^\\s+${m}\\) PKGS=`, 'm'), `install-deps.sh has mode ${m}`);
+    assert.deepEqual(lines.filter((l) => l.startsWith('FROM')).map((l) => l.split(/\s+/)[1]), ['node:20-bookworm', 'node:20-bookworm-slim']);
+    assert.equal(lines.filter((l) => l.startsWith('USER')).at(-1), 'USER 2102:2102');
+    const entry = lines.find((l) => l.startsWith('ENTRYPOINT'))!;
+    const argv = JSON.parse(entry.slice('ENTRYPOINT'.length)) as string[];
+    assert.deepEqual(argv, ['/app/bin/bpfmesh.js']);
+    accessSync(join(REPO_ROOT, 'bin/bpfmesh.js'), constants.X_OK);
+    const cmd = JSON.parse(lines.find((l) => l.startsWith('CMD'))!.slice(3)) as string[];
+    assert.equal(usageOf(cmd[0]!).length > 0, true, 'the default CMD is a command');
+  });
+});
