@@ -13,6 +13,8 @@ import { REPO_ROOT } from '../../src/config/paths.js';
 
 const skip = kernelSkipReason();
 const APP_SERVER = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'app-server.js');
+const ECHO_APP = `require('node:http').createServer((q, s) => s.end(JSON.stringify({ version: q.httpVersion, headers: q.headers })))
+  .listen(8084, '::', () => process.stdout.write('ready\\n'));`;
 const id = (sa: string): string => `${sa}.default.serviceaccount.identity.linkerd.cluster.local`;
 
 function sample(text: string, name: string, labels: Record<string, string>): number {
@@ -58,6 +60,11 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
         `      - { addr: "${b.ip4}:8083", identity: ${id('impostor')} }`,
         `  - name: "${b.ip4}:9999"`,
         '    noEndpoints: true',
+        // Meshed and hinted h2: HTTP/1 from the app travels as HTTP/2 between the proxies (l5d-orig-proto).
+        `  - name: "${b.ip4}:8084"`,
+        '    labels: { service: echo }',
+        '    endpoints:',
+        `      - { addr: "${b.ip4}:8084", identity: ${id('b')}, protocolHint: h2, labels: { pod: b } }`,
         '',
       ].join('\n'),
     );
@@ -83,6 +90,9 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
     }
     const app = new PodProcess(mesh.lab.spawn(b, process.execPath, [APP_SERVER], APP));
     await app.waitFor((e) => e.event === 'ready');
+    // An HTTP/1 app on 8084 that says which version and headers it received.
+    const echo = new PodProcess(mesh.lab.spawn(b, process.execPath, ['-e', ECHO_APP], APP));
+    await echo.waitFor((e) => e.event === 'ready');
   });
   after(() => {
     for (const p of proxies) if (p.child.exitCode !== null) process.stderr.write(`proxy exited ${p.child.exitCode}: ${p.stderr}\n`);
@@ -142,5 +152,24 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
     assert.equal(forged.stdout.trim(), 'client-id -', 'an unauthenticated client gets no identity, whatever it sends');
     const mb = await metrics(b);
     assert.ok(sample(mb, 'request_total', { direction: 'inbound', tls: 'no_identity' }) >= 1);
+  });
+
+  test('protocol_hint h2: curl HTTP/1.1 is carried as HTTP/2 between the proxies and reaches the app as HTTP/1.1 without l5d-orig-proto', async () => {
+    const upgraded = sample(await metrics(a), 'bpfmesh_orig_proto_requests_total', { event: 'upgraded' });
+    const downgraded = sample(await metrics(b), 'bpfmesh_orig_proto_requests_total', { event: 'downgraded' });
+    const r = await mesh.lab.exec(a, 'curl', ['-sS', '-i', '--http1.1', '--max-time', '5', `http://${b.ip4}:8084/orig`], APP);
+    assert.match(r.stdout, /^HTTP\/1\.1 200 /, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stdout, /l5d-orig-proto/i, 'the client never sees l5d-orig-proto');
+    const seen = JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4)) as { version: string; headers: Record<string, string> };
+    assert.equal(seen.version, '1.1', 'the app speaks HTTP/1.1');
+    assert.equal(seen.headers['l5d-orig-proto'], undefined, 'the inbound proxy removed l5d-orig-proto');
+    assert.equal(seen.headers['l5d-client-id'], id('a'), 'over mTLS from pod a');
+    assert.equal(seen.headers['host'], `${b.ip4}:8084`);
+    const ma = await metrics(a);
+    assert.equal(sample(ma, 'bpfmesh_orig_proto_requests_total', { event: 'upgraded' }), upgraded + 1, 'the outbound proxy sent it as HTTP/2');
+    assert.equal(sample(await metrics(b), 'bpfmesh_orig_proto_requests_total', { event: 'downgraded' }), downgraded + 1, 'the inbound proxy got it as HTTP/2');
+    assert.equal(sample(ma, 'bpfmesh_orig_proto_requests_total', { event: 'fallback_http1' }), 0);
+    // The endpoint's identity and metric_labels label the outbound metrics.
+    assert.ok(sample(ma, 'request_total', { direction: 'outbound', tls: 'true', server_id: id('b'), dst_pod: 'b', dst_service: 'echo' }) >= 1, ma);
   });
 });
