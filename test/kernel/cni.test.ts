@@ -17,7 +17,7 @@ import { REPO_ROOT } from '../../src/config/paths.js';
 import { cgroup2Mount, ensureBpffs } from '../../src/intercept/mounts.js';
 import { closeMaps } from '../../src/intercept/layout.js';
 import { netnsCookieOf } from '../../src/intercept/pod.js';
-import { nodePinDir, openNodeMaps, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
+import { listEnrolled, nodePinDir, openNodeMaps, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
 import { cleanupOnExit, uniquePrefix } from '../../src/lab/lab.js';
 import { createLogger } from '../../src/log/logger.js';
 
@@ -59,7 +59,7 @@ function removeCgroup(dir: string): void {
 
 describe('bpfmesh-cni chained with bridge + host-local', { skip, timeout: 180_000 }, () => {
   const prefix = uniquePrefix('cn');
-  const netnsNames = { host: `${prefix}-host`, pod: `${prefix}-pod`, plain: `${prefix}-plain`, meshed: `${prefix}-mesh` };
+  const netnsNames = { host: `${prefix}-host`, pod: `${prefix}-pod`, plain: `${prefix}-plain`, meshed: `${prefix}-mesh`, c0: `${prefix}-c0`, c1: `${prefix}-c1`, c2: `${prefix}-c2` };
   const netns = (n: keyof typeof netnsNames): string => `/run/netns/${netnsNames[n]}`;
   const cgroupRoot = join(skip === false ? cgroup2Mount() : '/nonexistent', prefix);
   const podCgroup = join(cgroupRoot, 'pod');
@@ -239,6 +239,21 @@ describe('bpfmesh-cni chained with bridge + host-local', { skip, timeout: 180_00
     const noNetns = await callBpfmesh('DEL', { containerId: att.containerId, ifname: 'eth0' }, JSON.stringify(pluginConfig(list, entry, undefined)));
     assert.deepEqual([noNetns.code, noNetns.stdout], [0, '']);
     relay.stop();
+  });
+
+  test('concurrent ADDs on a node with no install yet: one install, every pod enrolled; concurrent DELs remove them', async () => {
+    uninstallNode(scope, log);
+    const entry = (list['plugins'] as Json[])[1]!;
+    const pods = (['c0', 'c1', 'c2'] as const).map((n) => ({ containerId: `${prefix}-${n}`, netns: netns(n), ifname: 'eth0' }));
+    const prev = { cniVersion: '1.0.0', ips: [] };
+    const adds = await Promise.all(pods.map((a) => callBpfmesh('ADD', a, JSON.stringify(pluginConfig(list, entry, prev)))));
+    for (const r of adds) assert.deepEqual([r.code, JSON.parse(r.stdout) as unknown], [0, prev], r.stderr);
+    assert.deepEqual(listEnrolled(scope).map((e) => e.id).sort(), pods.map((a) => a.containerId).sort());
+    const attached = JSON.parse(sh('bpftool', ['-j', 'cgroup', 'show', cgroupRoot]).trim() || '[]') as unknown[];
+    assert.equal(attached.length, 6, 'the programs are attached once at cgroup_root');
+    const dels = await Promise.all(pods.map((a) => callBpfmesh('DEL', a, JSON.stringify(pluginConfig(list, entry, prev)))));
+    for (const r of dels) assert.deepEqual([r.code, r.stdout], [0, ''], r.stderr);
+    assert.deepEqual(listEnrolled(scope), []);
   });
 
   test('bad configuration: CNI error JSON on stdout with the right code, nothing installed', async () => {
