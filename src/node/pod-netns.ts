@@ -126,13 +126,15 @@ export class PodNetnsFinder {
 
   /** Processes in the cgroup and below it (containers sit in child cgroups). */
   *#pids(dir: string, depth: number): Generator<number> {
+    let procs = '';
     try {
-      for (const line of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')) {
-        const pid = Number(line);
-        if (pid > 0) yield pid;
-      }
+      procs = readFileSync(join(dir, 'cgroup.procs'), 'utf8');
     } catch {
-      return; // gone
+      if (!isDir(dir)) return; // gone
+    }
+    for (const line of procs.split('\n')) {
+      const pid = Number(line);
+      if (pid > 0) yield pid;
     }
     if (depth >= 3) return;
     let children: string[] = [];
