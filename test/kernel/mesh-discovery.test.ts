@@ -54,6 +54,9 @@ describe('mesh discovery: endpoint changes under traffic, weights, latency, cont
   /** Reloads the client's control plane has logged so far. */
   let reloads = 0;
 
+  /** What mesh.yaml holds; the control plane logs a reload only when that changes. */
+  let written = '';
+
   function writeConfig(services: Record<string, Ep[]>): void {
     const lines = ['listen: 127.0.0.1:8086', 'trustDomain: cluster.local', 'services:'];
     for (const [name, eps] of Object.entries(services)) {
@@ -61,13 +64,16 @@ describe('mesh discovery: endpoint changes under traffic, weights, latency, cont
       for (const e of eps) lines.push(`      - { addr: "${e.addr}", weight: ${e.weight ?? 10000}, identity: ${e.identity} }`);
     }
     // Write + rename, as editors do: the control plane must notice a replaced file.
-    writeFileSync(`${configPath}.tmp`, lines.join('\n') + '\n');
+    written = lines.join('\n') + '\n';
+    writeFileSync(`${configPath}.tmp`, written);
     renameSync(`${configPath}.tmp`, configPath);
   }
 
   /** Writes the configuration and returns when (epoch ms) the client's control plane logged the reload. */
   async function reconfigure(services: Record<string, Ep[]>): Promise<number> {
+    const before = written;
     writeConfig(services);
+    if (written === before) return Date.now(); // nothing to reload
     const rec = await waitLog(cpA, 'configuration reloaded', 10_000, ++reloads);
     return rec['time'] as number;
   }
