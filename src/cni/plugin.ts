@@ -16,7 +16,7 @@ import { cgroup2Mount } from '../intercept/mounts.js';
 import { addonBuilt, bpfObjectPath } from '../config/paths.js';
 import type { PodPolicy } from '../intercept/rules.js';
 import { formatCidr } from '../util/ip.js';
-import { formatPortRange, type PortRange } from '../util/ports.js';
+import { formatPortRange, rangeToPrefixes, type PortRange } from '../util/ports.js';
 import * as node from '../intercept/node-wide.js';
 import { applyAnnotations, isMeshed, type PodView } from './annotations.js';
 import { confVersion, decodeConf, parseNetConf, type CniNetConf, type KubeSettings } from './config.js';
@@ -137,14 +137,16 @@ function describePolicy(p: PodPolicy): Record<string, unknown> {
 }
 
 /**
- * Drops repeated port ranges, and inbound ignores of the admin and control
- * ports (always ignored anyway): linkerd-cni's default config lists
- * "4191","4190", and rows written twice would read back as a difference.
+ * Drops repeated port blocks and subnets, and inbound ignores of the admin
+ * and control ports (always ignored anyway): linkerd-cni's default config
+ * lists "4191","4190", and a row asked for twice reads back as a difference.
  */
 export function normalizePolicy(p: PodPolicy): PodPolicy {
+  // Compared as the aligned blocks the map rows are made of: "8000-8002" and "8002" share one.
   const uniq = (ranges: PortRange[], drop: number[] = []): PortRange[] => {
     const seen = new Set(drop.map((port) => `${port}-${port}`));
-    return ranges.filter((r) => !seen.has(`${r.lo}-${r.hi}`) && seen.add(`${r.lo}-${r.hi}`));
+    const blocks = ranges.flatMap((r) => rangeToPrefixes(r.lo, r.hi).map((b) => ({ lo: b.port, hi: b.port + 2 ** (16 - b.bits) - 1 })));
+    return blocks.filter((r) => !seen.has(`${r.lo}-${r.hi}`) && seen.add(`${r.lo}-${r.hi}`));
   };
   const cidrs = new Set<string>();
   return {

@@ -247,12 +247,16 @@ describe('bpfmesh-cni chained with bridge + host-local', { skip, timeout: 180_00
     const pods = (['c0', 'c1', 'c2'] as const).map((n) => ({ containerId: `${prefix}-${n}`, netns: netns(n), ifname: 'eth0' }));
     const prev = { cniVersion: '1.0.0', ips: [] };
     const adds = await Promise.all(pods.map((a) => callBpfmesh('ADD', a, JSON.stringify(pluginConfig(list, entry, prev)))));
-    for (const r of adds) assert.deepEqual([r.code, JSON.parse(r.stdout) as unknown], [0, prev], r.stderr);
+    for (const r of adds) {
+      assert.deepEqual([r.code, JSON.parse(r.stdout) as unknown], [0, prev], r.stderr);
+      assert.match(r.stderr, /pod enrolled/, 'log_level debug: the log is on stderr, stdout holds only the result');
+    }
     assert.deepEqual(listEnrolled(scope).map((e) => e.id).sort(), pods.map((a) => a.containerId).sort());
     const attached = JSON.parse(sh('bpftool', ['-j', 'cgroup', 'show', cgroupRoot]).trim() || '[]') as unknown[];
     assert.equal(attached.length, 6, 'the programs are attached once at cgroup_root');
-    const dels = await Promise.all(pods.map((a) => callBpfmesh('DEL', a, JSON.stringify(pluginConfig(list, entry, prev)))));
-    for (const r of dels) assert.deepEqual([r.code, r.stdout], [0, ''], r.stderr);
+    const quietEntry = { ...entry, log_level: 'error' };
+    const dels = await Promise.all(pods.map((a) => callBpfmesh('DEL', a, JSON.stringify(pluginConfig(list, quietEntry, prev)))));
+    for (const r of dels) assert.deepEqual([r.code, r.stdout, r.stderr], [0, '', ''], 'log_level error: nothing logged');
     assert.deepEqual(listEnrolled(scope), []);
   });
 

@@ -6,6 +6,7 @@ import { confVersion, decodeConf, DEFAULT_POLICY, parseNetConf } from '../../src
 import { parseCniArgs, parseCniEnv, pinIdOf, requireContainerId, requireNetns } from '../../src/cni/env.js';
 import { applyAnnotations, isMeshed } from '../../src/cni/annotations.js';
 import { formatCidr } from '../../src/util/ip.js';
+import { normalizePolicy } from '../../src/cni/plugin.js';
 
 const codeOf = (fn: () => unknown): string | undefined => {
   try {
@@ -172,5 +173,19 @@ describe('pod annotations', () => {
     assert.deepEqual(applyAnnotations(base, { 'config.linkerd.io/skip-outbound-ports': '' }), base, 'empty annotations change nothing');
     assert.equal(codeOf(() => applyAnnotations(base, { 'config.linkerd.io/skip-outbound-ports': 'http' })), 'BPFMESH_E_BAD_PORT');
     assert.throws(() => applyAnnotations(base, { 'config.linkerd.io/skip-subnets': 'x' }), /annotation config\.linkerd\.io\/skip-subnets/);
+  });
+});
+
+describe('policy normalization', () => {
+  test("repeats and the always-ignored admin/control ports are dropped, so CHECK compares like with like", () => {
+    const p = parseNetConf({
+      cniVersion: '1.0.0',
+      linkerd: { 'inbound-ports-to-ignore': ['4191', '4190', '25', '25', '4190-4191'], 'outbound-ports-to-ignore': ['443', '443', '8000-8002', '8002'], 'subnets-to-ignore': ['10.0.0.0/8', '10.0.0.0/8'] },
+    }).policy;
+    const n = normalizePolicy(p);
+    assert.deepEqual(n.inboundPortsToIgnore, [{ lo: 25, hi: 25 }, { lo: 4190, hi: 4191 }]);
+    assert.deepEqual(n.outboundPortsToIgnore, [{ lo: 443, hi: 443 }, { lo: 8000, hi: 8001 }, { lo: 8002, hi: 8002 }], 'as aligned blocks, each once');
+    assert.deepEqual(n.subnetsToIgnore.map(formatCidr), ['10.0.0.0/8']);
+    assert.deepEqual(normalizePolicy(n), n, 'idempotent');
   });
 });
