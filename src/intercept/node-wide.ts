@@ -297,7 +297,7 @@ export function verifyPod(scope: NodeScope, id: string, netnsPath: string, polic
           .sort()
           .join(',');
       const haveKeys = [...rows].filter((k) => k.netnsCookie === netnsCookie).map(key).sort();
-      const wantKeys = desired.map(key).sort();
+      const wantKeys = [...new Set(desired.map(key))].sort(); // a port asked for twice is one row
       return haveKeys.length === wantKeys.length && haveKeys.every((k, i) => k === wantKeys[i]);
     };
     if (!sameRows(maps.portRules.keys(), portRulesOf(policy, netnsCookie))) throw mismatch('its port rules differ from the configuration');
