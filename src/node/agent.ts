@@ -9,7 +9,7 @@ import { errorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { KubeClient, KubePod } from '../kube/client.js';
 import { PodInformer } from '../kube/informer.js';
-import { enrollPod, ensureNodeInstall, listEnrolled, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
+import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
 import { meshDecision, policyKey, policyOf } from './annotations.js';
 import type { NodeMetrics } from './metrics.js';
 import { PodNetnsFinder } from './pod-netns.js';
@@ -277,6 +277,7 @@ export class NodeAgent {
       this.#retry(st, false);
       return;
     }
+    if (result.fresh) this.#adoptListeners(st, result.netnsCookie, policy.incomingProxyPort, where.found.cgroup);
     const before = st.enrolled;
     const reason = st.adopt && !result.fresh ? 'adopted' : result.fresh ? (before || st.pinned ? 'moved' : 'new') : 'updated';
     st.enrolled = { key, ino: where.found.ino };
@@ -295,6 +296,20 @@ export class NodeAgent {
     st.seenAt = undefined;
     this.#done(st);
     this.#o.onEnrolled?.(uid, reason);
+  }
+
+  /**
+   * A proxy that listened before its pod was enrolled (containers can start
+   * before the API tells us of the pod) was never seen by sockops: register its listener now.
+   */
+  #adoptListeners(st: PodState, netnsCookie: bigint, port: number, cgroup: string): void {
+    try {
+      const n = adoptListeners(this.#o.scope, netnsCookie, port, this.#finder.pidsOf(cgroup), this.#o.hostProc);
+      if (n > 0) this.#log.info({ pod: st.ref, uid: st.uid, listeners: n }, "registered the proxy's listener that was already open");
+    } catch (err) {
+      this.#m.failures.inc({ reason: 'adopt_listener' });
+      this.#log.warn({ pod: st.ref, uid: st.uid, code: errorCode(err), err: (err as Error).message }, "cannot register the proxy's open listener (needs CAP_SYS_PTRACE); inbound steering starts when the proxy listens again");
+    }
   }
 
   #done(st: PodState): void {

@@ -124,6 +124,11 @@ export class PodNetnsFinder {
     }
   }
 
+  /** Every process of a pod's cgroup tree. */
+  pidsOf(cgroup: string): number[] {
+    return [...this.#pids(cgroup, 0)];
+  }
+
   /** Processes in the cgroup and below it (containers sit in child cgroups). */
   *#pids(dir: string, depth: number): Generator<number> {
     let procs = '';

@@ -168,7 +168,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-node-agent-'));
     ensureBpffs(bpffs, false);
     scope = { bpffs, bpffsExplicit: true, cgroupRoot: node.cgroupRoot };
-    for (const name of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']) pods.set(name, name === 'e' || name === 'g' ? node.createPod() : await node.addPod({ systemd: name === 'd' }));
+    for (const name of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']) pods.set(name, name === 'e' || name === 'g' ? node.createPod() : await node.addPod({ systemd: name === 'd' }));
     agent = startAgent();
   });
 
@@ -226,6 +226,28 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     announce('d', d);
     await until('d enrolled', () => isEnrolled(d));
     assert.equal(rowsOf(d).settings, true);
+  });
+
+  test("a proxy already listening when its pod is enrolled gets its listener registered", async () => {
+    const i = pods.get('i')!;
+    const relay = new PodProcess(node.spawn(i, process.execPath, [RELAY, '--mode', 'report', '--inbound-port', '4143'], PROXY));
+    try {
+      await relay.waitFor((e) => e.event === 'listening');
+      announce('i', i);
+      await until('i enrolled', () => isEnrolled(i));
+      const cookie = netnsCookieOf(i.netns);
+      const maps = openNodeMaps(scope);
+      try {
+        await until('listener registered', () => [...maps.listeners.keys()].some((k) => k.netnsCookie === cookie));
+      } finally {
+        closeMaps(maps);
+      }
+      await agent.waitLog((r) => r.msg === "registered the proxy's listener that was already open" && r['uid'] === i.uid, 'adopt log');
+    } finally {
+      relay.stop();
+    }
+    kube.deletePod('app', 'i');
+    await until('i withdrawn', () => !enrolledIds().includes(i.uid));
   });
 
   test('an annotation change rewrites the rows; traffic follows', async () => {
@@ -293,7 +315,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     }
     const text = await agent.metrics();
     assert.equal(metric(text, 'bpfmesh_node_withdrawals_total', 'reason="unmeshed"'), 1);
-    assert.equal(metric(text, 'bpfmesh_node_withdrawals_total', 'reason="deleted"'), 1);
+    assert.equal(metric(text, 'bpfmesh_node_withdrawals_total', 'reason="deleted"'), 2, 'i and d');
   });
 
   test('410 Gone: the agent lists again and catches up on what it missed', async () => {
