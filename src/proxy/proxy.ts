@@ -14,7 +14,7 @@ import { connector, errnoOf, forwardOpaque } from './tcp.js';
 import { createProxyMetrics, type PromProxyMetrics } from './metrics.js';
 import { Router, FallbackResolver } from './router.js';
 import { replayDuplex } from './replay-duplex.js';
-import type { Addr, ConnLabels, Connector, Direction, Endpoint, Resolver } from './types.js';
+import type { Addr, ConnLabels, Connector, Direction, Endpoint, Lease, Resolver } from './types.js';
 import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminate, tlsConnector, type TlsStore } from '../tls/index.js';
 import { endpointLabeler, type EndpointLabeler } from './endpoint-labels.js';
 import { OrigProtoUpgrader } from './orig-proto.js';
@@ -195,7 +195,8 @@ export class Proxy {
     }
     const detected = opaque ? { protocol: 'opaque' as const, buffered: Buffer.alloc(0) } : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
     const log = this.#opts.log.child({ component: `${state.direction}-${detected.protocol}` });
-    const common = { labels, route, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
+    const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
+    const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
     switch (detected.protocol) {
       case 'http1':
         return serveHttp1(client, detected.buffered, { ...common, pool: state.http1Pool, ...(state.origProto ? { origProto: state.origProto } : {}) });
@@ -214,12 +215,28 @@ export class Proxy {
     }
   }
 
+  /**
+   * Opaque TCP. The balancer's feedback: the connection counts as pending
+   * work for as long as it is open, and its connect time (TCP, plus the TLS
+   * handshake for mTLS) is the latency sample.
+   */
   async #opaque(state: DirectionState, client: Socket, replay: Buffer, route: () => Promise<Endpoint>, labels: ConnLabels): Promise<void> {
     let dstLabels = labels;
+    let lease: Lease | undefined;
     const upstream = await route()
-      .then((ep) => {
+      .then(async (ep) => {
         if (state.endpointLabels !== undefined) dstLabels = state.endpointLabels(ep, labels);
-        return state.connect(ep.addr, ep);
+        lease = state.router.track(ep);
+        const t0 = performance.now();
+        try {
+          const sock = await state.connect(ep.addr, ep);
+          lease?.observe(performance.now() - t0);
+          return sock;
+        } catch (err) {
+          lease?.observe(performance.now() - t0, true);
+          lease?.end();
+          throw err;
+        }
       })
       .catch((err: unknown) => {
         this.metrics.tcpOpen(labels, 'src');
@@ -227,7 +244,11 @@ export class Proxy {
         throw err;
       });
     client.resume();
-    return forwardOpaque(client, replay, upstream, labels, this.metrics, dstLabels);
+    try {
+      return await forwardOpaque(client, replay, upstream, labels, this.metrics, dstLabels);
+    } finally {
+      lease?.end();
+    }
   }
 
   get openConnections(): number {

@@ -1,10 +1,12 @@
 // Routing a target to one endpoint: the resolver says what the target is
 // (endpoints, fall back to the original destination, or fail fast), and a
 // P2C peak-EWMA balancer per endpoint set picks among the endpoints.
-// Balancers of sets unused for a while are dropped, so the cache is bounded.
+// Balancers of sets unused for a while (and without work in flight) are
+// dropped, so the cache is bounded. The layers that carry a routed request or
+// connection report back through track(): pending work and latency samples.
 import { BpfmeshError } from '../errors.js';
 import { createP2cBalancer, type P2cBalancer } from './balance/p2c.js';
-import type { Addr, Endpoint, EndpointSet, Resolution, Resolver } from './types.js';
+import type { Addr, Endpoint, EndpointSet, Lease, Resolution, Resolver } from './types.js';
 
 export const UNAVAILABLE = 'BPFMESH_E_UNAVAILABLE';
 
@@ -19,6 +21,8 @@ export class Router {
   readonly #resolver: Resolver;
   readonly #balancers = new Map<EndpointSet, { balancer: P2cBalancer; lastUsed: number }>();
   readonly #idleMs: number;
+  /** The balancer that picked an endpoint object, for track(). */
+  readonly #pickedBy = new WeakMap<Endpoint, P2cBalancer>();
 
   constructor(resolver: Resolver, idleMs = 5000) {
     this.#resolver = resolver;
@@ -45,10 +49,24 @@ export class Router {
     entry.lastUsed = now;
     const ep = entry.balancer.pick();
     if (ep === null) throw new BpfmeshError(UNAVAILABLE, `no endpoints for ${target.host}:${target.port}`);
+    this.#pickedBy.set(ep, entry.balancer);
     return ep;
   }
 
+  /**
+   * Starts the feedback for an endpoint route() answered: pending until the
+   * lease ends, plus one latency sample. Undefined for a fallback endpoint
+   * (no balancer picked it).
+   */
+  track(ep: Endpoint): Lease | undefined {
+    return this.#pickedBy.get(ep)?.lease(ep);
+  }
+
   #evictIdle(now: number): void {
-    for (const [set, e] of this.#balancers) if (now - e.lastUsed > this.#idleMs) this.#balancers.delete(set);
+    for (const [set, e] of this.#balancers) {
+      if (now - e.lastUsed <= this.#idleMs || e.balancer.pending > 0) continue;
+      e.balancer.close();
+      this.#balancers.delete(set);
+    }
   }
 }

@@ -125,3 +125,21 @@ export interface Balancer {
   start(ep: Endpoint): void;
   end(ep: Endpoint): void;
 }
+
+/**
+ * The balancer's feedback for one routed request or connection, taken right
+ * after routing (it counts as pending work from then on). `observe` reports
+ * the latency sample once (later calls are ignored); `failed` marks an error
+ * the proxy saw (connect error, reset, timeout), which costs the endpoint at
+ * least a penalty so a fast-failing endpoint does not look attractive.
+ * `end` ends the pending count; only the first call counts. Both are safe to
+ * call on a lease whose endpoint left the set.
+ */
+export interface Lease {
+  observe(latencyMs: number, failed?: boolean): void;
+  end(): void;
+}
+
+/** Starts the feedback of a routed endpoint; undefined when no balancer picked it (fallback, inbound). */
+export type Track = (ep: Endpoint) => Lease | undefined;
+

@@ -1,9 +1,12 @@
 // Power of two choices over peak-EWMA costs, Linkerd's balancer: draw two
 // distinct endpoints at random (in proportion to their weights) and take the
 // cheaper. Follows a live EndpointSet; an endpoint that stays in the set keeps
-// its latency estimate and its pending count across changes.
-import { formatAddr, type Balancer, type Endpoint, type EndpointSet } from '../types.js';
-import { DEFAULT_DECAY_MS, DEFAULT_RTT_MS, PeakEwma, peakEwmaCost } from './peak-ewma.js';
+// its latency estimate and its pending count across changes. An endpoint that
+// joins starts from the mean estimate of the endpoints already there (the
+// default RTT when there are none): a fixed default would be far worse than
+// measured sub-millisecond estimates, and the newcomer would never win a draw.
+import { formatAddr, type Balancer, type Endpoint, type EndpointSet, type Lease } from '../types.js';
+import { DEFAULT_DECAY_MS, DEFAULT_RTT_MS, FAILURE_PENALTY_MS, PeakEwma, peakEwmaCost } from './peak-ewma.js';
 
 export interface P2cOptions {
   /** Monotonic milliseconds; performance.now by default. */
@@ -60,13 +63,16 @@ export class P2cBalancer implements Balancer {
     const now = this.#now();
     const slots: Slot[] = [];
     const byKey = new Map<string, Slot>();
+    // A newcomer's neutral start: what the set looks like now.
+    const old = this.#slots;
+    const initialRttMs = old.length > 0 ? old.reduce((sum, s) => sum + s.ewma.estimate(now), 0) / old.length : this.#defaultRttMs;
     for (const ep of this.#set.endpoints) {
       const key = formatAddr(ep.addr);
       if (byKey.has(key)) continue; // the first of duplicate addresses wins
-      const old = this.#byKey.get(key);
-      const slot: Slot = old
-        ? { ...old, ep, weight: weightOf(ep) }
-        : { key, ep, weight: weightOf(ep), ewma: new PeakEwma(now, this.#defaultRttMs, this.#decayMs), pending: 0 };
+      const kept = this.#byKey.get(key);
+      const slot: Slot = kept
+        ? { ...kept, ep, weight: weightOf(ep) }
+        : { key, ep, weight: weightOf(ep), ewma: new PeakEwma(now, initialRttMs, this.#decayMs), pending: 0 };
       slots.push(slot);
       byKey.set(key, slot);
     }
@@ -133,6 +139,36 @@ export class P2cBalancer implements Balancer {
     const s = this.#byKey.get(formatAddr(ep.addr));
     // An endpoint removed and added back starts again from 0: do not go below.
     if (s && s.pending > 0) s.pending--;
+  }
+
+  /**
+   * Feedback for one request or connection to `ep` (see Lease in types.ts):
+   * pending from now until end(); a failed one is observed as at least
+   * FAILURE_PENALTY_MS.
+   */
+  lease(ep: Endpoint): Lease {
+    this.start(ep);
+    let observed = false;
+    let ended = false;
+    return {
+      observe: (latencyMs, failed = false) => {
+        if (observed) return;
+        observed = true;
+        this.observe(ep, failed ? Math.max(latencyMs, FAILURE_PENALTY_MS) : latencyMs);
+      },
+      end: () => {
+        if (ended) return;
+        ended = true;
+        this.end(ep);
+      },
+    };
+  }
+
+  /** Work in flight over all endpoints (leases not ended). */
+  get pending(): number {
+    let n = 0;
+    for (const s of this.#slots) n += s.pending;
+    return n;
   }
 
   stats(): EndpointStats[] {

@@ -7,6 +7,12 @@
 /** Linkerd's defaults: an unknown endpoint is assumed to answer in 30 ms; 10 s decay. */
 export const DEFAULT_RTT_MS = 30;
 export const DEFAULT_DECAY_MS = 10_000;
+/**
+ * The least a failed request or connection (connect error, reset, timeout)
+ * counts as: a refused connect takes microseconds, and an endpoint that
+ * fails fast must not look like the fastest one.
+ */
+export const FAILURE_PENALTY_MS = 1_000;
 
 export class PeakEwma {
   #estimate: number;

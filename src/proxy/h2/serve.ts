@@ -16,7 +16,7 @@ import http2, {
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { BpfmeshError, ErrorCodes } from '../../errors.js';
-import { asEndpoint, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics, type RouteTarget } from '../types.js';
+import { asEndpoint, type ConnLabels, type Connector, type Endpoint, type Lease, type ProxyMetrics, type RouteTarget, type Track } from '../types.js';
 import { Downgrade, L5D_ORIG_PROTO } from '../orig-proto.js';
 import type { Http1Pool } from '../http1/pool.js';
 import {
@@ -42,6 +42,12 @@ export interface H2Context {
   route: (headers: IncomingHttpHeaders) => RouteTarget | Promise<RouteTarget>;
   /** The metric labels of a request to `ep` (TLS detail, dst_*); default: the connection's. */
   endpointLabels?: (ep: Endpoint, base: ConnLabels) => ConnLabels;
+  /**
+   * The balancer's feedback: a lease per routed stream, pending until the
+   * response headers (or the proxy's error response, or the stream's end),
+   * which also give the latency sample.
+   */
+  track?: Track;
   /**
    * Inbound: requests that carry l5d-orig-proto (HTTP/1 a peer proxy carried
    * over HTTP/2) go to the app as HTTP/1 on this pool's connections.
@@ -175,6 +181,7 @@ class Exchange {
   private labels: ConnLabels;
   private readonly grpc: boolean;
   private ep: Endpoint | undefined;
+  private lease: Lease | undefined;
   private readonly abort = new AbortController();
   private up: ClientHttp2Stream | undefined;
   private upstream: UpstreamStream | undefined;
@@ -236,6 +243,7 @@ class Exchange {
       return;
     }
     this.ep = ep;
+    this.lease = ctx.track?.(ep);
     if (ctx.endpointLabels !== undefined) this.labels = ctx.endpointLabels(ep, this.labels);
     ctx.metrics.request(this.labels);
     if (this.gone()) return;
@@ -249,6 +257,7 @@ class Exchange {
       responded: (status) => {
         this.latencyMs = performance.now() - this.startedAt;
         this.statusCode = status;
+        this.settle(this.latencyMs, false);
       },
       ended: () => (this.responseEnded = true),
       failed: (status, err) => this.fail(status, err),
@@ -318,6 +327,7 @@ class Exchange {
     const up = this.up!;
     if (this.gone()) return;
     this.latencyMs = performance.now() - this.startedAt;
+    this.settle(this.latencyMs, false);
     this.statusCode = Number(h[':status'] ?? 0);
     // A gRPC "trailers-only" response carries its status in the headers.
     this.grpcStatus = grpcStatusOf(h);
@@ -365,6 +375,7 @@ class Exchange {
         return;
       }
       const failure = this.upstream?.failure();
+      this.settle(performance.now() - this.startedAt, true);
       if (passBeforeResponse(code) && failure === undefined) {
         this.error = resetName(code);
         this.resetClient(code);
@@ -383,6 +394,7 @@ class Exchange {
     const code = down.rstCode ?? h2.NGHTTP2_NO_ERROR;
     const complete = this.responseEnded && code === h2.NGHTTP2_NO_ERROR;
     if (!complete || !this.requestEnded) this.cancelUpstream();
+    this.settle(undefined, false); // cut short before a response: no sample
     if (this.latencyMs === undefined) return; // no response was sent: nothing to count
     const error = this.error ?? (complete ? undefined : code === h2.NGHTTP2_NO_ERROR ? 'closed' : resetName(code));
     this.conn.ctx.metrics.response(this.labels, {
@@ -405,6 +417,15 @@ class Exchange {
   private dropRequestBody(): void {
     if (this.up !== undefined) this.down.unpipe(this.up);
     this.down.resume();
+  }
+
+  /** Ends the stream's lease (once), with a latency sample when given. */
+  private settle(latencyMs: number | undefined, failed: boolean): void {
+    const lease = this.lease;
+    if (lease === undefined) return;
+    this.lease = undefined;
+    if (latencyMs !== undefined) lease.observe(latencyMs, failed);
+    lease.end();
   }
 
   /** RST_STREAM(CANCEL) to the upstream at once, without ending the request body first. */
@@ -440,6 +461,7 @@ class Exchange {
       return;
     }
     this.latencyMs = performance.now() - this.startedAt;
+    this.settle(this.latencyMs, status !== 400);
     const headers: OutgoingHttpHeaders = this.grpc
       ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': grpcMessage(reason), 'l5d-proxy-error': reason }
       : { ':status': status, 'content-length': '0', 'l5d-proxy-error': reason };

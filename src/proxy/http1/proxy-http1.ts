@@ -24,7 +24,7 @@ import { STATUS_CODES } from 'node:http';
 import { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { errorCode } from '../../errors.js';
-import { asEndpoint, endpointKey, type Addr, type Classification, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics, type RouteTarget } from '../types.js';
+import { asEndpoint, endpointKey, type Classification, type ConnLabels, type Connector, type Endpoint, type Lease, type ProxyMetrics, type RouteTarget, type Track } from '../types.js';
 import { h1RequestToH2, h2ResponseToH1, isPeerNotH2, L5D_ORIG_PROTO, lastChunk, parseOrigProto, type H1ResponseFraming, type OrigProtoUpgrader } from '../orig-proto.js';
 import { BodyPump, ChunkedDecoder } from './body.js';
 import {
@@ -79,8 +79,12 @@ export interface Http1Context {
    */
   clientId?: string | null;
   log: Http1Log;
-  /** Called once per routed request with the Addr route() returned: the balancer's feedback. */
-  settle?(target: Addr, r: { latencyMs: number; statusCode: number; error?: string }): void;
+  /**
+   * The balancer's feedback: a lease per routed request, pending from the
+   * routing to the response head (or the proxy's own error response), which
+   * also gives the latency sample (request head to response head).
+   */
+  track?: Track;
 }
 
 /** Serve HTTP/1 on an accepted client connection; `buffered` are the bytes protocol detection read. */
@@ -128,8 +132,8 @@ class ClientConn implements UpstreamOwner {
 
   // The exchange in progress.
   private req: RequestHead | null = null;
-  private target: Addr | null = null;
   private ep: Endpoint | null = null;
+  private lease: Lease | null = null;
   /** The labels of this request: the connection's, then the endpoint's once routed. */
   private labels: ConnLabels;
   private t0 = 0;
@@ -237,6 +241,7 @@ class ClientConn implements UpstreamOwner {
     this.reqDone = head.framing === 'none';
     this.retried = false;
     this.ep = null;
+    this.settleLease(undefined);
     this.labels = this.ctx.labels;
     let target: RouteTarget | Promise<RouteTarget>;
     try {
@@ -258,7 +263,7 @@ class ClientConn implements UpstreamOwner {
     if (this.state !== St.ROUTE) return; // the client went away meanwhile
     const ep = asEndpoint(target);
     this.ep = ep;
-    this.target = ep.addr;
+    this.lease = this.ctx.track?.(ep) ?? null;
     if (this.ctx.endpointLabels !== undefined) this.labels = this.ctx.endpointLabels(ep, this.ctx.labels);
     this.ctx.metrics.request(this.labels);
     const op = this.ctx.origProto;
@@ -436,6 +441,7 @@ class ClientConn implements UpstreamOwner {
   private stopExchange(): void {
     this.state = St.CLOSED;
     this.clearTimer();
+    this.settleLease(undefined); // cut short: no sample
     this.reqPump?.stop();
     this.resPump?.stop();
     this.dropH2();
@@ -585,7 +591,6 @@ class ClientConn implements UpstreamOwner {
     }
     this.req = null;
     this.res = null;
-    this.target = null;
     if (!this.keepClient || this.clientEnded) return this.closeClient();
     this.state = St.HEAD;
     this.reader.reset();
@@ -779,7 +784,6 @@ class ClientConn implements UpstreamOwner {
     this.h2Decoder = null;
     this.flushBytes(null);
     this.req = null;
-    this.target = null;
     if (!this.keepClient || this.clientEnded) return this.closeClient();
     this.state = St.HEAD;
     this.reader.reset();
@@ -863,7 +867,6 @@ class ClientConn implements UpstreamOwner {
       'latin1',
     );
     this.req = null;
-    this.target = null;
     if (closeAfter) return this.closeClient();
     this.state = St.HEAD;
     this.reader.reset();
@@ -880,9 +883,18 @@ class ClientConn implements UpstreamOwner {
         ? { statusCode, classification: classify(statusCode), latencyMs }
         : { statusCode, classification: classify(statusCode), latencyMs, error };
     this.ctx.metrics.response(this.labels, r);
-    if (this.target !== null && this.ctx.settle !== undefined) {
-      this.ctx.settle(this.target, error === undefined ? { latencyMs, statusCode } : { latencyMs, statusCode, error });
-    }
+    // A request the client got wrong says nothing about the endpoint.
+    const clientFault = error === 'malformed_request' || error === 'headers_too_large';
+    this.settleLease(clientFault ? undefined : { latencyMs, failed: error !== undefined });
+  }
+
+  /** Ends the request's lease, with a latency sample when there is one. */
+  private settleLease(sample: { latencyMs: number; failed: boolean } | undefined): void {
+    const lease = this.lease;
+    if (lease === null) return;
+    this.lease = null;
+    if (sample !== undefined) lease.observe(sample.latencyMs, sample.failed);
+    lease.end();
   }
 
   // ---- timers and byte counters ----
