@@ -240,12 +240,16 @@ export class NodeAgent {
       policy = policyOf(pod, this.#o.podDefaultArgs);
     } catch (err) {
       const annotations = JSON.stringify(pod.metadata.annotations ?? {});
+      // An enrolled pod keeps its last good policy: withdrawing it would let
+      // its traffic bypass the proxy (and mTLS) over a typo.
+      const keep = st.enrolled !== undefined;
       if (st.badReported !== annotations) {
         st.badReported = annotations;
         this.#m.failures.inc({ reason: 'bad_annotation' });
-        this.#log.warn({ pod: st.ref, uid, code: errorCode(err), err: (err as Error).message }, 'pod not meshed: bad annotation');
+        const msg = keep ? 'bad annotation; keeping the last good policy' : 'pod not meshed: bad annotation';
+        this.#log.warn({ pod: st.ref, uid, code: errorCode(err), err: (err as Error).message }, msg);
       }
-      this.#withdraw(st, 'bad_annotation');
+      if (!keep) this.#withdraw(st, 'bad_annotation');
       return;
     }
     st.badReported = undefined;

@@ -269,7 +269,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     }
   });
 
-  test('a bad annotation leaves that pod unmeshed, is logged and counted, and the agent goes on', async () => {
+  test('a bad annotation leaves a new pod unmeshed (an enrolled one keeps its last policy), is logged and counted, and the agent goes on', async () => {
     const b = pods.get('b')!;
     announce('b', b, { ...INJECT, 'config.linkerd.io/skip-outbound-ports': '80,http' });
     const rec = await agent.waitLog((r) => r.msg === 'pod not meshed: bad annotation', 'bad annotation event');
@@ -280,6 +280,11 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     announce('b', b, { ...INJECT, 'config.linkerd.io/skip-subnets': '10.0.0.0/8' });
     await until('b enrolled once fixed', () => isEnrolled(b));
     assert.equal(agent.child.exitCode, null);
+    // Enrolled now: a bad annotation keeps the last good policy instead of unmeshing it.
+    announce('b', b, { ...INJECT, 'config.linkerd.io/skip-subnets': '10.0.0.0/8', 'config.linkerd.io/skip-inbound-ports': 'ssh' });
+    await agent.waitLog((r) => r.msg === 'bad annotation; keeping the last good policy' && r['uid'] === b.uid, 'kept event');
+    assert.equal(isEnrolled(b), true);
+    assert.equal(metric(await agent.metrics(), 'bpfmesh_node_failures_total', 'reason="bad_annotation"'), 2);
   });
 
   test('a pod announced before its sandbox runs is enrolled once a process appears', async () => {
