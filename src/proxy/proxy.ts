@@ -167,11 +167,16 @@ export class Proxy {
   }
 
   async #serve(state: DirectionState, sock: Socket, target: Addr, labels: ConnLabels): Promise<void> {
-    const route = async (): Promise<Endpoint> => {
-      await state.resolved(target);
-      return state.router.route(target, undefined);
-    };
     const opaque = isOpaquePort(this.#opts.config, target.port);
+    // An empty endpoint set is waited on up to the failfast timeout (Router.routeWhenReady).
+    const routeWithin =
+      (failfastMs: number) =>
+      async (): Promise<Endpoint> => {
+        await state.resolved(target);
+        return state.router.routeWhenReady(target, undefined, failfastMs);
+      };
+    const route = routeWithin(state.config.httpFailfastTimeoutMs);
+    const routeTcp = state.direction === 'outbound' ? routeWithin(this.#opts.config.outbound.tcpFailfastTimeoutMs) : route;
     let client: Socket = sock;
     // Inbound requests carry the verified peer identity in l5d-client-id (or none, never the client's own).
     let clientId: string | null | undefined = state.direction === 'inbound' ? null : undefined;
@@ -188,7 +193,7 @@ export class Proxy {
       } else if (peek.isTls) {
         // TLS for another name is not ours to terminate: pass it through.
         Object.assign(labels, serverTlsLabels(inboundTls(peek)));
-        return this.#opaque(state, sock, peek.buffered, route, labels);
+        return this.#opaque(state, sock, peek.buffered, routeTcp, labels);
       } else if (peek.buffered.length > 0) {
         sock.unshift(peek.buffered);
       }
@@ -211,7 +216,7 @@ export class Proxy {
         return void serveH2(client, detected.buffered, h2ctx);
       }
       case 'opaque':
-        return this.#opaque(state, client, detected.buffered, route, labels);
+        return this.#opaque(state, client, detected.buffered, routeTcp, labels);
     }
   }
 

@@ -54,6 +54,32 @@ export class Router {
   }
 
   /**
+   * As route(), but an endpoint set that is empty for now is waited on for
+   * up to `timeoutMs` (then the 503 of route()), as Linkerd's balancer holds
+   * requests until an endpoint is ready or failfast. A destination that
+   * moves from one endpoint to another gets a Remove and then an Add: a
+   * request routed between the two must not fail. A 'fail' or 'fallback'
+   * answer is taken at once.
+   */
+  async routeWhenReady(target: Addr, authority: string | undefined, timeoutMs: number): Promise<Endpoint> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const r = this.#resolver.resolve(target, authority);
+      const left = deadline - performance.now();
+      if (r.kind !== 'endpoints' || r.set.endpoints.length > 0 || left <= 0) return this.route(target, authority);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, left);
+        const unsubscribe = r.set.onChange(done);
+        function done(): void {
+          clearTimeout(timer);
+          unsubscribe();
+          resolve();
+        }
+      });
+    }
+  }
+
+  /**
    * Starts the feedback for an endpoint route() answered: pending until the
    * lease ends, plus one latency sample. Undefined for a fallback endpoint
    * (no balancer picked it).
