@@ -16,7 +16,7 @@ import type { Logger } from '../log/logger.js';
 import { native, type NativeObject } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfPinDir, MapNames, type PodMaps } from './layout.js';
-import { attachOrUpdate, detachAndUnpin, openAndLoad } from './install.js';
+import { attachOrUpdate, detachAndUnpin, openAndLoad, uninstall } from './install.js';
 import { ensureBpffs } from './mounts.js';
 import { checkCgroup, checkNetns, netnsCookieOf, pinRoot, withFd } from './pod.js';
 import { deletePodRows, portRulesOf, settingsOf, subnetRulesOf, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
@@ -389,6 +389,39 @@ function removeNodeDir(scope: NodeScope, log: Logger): string[] {
     removed.push(n);
   }
   rmdirSync(dir);
+  return removed;
+}
+
+/**
+ * Removes pod installs made by `bpfmesh init` (an init container) whose
+ * netns is gone: nothing else cleans them up when a pod is deleted, and their
+ * links keep the dead pod's cgroup alive. A netns never comes back, so a
+ * detached sk_lookup link is proof. Returns the pod names removed.
+ */
+export function removeStalePodInstalls(bpffs: string, log: Logger): string[] {
+  const root = pinRoot(bpffs);
+  if (!existsSync(root)) return [];
+  const removed: string[] = [];
+  for (const name of readdirSync(root)) {
+    if (name === NODE_DIR_NAME || name === NODE_LOCK_NAME) continue;
+    const linkPin = join(root, name, SK_LOOKUP.pin);
+    if (!existsSync(linkPin)) continue;
+    let dead: boolean;
+    try {
+      const link = native().openPinnedLink(linkPin);
+      try {
+        dead = link.info().targetId === 0;
+      } finally {
+        link.close();
+      }
+    } catch {
+      continue; // removed meanwhile
+    }
+    if (!dead) continue;
+    uninstall(join(root, name), name, null, log);
+    log.info({ pod: name }, 'removed the pins of a pod install whose network namespace is gone');
+    removed.push(name);
+  }
   return removed;
 }
 

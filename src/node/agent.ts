@@ -9,7 +9,7 @@ import { errorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { KubeClient, KubePod } from '../kube/client.js';
 import { PodInformer } from '../kube/informer.js';
-import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
+import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
 import { meshDecision, policyKey, policyOf } from './annotations.js';
 import type { NodeMetrics } from './metrics.js';
 import { PodNetnsFinder } from './pod-netns.js';
@@ -168,6 +168,13 @@ export class NodeAgent {
         s.adopt = true;
       }
       this.#mark(e.id);
+    }
+    try {
+      const stale = removeStalePodInstalls(this.#o.scope.bpffs, this.#log);
+      if (stale.length > 0) this.#m.withdrawals.inc({ reason: 'stale_pod_install' }, stale.length);
+    } catch (err) {
+      this.#m.failures.inc({ reason: 'stale_pod_install' });
+      this.#log.warn({ err: (err as Error).message }, 'cannot remove stale pod installs');
     }
     if (first) this.#log.info({ pods: pods.size, enrolled: enrolled.length }, "first list of this node's pods; reconciling with what is enrolled");
     this.#mark(undefined); // a drain even with nothing to do: it is what turns ready

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
@@ -24,6 +24,7 @@ import {
   listEnrolled,
   nodePinDir,
   openNodeMaps,
+  removeStalePodInstalls,
   uninstallNode,
   verifyPod,
   withdrawPod,
@@ -207,6 +208,34 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
     const runs = Array.from({ length: 4 }, () => new Promise<number | null>((resolve) => spawn(process.execPath, ['-e', script], { stdio: 'inherit' }).once('close', resolve)));
     assert.deepEqual(await Promise.all(runs), [0, 0, 0, 0]);
     assert.equal(cgroupProgs(scope.cgroupRoot).length, 6);
+  });
+
+  test('pod installs (bpfmesh init) whose netns is gone are found and removed; live ones stay', async () => {
+    const ns = `${mesh.lab.prefix}-initpod`;
+    const cg = join(mesh.lab.cgroupRoot, 'initpod');
+    execFileSync('ip', ['netns', 'add', ns]);
+    mkdirSync(cg);
+    try {
+      for (const [netns, name] of [[`/run/netns/${ns}`, 'stale-pod'], [a.netns, 'live-pod']] as const) {
+        const r = await runCli(['init', '--netns', netns, '--cgroup', netns === a.netns ? a.cgroup : cg, '--pod-name', name, '--bpffs', bpffs, '--log-level', 'warn']);
+        assert.equal(r.code, 0, r.stderr);
+      }
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+    const deadline = Date.now() + 10_000;
+    let removed: string[] = [];
+    while (removed.length === 0 && Date.now() < deadline) {
+      removed = removeStalePodInstalls(bpffs, log); // the netns is freed asynchronously
+      if (removed.length === 0) execFileSync('sleep', ['0.1']);
+    }
+    assert.deepEqual(removed, ['stale-pod']);
+    assert.equal(existsSync(join(bpffs, 'bpfmesh', 'stale-pod')), false);
+    assert.equal(cgroupProgs(cg).length, 0, 'its cgroup hooks are detached');
+    rmdirSync(cg);
+    assert.deepEqual(removeStalePodInstalls(bpffs, log), []);
+    const reset = await runCli(['reset', '--pod-name', 'live-pod', '--netns', a.netns, '--bpffs', bpffs]);
+    assert.equal(reset.code, 0, reset.stderr);
   });
 
   test('inspect shows node-wide pods; reset --node leaves no pins and no programs on the cgroup', async () => {
