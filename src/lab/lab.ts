@@ -24,6 +24,27 @@ export interface RunAs {
   gid?: number;
 }
 
+/** Waits for a spawned child (stdio pipes) to finish; kills it after timeoutMs. */
+export function collect(child: ChildProcess, timeoutMs: number, input?: string): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => err.push(d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+    });
+    if (input !== undefined) child.stdin!.end(input);
+    else child.stdin!.end();
+  });
+}
+
 export interface ExecResult {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -139,24 +160,7 @@ export class Lab {
 
   /** Runs a command in the pod to completion; kills it after timeoutMs. */
   exec(pod: LabPod, cmd: string, args: string[], as: RunAs = {}, timeoutMs = 20000, input?: string): Promise<ExecResult> {
-    return new Promise((resolve, reject) => {
-      const child = this.spawn(pod, cmd, args, as);
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      child.stdout!.on('data', (d: Buffer) => out.push(d));
-      child.stderr!.on('data', (d: Buffer) => err.push(d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      child.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      child.once('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
-      });
-      if (input !== undefined) child.stdin!.end(input);
-      else child.stdin!.end();
-    });
+    return collect(this.spawn(pod, cmd, args, as), timeoutMs, input);
   }
 
   #argv(pod: LabPod, cmd: string, args: string[], as: RunAs): string[] {

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroup2Mount } from '../../src/intercept/mounts.js';
-import { cleanupOnExit, uniquePrefix, type ExecResult, type RunAs } from '../../src/lab/lab.js';
+import { cleanupOnExit, collect, uniquePrefix, type ExecResult, type RunAs } from '../../src/lab/lab.js';
 
 export interface NodePod {
   uid: string;
@@ -88,23 +88,7 @@ export class KubeletNode {
   }
 
   exec(pod: NodePod, cmd: string, args: string[], as: RunAs = {}, timeoutMs = 10_000): Promise<ExecResult> {
-    return new Promise((resolve, reject) => {
-      const child = this.spawn(pod, cmd, args, as);
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      child.stdout!.on('data', (d: Buffer) => out.push(d));
-      child.stderr!.on('data', (d: Buffer) => err.push(d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      child.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      child.once('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
-      });
-      child.stdin!.end();
-    });
+    return collect(this.spawn(pod, cmd, args, as), timeoutMs);
   }
 
   /** The pod goes away as kubelet removes it: processes killed, netns and cgroup deleted. */
