@@ -5,7 +5,7 @@
 // dropped, so the cache is bounded. The layers that carry a routed request or
 // connection report back through track(): pending work and latency samples.
 import { BpfmeshError } from '../errors.js';
-import { createP2cBalancer, type P2cBalancer } from './balance/p2c.js';
+import { createP2cBalancer, type EndpointStats, type P2cBalancer } from './balance/p2c.js';
 import type { Addr, Endpoint, EndpointSet, Lease, Resolution, Resolver } from './types.js';
 
 export const UNAVAILABLE = 'BPFMESH_E_UNAVAILABLE';
@@ -86,6 +86,12 @@ export class Router {
    */
   track(ep: Endpoint): Lease | undefined {
     return this.#pickedBy.get(ep)?.lease(ep);
+  }
+
+  /** The balancer's view of the endpoints a target resolves to (pending work, estimates); undefined before its first route. */
+  stats(target: Addr, authority: string | undefined): EndpointStats[] | undefined {
+    const r = this.#resolver.resolve(target, authority);
+    return r.kind === 'endpoints' ? this.#balancers.get(r.set)?.balancer.stats() : undefined;
   }
 
   #evictIdle(now: number): void {
