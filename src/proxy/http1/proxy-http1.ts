@@ -592,12 +592,7 @@ class ClientConn implements UpstreamOwner {
     this.req = null;
     this.res = null;
     if (!this.keepClient || this.clientEnded) return this.closeClient();
-    this.state = St.HEAD;
-    this.reader.reset();
-    const p = this.pending;
-    this.pending = null;
-    this.client.resume();
-    if (p !== null) this.consumeHead(p);
+    this.nextExchange();
   }
 
   onUpstreamEnd(up: UpstreamConn): void {
@@ -777,6 +772,16 @@ class ClientConn implements UpstreamOwner {
     this.closeClient();
   }
 
+  /** The exchange is over and the client connection stays: read the next request head (maybe already buffered). */
+  private nextExchange(): void {
+    this.state = St.HEAD;
+    this.reader.reset();
+    const p = this.pending;
+    this.pending = null;
+    this.client.resume();
+    if (p !== null) this.consumeHead(p);
+  }
+
   private h2Done(): void {
     this.h2 = null;
     this.h2Abort = null;
@@ -785,12 +790,7 @@ class ClientConn implements UpstreamOwner {
     this.flushBytes(null);
     this.req = null;
     if (!this.keepClient || this.clientEnded) return this.closeClient();
-    this.state = St.HEAD;
-    this.reader.reset();
-    const p = this.pending;
-    this.pending = null;
-    this.client.resume();
-    if (p !== null) this.consumeHead(p);
+    this.nextExchange();
   }
 
   private onH2Close(stream: ClientHttp2Stream): void {
@@ -868,12 +868,7 @@ class ClientConn implements UpstreamOwner {
     );
     this.req = null;
     if (closeAfter) return this.closeClient();
-    this.state = St.HEAD;
-    this.reader.reset();
-    const p = this.pending;
-    this.pending = null;
-    this.client.resume();
-    if (p !== null) this.consumeHead(p);
+    this.nextExchange();
   }
 
   private recordResponse(statusCode: number, error: string | undefined): void {
