@@ -5,7 +5,7 @@
 // along as the client certificate. TLS 1.3 only, no session resumption
 // (the store's context; no `session` is ever offered).
 import type { Socket } from 'node:net';
-import { TLSSocket, connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { formatAddr, type Addr, type Connector } from '../proxy/types.js';
 import { identityNames, nameMatches } from './certs.js';
@@ -23,38 +23,19 @@ export type TlsConnector = (to: Addr, expected: ExpectedServer) => Promise<TLSSo
 export interface TlsConnectorOptions {
   /** Bound on the handshake after the TCP connect; default 10 s. */
   handshakeTimeoutMs?: number;
-  /** Use tls.connect() even where the cheaper start is available (tests of the fallback). */
-  viaTlsConnect?: boolean;
 }
-
-interface ClientStart {
-  setServername(name: string): void;
-  _start(): void;
-}
-
-// The cheaper start uses two methods tls.connect() itself calls but that are
-// not public API; where a Node release lacks them, tls.connect() is used.
-const proto = TLSSocket.prototype as unknown as Partial<ClientStart>;
-const CHEAP_START = typeof proto.setServername === 'function' && typeof proto._start === 'function';
 
 /**
- * A client TLSSocket that has sent its ClientHello. Our own TLSSocket rather
- * than tls.connect(): tls.connect runs checkServerIdentity with
- * getPeerCertificate(true), the whole chain turned into JS objects, on
- * every handshake (about 0.6 ms of CPU, a fifth of the client side of a
- * handshake), although identities are not host names and the SAN check
- * replaces it. Either way OpenSSL verifies the chain against the anchors
- * and the caller reads its verdict (chainVerifyError).
+ * A client TLSSocket that has sent its ClientHello. tls.connect()'s own host
+ * check is off (identities are not host names; the SAN check below replaces
+ * it) and so is rejectUnauthorized: OpenSSL still verifies the chain against
+ * the anchors, and its verdict is read on 'secure' (chainVerifyError), so
+ * every failure takes the same path. (Starting a bare TLSSocket would save
+ * the ~0.5 ms tls.connect spends turning the peer chain into JS objects, but
+ * needs internal methods, and http2 then waits forever for a
+ * 'secureConnect' that only tls.connect emits.)
  */
-function startClient(tcp: Socket, serverName: string, secureContext: TlsStore['clientContext'], viaTlsConnect: boolean): TLSSocket {
-  if (CHEAP_START && !viaTlsConnect) {
-    const tls = new TLSSocket(tcp, { isServer: false, secureContext, requestCert: true, rejectUnauthorized: true });
-    const internal = tls as unknown as ClientStart;
-    internal.setServername(serverName);
-    internal._start();
-    return tls;
-  }
-  // rejectUnauthorized off: the verdict is read on 'secure' like above, so both paths fail alike.
+function startClient(tcp: Socket, serverName: string, secureContext: TlsStore['clientContext']): TLSSocket {
   return tlsConnect({ socket: tcp, servername: serverName, secureContext, rejectUnauthorized: false, checkServerIdentity: () => undefined });
 }
 
@@ -112,7 +93,7 @@ export function tlsConnector(base: Connector, store: TlsStore, opts: TlsConnecto
     // The context current when the connection starts; a rotation meanwhile applies to the next one.
     const secureContext = store.clientContext;
     const tcp = await base(to);
-    return handshake(tcp, to, expected, secureContext, timeoutMs, opts.viaTlsConnect ?? false);
+    return handshake(tcp, to, expected, secureContext, timeoutMs);
   };
 }
 
@@ -122,11 +103,10 @@ function handshake(
   expected: ExpectedServer,
   secureContext: TlsStore['clientContext'],
   timeoutMs: number,
-  viaTlsConnect: boolean,
 ): Promise<TLSSocket> {
   const where = `${formatAddr(to)} (${expected.identity})`;
   return new Promise((resolve, reject) => {
-    const tls = startClient(tcp, expected.serverName, secureContext, viaTlsConnect);
+    const tls = startClient(tcp, expected.serverName, secureContext);
     let settled = false;
     const done = (err: BpfmeshError | null): void => {
       if (settled) return;

@@ -198,22 +198,6 @@ test('mTLS: a trusted server with another identity -> BPFMESH_E_IDENTITY_MISMATC
   await srv.next();
 });
 
-test('mTLS through the tls.connect() fallback: the same verdicts (ok, wrong identity, untrusted)', async () => {
-  const srv = await startServer(storeFor(leafB, issuer, anchor.certPem));
-  const dial = tlsConnector(connector(2000), storeFor(leafA, issuer, anchor.certPem), { viaTlsConnect: true });
-  const ok = await dial(to(srv.port), { identity: B, serverName: B });
-  assert.equal(ok.getProtocol(), 'TLSv1.3');
-  ok.destroy();
-  await srv.next();
-  await assert.rejects(dial(to(srv.port), { identity: C, serverName: B }), { code: 'BPFMESH_E_IDENTITY_MISMATCH' });
-  await srv.next();
-  const otherAnchor = await mintAnchor('other-root-2');
-  const otherIssuer = await mintIssuer(otherAnchor, 'other-issuer-2');
-  const foreign = await startServer(storeFor(await mintLeaf(otherIssuer, B), otherIssuer, otherAnchor.certPem));
-  await assert.rejects(dial(to(foreign.port), { identity: B, serverName: B }), { code: 'BPFMESH_E_TLS_VERIFY' });
-  await foreign.next();
-});
-
 test('mTLS: a server from another trust anchor -> BPFMESH_E_TLS_VERIFY', async () => {
   const otherAnchor = await mintAnchor('other-root');
   const otherIssuer = await mintIssuer(otherAnchor, 'other-issuer');
