@@ -7,7 +7,7 @@ import { native } from '../bpf/native.js';
 import type { Logger } from '../log/logger.js';
 import { isOpaquePort, type ProxyConfig, type ProxyDirectionConfig } from '../config/proxy-env.js';
 import { detectProtocol } from './detect.js';
-import { serveHttp1 } from './http1/proxy-http1.js';
+import { drainHttp1, serveHttp1 } from './http1/proxy-http1.js';
 import { Http1Pool } from './http1/pool.js';
 import { drainH2, serveH2, H2UpstreamPool } from './h2/index.js';
 import { connector, errnoOf, forwardOpaque } from './tcp.js';
@@ -265,6 +265,7 @@ export class Proxy {
     this.#draining = true;
     const closed = this.#dirs.flatMap((d) => d.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     const deadline = Date.now() + graceMs;
+    drainHttp1();
     await drainH2(graceMs);
     while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const s of this.#open) s.destroy();

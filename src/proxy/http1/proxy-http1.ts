@@ -92,6 +92,19 @@ export function serveHttp1(client: Socket, buffered: Buffer, ctx: Http1Context):
   new ClientConn(client, ctx).start(buffered);
 }
 
+/** Client connections being served, for the drain. */
+const live = new Set<ClientConn>();
+
+/**
+ * Shutdown: idle keep-alive client connections close now (a server may close
+ * an idle HTTP/1.1 connection at any time); busy ones answer their current
+ * request with `Connection: close` and close after it. Tunnels are left to
+ * the grace period.
+ */
+export function drainHttp1(): void {
+  for (const c of live) c.drain();
+}
+
 const enum St {
   HEAD, // reading a request head
   ROUTE, // routing / connecting
@@ -129,6 +142,8 @@ class ClientConn implements UpstreamOwner {
   private pending: Buffer | null = null;
   private clientEnded = false;
   private keepClient = true;
+  /** The proxy is shutting down: no exchange after the current one. */
+  private draining = false;
 
   // The exchange in progress.
   private req: RequestHead | null = null;
@@ -175,6 +190,7 @@ class ClientConn implements UpstreamOwner {
 
   start(buffered: Buffer): void {
     const c = this.client;
+    live.add(this);
     c.setNoDelay(true);
     c.on('data', this.onClientData);
     c.on('end', this.onClientEnd);
@@ -237,7 +253,7 @@ class ClientConn implements UpstreamOwner {
     this.req = head;
     this.t0 = performance.now();
     this.pending = rest;
-    this.keepClient = head.keepAlive && !this.clientEnded;
+    this.keepClient = head.keepAlive && !this.clientEnded && !this.draining;
     this.reqDone = head.framing === 'none';
     this.retried = false;
     this.ep = null;
@@ -432,6 +448,7 @@ class ClientConn implements UpstreamOwner {
   };
 
   private readonly onClientClose = (): void => {
+    live.delete(this);
     this.stopExchange();
     this.flushBytes(null);
     if (this.ownPool) this.pool.close();
@@ -452,6 +469,12 @@ class ClientConn implements UpstreamOwner {
       up.owner = null;
       up.destroy();
     }
+  }
+
+  drain(): void {
+    this.draining = true;
+    if (this.state === St.HEAD && this.pending === null && !this.reader.buffering) return this.closeClient();
+    if (this.state !== St.TUNNEL && this.state !== St.CLOSED) this.keepClient = false;
   }
 
   /** End the client connection after what was written. */
@@ -774,6 +797,7 @@ class ClientConn implements UpstreamOwner {
 
   /** The exchange is over and the client connection stays: read the next request head (maybe already buffered). */
   private nextExchange(): void {
+    if (this.draining) return this.closeClient();
     this.state = St.HEAD;
     this.reader.reset();
     const p = this.pending;
