@@ -393,6 +393,32 @@ function removeNodeDir(scope: NodeScope, log: Logger): string[] {
 }
 
 /**
+ * The pod install (`bpfmesh init`, an init container) whose sk_lookup link
+ * sits on the netns with this inode, if any: such a pod must not be enrolled
+ * node-wide as well, or two sets of programs would steer it.
+ */
+export function podInstallOn(bpffs: string, netnsIno: number): string | null {
+  const root = pinRoot(bpffs);
+  if (!existsSync(root)) return null;
+  for (const name of readdirSync(root)) {
+    if (name === NODE_DIR_NAME || name === NODE_LOCK_NAME) continue;
+    const linkPin = join(root, name, SK_LOOKUP.pin);
+    if (!existsSync(linkPin)) continue;
+    try {
+      const link = native().openPinnedLink(linkPin);
+      try {
+        if (link.info().targetId === netnsIno) return name;
+      } finally {
+        link.close();
+      }
+    } catch {
+      /* removed meanwhile */
+    }
+  }
+  return null;
+}
+
+/**
  * Removes pod installs made by `bpfmesh init` (an init container) whose
  * netns is gone: nothing else cleans them up when a pod is deleted, and their
  * links keep the dead pod's cgroup alive. A netns never comes back, so a

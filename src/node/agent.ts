@@ -9,7 +9,7 @@ import { errorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { KubeClient, KubePod } from '../kube/client.js';
 import { PodInformer } from '../kube/informer.js';
-import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
+import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, podInstallOn, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
 import { meshDecision, policyKey, policyOf } from './annotations.js';
 import type { NodeMetrics } from './metrics.js';
 import { PodNetnsFinder } from './pod-netns.js';
@@ -48,6 +48,8 @@ interface PodState {
   adopt: boolean;
   /** The annotations last reported as bad, so a pod is reported once per change. */
   badReported: string | undefined;
+  /** The pod install (init container) last reported as already intercepting this pod. */
+  ownInstallReported: string | undefined;
   waitReported: boolean;
   backoff: Backoff;
   timer: NodeJS.Timeout | undefined;
@@ -126,6 +128,7 @@ export class NodeAgent {
         pinned: false,
         adopt: false,
         badReported: undefined,
+        ownInstallReported: undefined,
         waitReported: false,
         backoff: new Backoff({ minMs: this.#o.retry?.minMs ?? 20, maxMs: this.#o.retry?.maxMs ?? 2000, jitter: 0.3 }),
         timer: undefined,
@@ -275,6 +278,17 @@ export class NodeAgent {
       return;
     }
     st.waitReported = false;
+    const own = podInstallOn(this.#o.scope.bpffs, where.found.ino);
+    if (own !== null) {
+      // An init container intercepts this pod already; a node-wide enrollment would steer it twice.
+      if (st.ownInstallReported !== own) {
+        st.ownInstallReported = own;
+        this.#log.warn({ pod: st.ref, uid, podInstall: own }, 'pod has its own bpfmesh init install; not enrolling it node-wide');
+      }
+      if (st.enrolled !== undefined) this.#withdraw(st, 'pod_install');
+      return this.#retry(st, true);
+    }
+    st.ownInstallReported = undefined;
     if (st.enrolled?.key === key && st.enrolled.ino === where.found.ino) {
       this.#done(st);
       return; // nothing changed

@@ -11,7 +11,7 @@ import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, CLI, PROXY, PodProcess, RELAY } from '../helpers/mesh.js';
+import { APP, CLI, PROXY, PodProcess, RELAY, runCli } from '../helpers/mesh.js';
 import { startFakeKube, type FakeKube, type FakePodInput } from '../helpers/fake-kube.js';
 import { KubeletNode, type NodePod } from '../helpers/kube-pods.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
@@ -168,7 +168,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-node-agent-'));
     ensureBpffs(bpffs, false);
     scope = { bpffs, bpffsExplicit: true, cgroupRoot: node.cgroupRoot };
-    for (const name of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']) pods.set(name, name === 'e' || name === 'g' ? node.createPod() : await node.addPod({ systemd: name === 'd' }));
+    for (const name of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']) pods.set(name, name === 'e' || name === 'g' ? node.createPod() : await node.addPod({ systemd: name === 'd' }));
     agent = startAgent();
   });
 
@@ -287,6 +287,23 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     assert.equal(metric(await agent.metrics(), 'bpfmesh_node_failures_total', 'reason="bad_annotation"'), 2);
   });
 
+  test('a pod with its own init-container install is not enrolled on top of it; once that is reset, it is', async () => {
+    const j = pods.get('j')!;
+    const init = await runCli(['init', '--netns', j.netns, '--cgroup', j.cgroup, '--pod-name', 'j-init', '--bpffs', bpffs, '--log-level', 'warn']);
+    assert.equal(init.code, 0, init.stderr);
+    try {
+      announce('j', j);
+      await agent.waitLog((r) => r.msg === 'pod has its own bpfmesh init install; not enrolling it node-wide' && r['uid'] === j.uid, 'skip event');
+      assert.equal(isEnrolled(j), false);
+    } finally {
+      const reset = await runCli(['reset', '--pod-name', 'j-init', '--netns', j.netns, '--bpffs', bpffs]);
+      assert.equal(reset.code, 0, reset.stderr);
+    }
+    await until('j enrolled node-wide once its own install is gone', () => isEnrolled(j));
+    kube.deletePod('app', 'j');
+    await until('j withdrawn', () => !enrolledIds().includes(j.uid));
+  });
+
   test('a pod announced before its sandbox runs is enrolled once a process appears', async () => {
     const e = pods.get('e')!;
     announce('e', e);
@@ -320,7 +337,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     }
     const text = await agent.metrics();
     assert.equal(metric(text, 'bpfmesh_node_withdrawals_total', 'reason="unmeshed"'), 1);
-    assert.equal(metric(text, 'bpfmesh_node_withdrawals_total', 'reason="deleted"'), 2, 'i and d');
+    assert.equal(metric(text, 'bpfmesh_node_withdrawals_total', 'reason="deleted"'), 3, 'i, j and d');
   });
 
   test('410 Gone: the agent lists again and catches up on what it missed', async () => {
