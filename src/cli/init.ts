@@ -3,7 +3,9 @@ import { parseInitFlags } from '../config/pod-flags.js';
 import { createLogger } from '../log/logger.js';
 import { install } from '../intercept/install.js';
 import { formatPlan, planInstall } from '../intercept/plan.js';
-import { resolvePod } from '../intercept/pod.js';
+import { netnsCookieOf, resolvePod } from '../intercept/pod.js';
+import { nodeEnrollmentOf, nodePinDir } from '../intercept/node-wide.js';
+import { existsSync } from 'node:fs';
 
 export const usage = `bpfmesh init [flags]   steer a pod's TCP traffic through its proxy (replaces proxy-init)
 
@@ -34,6 +36,12 @@ export async function run(argv: string[]): Promise<number> {
   if (opts.ignoredFlags.length > 0) log.info({ flags: opts.ignoredFlags }, 'iptables-only flags accepted and ignored');
   if (opts.simulate) {
     process.stdout.write(opts.logFormat === 'json' ? JSON.stringify(plan, null, 2) + '\n' : formatPlan(plan));
+    return 0;
+  }
+  const enrolled = existsSync(nodePinDir(opts.bpffs)) ? nodeEnrollmentOf(opts.bpffs, netnsCookieOf(pod.netnsPath)) : null;
+  if (enrolled !== null) {
+    // The CNI plugin or bpfmesh node covers this pod already; a pod install on top would steer it twice.
+    log.info({ pod: pod.name, nodeWideId: enrolled }, 'this pod is intercepted node-wide already; nothing to do');
     return 0;
   }
   const started = process.hrtime.bigint();

@@ -392,6 +392,14 @@ function removeNodeDir(scope: NodeScope, log: Logger): string[] {
   return removed;
 }
 
+/** The node-wide pod id enrolled with this netns cookie, if any (`bpfmesh init` then has nothing to do). */
+export function nodeEnrollmentOf(bpffs: string, netnsCookie: bigint): string | null {
+  const dir = join(nodePinDir(bpffs), PODS_DIR);
+  if (!existsSync(dir)) return null;
+  for (const id of readdirSync(dir)) if (podCookie(join(dir, id)) === netnsCookie) return id;
+  return null;
+}
+
 /**
  * The pod install (`bpfmesh init`, an init container) whose sk_lookup link
  * sits on the netns with this inode, if any: such a pod must not be enrolled

@@ -110,6 +110,14 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
     assert.ok(out.counters['in_steered']! >= 1, r.stdout);
   });
 
+  test('bpfmesh init on a pod enrolled node-wide does nothing (no second set of programs)', async () => {
+    const r = await runCli(['init', '--netns', a.netns, '--cgroup', a.cgroup, '--bpffs', bpffs, '--log-format', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout + r.stderr, /intercepted node-wide already/);
+    assert.deepEqual(readdirSync(join(bpffs, 'bpfmesh')).sort(), ['node']);
+    assert.equal(cgroupProgs(a.cgroup).length, 0);
+  });
+
   test('enrolling again writes only the difference; verifyPod checks rows and link', async () => {
     const again = enrollPod(scope, 'pod-a', a.netns, policy(), log);
     assert.equal(again.fresh, false);
