@@ -9,7 +9,8 @@ import { errorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { KubeClient, KubePod } from '../kube/client.js';
 import { PodInformer } from '../kube/informer.js';
-import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, podInstallOn, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
+import { netnsCookieOf } from '../intercept/pod.js';
+import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, nodeEnrollmentOf, podInstallOn, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
 import { meshDecision, policyKey, policyOf } from './annotations.js';
 import type { NodeMetrics } from './metrics.js';
 import { PodNetnsFinder } from './pod-netns.js';
@@ -289,6 +290,19 @@ export class NodeAgent {
       return this.#retry(st, true);
     }
     st.ownInstallReported = undefined;
+    if (st.enrolled === undefined) {
+      // The CNI plugin enrolls by container id: the same netns under another id means it covers this pod.
+      let other: string | null = null;
+      try {
+        other = nodeEnrollmentOf(this.#o.scope.bpffs, netnsCookieOf(where.found.path));
+      } catch {
+        /* the netns went meanwhile: the enroll below reports it */
+      }
+      if (other !== null && other !== uid) {
+        this.#log.info({ pod: st.ref, uid, enrolledAs: other }, 'pod is enrolled node-wide under another id (the CNI plugin); leaving it');
+        return this.#done(st);
+      }
+    }
     if (st.enrolled?.key === key && st.enrolled.ino === where.found.ino) {
       this.#done(st);
       return; // nothing changed

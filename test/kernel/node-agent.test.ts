@@ -15,7 +15,8 @@ import { APP, CLI, PROXY, PodProcess, RELAY, runCli } from '../helpers/mesh.js';
 import { startFakeKube, type FakeKube, type FakePodInput } from '../helpers/fake-kube.js';
 import { KubeletNode, type NodePod } from '../helpers/kube-pods.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
-import { listEnrolled, nodePinDir, openNodeMaps, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
+import { enrollPod, listEnrolled, nodePinDir, openNodeMaps, uninstallNode, withdrawPod, type NodeScope } from '../../src/intercept/node-wide.js';
+import { parseInitFlags } from '../../src/config/pod-flags.js';
 import { closeMaps } from '../../src/intercept/layout.js';
 import { netnsCookieOf } from '../../src/intercept/pod.js';
 import { native } from '../../src/bpf/native.js';
@@ -168,7 +169,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-node-agent-'));
     ensureBpffs(bpffs, false);
     scope = { bpffs, bpffsExplicit: true, cgroupRoot: node.cgroupRoot };
-    for (const name of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']) pods.set(name, name === 'e' || name === 'g' ? node.createPod() : await node.addPod({ systemd: name === 'd' }));
+    for (const name of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k']) pods.set(name, name === 'e' || name === 'g' ? node.createPod() : await node.addPod({ systemd: name === 'd' }));
     agent = startAgent();
   });
 
@@ -302,6 +303,19 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     await until('j enrolled node-wide once its own install is gone', () => isEnrolled(j));
     kube.deletePod('app', 'j');
     await until('j withdrawn', () => !enrolledIds().includes(j.uid));
+  });
+
+  test('a pod the CNI plugin enrolled (under its container id) is left to it', async () => {
+    const k = pods.get('k')!;
+    enrollPod(scope, 'cni-container-k', k.netns, parseInitFlags(['--proxy-uid', String(PROXY.uid)]), log);
+    try {
+      announce('k', k);
+      await agent.waitLog((r) => r.msg === 'pod is enrolled node-wide under another id (the CNI plugin); leaving it' && r['uid'] === k.uid, 'leave event');
+      assert.deepEqual(listEnrolled(scope).filter((e) => e.netnsCookie === netnsCookieOf(k.netns)).map((e) => e.id), ['cni-container-k']);
+    } finally {
+      withdrawPod(scope, 'cni-container-k', log);
+    }
+    kube.deletePod('app', 'k');
   });
 
   test('a pod announced before its sandbox runs is enrolled once a process appears', async () => {
