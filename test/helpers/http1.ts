@@ -81,6 +81,8 @@ export interface ProxyOptions {
   /** Serve HTTP/1 even when detection says otherwise (to reach the parser's errors). */
   forceHttp1?: boolean;
   detectTimeoutMs?: number;
+  clientIdleMs?: number;
+  headTimeoutMs?: number;
 }
 
 export async function startProxy(opts: ProxyOptions): Promise<TestProxy> {
@@ -97,6 +99,8 @@ export async function startProxy(opts: ProxyOptions): Promise<TestProxy> {
     pool,
     log: silentLog,
     ...(opts.responseTimeoutMs !== undefined ? { responseTimeoutMs: opts.responseTimeoutMs } : {}),
+    ...(opts.clientIdleMs !== undefined ? { clientIdleMs: opts.clientIdleMs } : {}),
+    ...(opts.headTimeoutMs !== undefined ? { headTimeoutMs: opts.headTimeoutMs } : {}),
   };
   const server: Server = createServer({ allowHalfOpen: true }, (sock) => {
     sockets.add(sock);

@@ -71,6 +71,10 @@ export interface Http1Context {
   poolIdleMs?: number;
   /** From the end of the request to the response head; none when undefined. */
   responseTimeoutMs?: number;
+  /** A keep-alive client that sends nothing for this long is closed; default 60 s. */
+  clientIdleMs?: number;
+  /** A request head must arrive in full within this long of its first byte (408 after); default 10 s. */
+  headTimeoutMs?: number;
   maxHeadBytes?: number;
   /**
    * Inbound: the verified client identity for the l5d-client-id header, or
@@ -120,6 +124,8 @@ const PIPELINE_MAX = 64 * 1024;
 const FLUSH_MS = 1000;
 /** A closed-by-us client that does not close its side is destroyed after this. */
 const LINGER_MS = 5000;
+const CLIENT_IDLE_MS = 60_000;
+const HEAD_TIMEOUT_MS = 10_000;
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const DROP_REQUEST = HeaderFlag.HOP | HeaderFlag.UPGRADE;
@@ -162,6 +168,9 @@ class ClientConn implements UpstreamOwner {
   private resPump: BodyPump | null = null;
   private resDone = false;
   private timer: NodeJS.Timeout | null = null;
+  /** Between requests: the idle timer, then the head timer once a head has begun (slow-header clients). */
+  private clientTimer: NodeJS.Timeout | null = null;
+  private clientTimerKind: 'idle' | 'head' = 'idle';
 
   // The exchange over HTTP/2 (St.H2).
   private h2: ClientHttp2Stream | null = null;
@@ -198,6 +207,7 @@ class ClientConn implements UpstreamOwner {
     c.on('close', this.onClientClose);
     this.lastFlush = performance.now();
     if (buffered.length > 0) this.onClientData(buffered);
+    else this.armClientTimer('idle');
     if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
   }
 
@@ -232,7 +242,8 @@ class ClientConn implements UpstreamOwner {
   private consumeHead(chunk: Buffer): void {
     let head: RequestHead;
     try {
-      if (!this.reader.push(chunk)) return;
+      if (!this.reader.push(chunk)) return this.armClientTimer('head');
+      this.clearClientTimer();
       head = parseRequestHead(this.reader.head);
     } catch (err) {
       // No request to speak of: the error response is all there is.
@@ -458,6 +469,7 @@ class ClientConn implements UpstreamOwner {
   private stopExchange(): void {
     this.state = St.CLOSED;
     this.clearTimer();
+    this.clearClientTimer();
     this.settleLease(undefined); // cut short: no sample
     this.reqPump?.stop();
     this.resPump?.stop();
@@ -482,6 +494,7 @@ class ClientConn implements UpstreamOwner {
     this.state = St.CLOSED;
     this.pending = null;
     this.clearTimer();
+    this.clearClientTimer();
     const c = this.client;
     c.resume(); // read and drop until the client closes its side
     if (!c.writableEnded) c.end();
@@ -804,6 +817,33 @@ class ClientConn implements UpstreamOwner {
     this.pending = null;
     this.client.resume();
     if (p !== null) this.consumeHead(p);
+    else this.armClientTimer('idle');
+  }
+
+  /** Idle: close quietly. Head: a client that started a request and stalls gets a 408. */
+  private armClientTimer(kind: 'idle' | 'head'): void {
+    if (kind === 'head' && this.clientTimer !== null && this.clientTimerKind === 'head') return; // the bound counts from the first byte
+    this.clearClientTimer();
+    this.clientTimerKind = kind;
+    const ms = kind === 'idle' ? (this.ctx.clientIdleMs ?? CLIENT_IDLE_MS) : (this.ctx.headTimeoutMs ?? HEAD_TIMEOUT_MS);
+    this.clientTimer = setTimeout(() => {
+      this.clientTimer = null;
+      if (this.state !== St.HEAD) return;
+      if (kind === 'idle') return this.closeClient();
+      this.req = null;
+      this.t0 = performance.now();
+      this.labels = this.ctx.labels;
+      this.ctx.metrics.request(this.labels);
+      this.proxyError(408, 'request_header_timeout', `no complete request head within ${ms} ms`, true);
+    }, ms);
+    this.clientTimer.unref();
+  }
+
+  private clearClientTimer(): void {
+    if (this.clientTimer !== null) {
+      clearTimeout(this.clientTimer);
+      this.clientTimer = null;
+    }
   }
 
   private h2Done(): void {

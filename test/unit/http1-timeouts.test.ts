@@ -1,0 +1,69 @@
+// Client-side timeouts of the HTTP/1 layer: an idle keep-alive client is
+// closed, a client that starts a request head and stalls gets a 408 (no
+// slow-header client can hold a connection forever).
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { connect } from 'node:net';
+import { once } from 'node:events';
+import { closeServer, listen, startProxy, type TestProxy } from '../helpers/http1.js';
+
+const upstream = http.createServer((req, res) => res.end(`ok ${req.url}`));
+let proxy: TestProxy;
+
+before(async () => {
+  const port = await listen(upstream);
+  proxy = await startProxy({ route: () => ({ host: '127.0.0.1', port }), clientIdleMs: 300, headTimeoutMs: 300 });
+});
+after(async () => {
+  await proxy.close();
+  await closeServer(upstream);
+});
+
+function client(): { sock: ReturnType<typeof connect>; text: () => string; ended: Promise<number> } {
+  const sock = connect(proxy.port, '127.0.0.1');
+  let text = '';
+  sock.setEncoding('latin1');
+  sock.on('data', (d: string) => (text += d));
+  const t0 = Date.now();
+  const ended = once(sock, 'end').then(() => Date.now() - t0);
+  return { sock, text: () => text, ended };
+}
+
+test('an idle keep-alive client is closed after the idle timeout, having been answered', async () => {
+  const c = client();
+  try {
+    c.sock.write('GET /a HTTP/1.1\r\nhost: x\r\n\r\n');
+    const ms = await c.ended;
+    assert.match(c.text(), /^HTTP\/1\.1 200[\s\S]*ok \/a$/);
+    assert.ok(ms >= 250, `closed after ${ms} ms, not before the idle timeout`);
+  } finally {
+    c.sock.destroy();
+  }
+});
+
+test('a client that stalls inside a request head gets a 408 and is closed', async () => {
+  const c = client();
+  try {
+    c.sock.write('GET /b HTTP/1.1\r\nhost: x\r\n'); // no blank line: the head never ends
+    await c.ended;
+    assert.match(c.text(), /^HTTP\/1\.1 408 /);
+    assert.match(c.text(), /l5d-proxy-error: no complete request head within 300 ms/);
+  } finally {
+    c.sock.destroy();
+  }
+});
+
+test('a client that keeps trickling header bytes still gets the 408: the bound runs from the first byte', async () => {
+  const c = client();
+  const trickle = setInterval(() => c.sock.write('x-a: b\r\n'), 50);
+  try {
+    c.sock.write('GET /c HTTP/1.1\r\nhost: x\r\n');
+    const ms = await c.ended;
+    assert.match(c.text(), /^HTTP\/1\.1 408 /);
+    assert.ok(ms < 2000, `closed after ${ms} ms`);
+  } finally {
+    clearInterval(trickle);
+    c.sock.destroy();
+  }
+});
