@@ -168,9 +168,8 @@ class ClientConn implements UpstreamOwner {
   private resPump: BodyPump | null = null;
   private resDone = false;
   private timer: NodeJS.Timeout | null = null;
-  /** Between requests: the idle timer, then the head timer once a head has begun (slow-header clients). */
-  private clientTimer: NodeJS.Timeout | null = null;
-  private clientTimerKind: 'idle' | 'head' = 'idle';
+  /** Runs from the first byte of a request head that did not arrive in one read (slow-header clients). */
+  private headTimer: NodeJS.Timeout | null = null;
 
   // The exchange over HTTP/2 (St.H2).
   private h2: ClientHttp2Stream | null = null;
@@ -206,8 +205,11 @@ class ClientConn implements UpstreamOwner {
     c.on('error', this.onClientError);
     c.on('close', this.onClientClose);
     this.lastFlush = performance.now();
+    // Idleness is the socket's own inactivity timer, which Node refreshes on
+    // every read and write: no timer per request on the keep-alive path.
+    c.setTimeout(this.ctx.clientIdleMs ?? CLIENT_IDLE_MS);
+    c.on('timeout', this.onClientIdle);
     if (buffered.length > 0) this.onClientData(buffered);
-    else this.armClientTimer('idle');
     if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
   }
 
@@ -242,8 +244,8 @@ class ClientConn implements UpstreamOwner {
   private consumeHead(chunk: Buffer): void {
     let head: RequestHead;
     try {
-      if (!this.reader.push(chunk)) return this.armClientTimer('head');
-      this.clearClientTimer();
+      if (!this.reader.push(chunk)) return this.armHeadTimer();
+      this.clearHeadTimer();
       head = parseRequestHead(this.reader.head);
     } catch (err) {
       // No request to speak of: the error response is all there is.
@@ -469,7 +471,7 @@ class ClientConn implements UpstreamOwner {
   private stopExchange(): void {
     this.state = St.CLOSED;
     this.clearTimer();
-    this.clearClientTimer();
+    this.clearHeadTimer();
     this.settleLease(undefined); // cut short: no sample
     this.reqPump?.stop();
     this.resPump?.stop();
@@ -494,7 +496,7 @@ class ClientConn implements UpstreamOwner {
     this.state = St.CLOSED;
     this.pending = null;
     this.clearTimer();
-    this.clearClientTimer();
+    this.clearHeadTimer();
     const c = this.client;
     c.resume(); // read and drop until the client closes its side
     if (!c.writableEnded) c.end();
@@ -817,32 +819,33 @@ class ClientConn implements UpstreamOwner {
     this.pending = null;
     this.client.resume();
     if (p !== null) this.consumeHead(p);
-    else this.armClientTimer('idle');
   }
 
-  /** Idle: close quietly. Head: a client that started a request and stalls gets a 408. */
-  private armClientTimer(kind: 'idle' | 'head'): void {
-    if (kind === 'head' && this.clientTimer !== null && this.clientTimerKind === 'head') return; // the bound counts from the first byte
-    this.clearClientTimer();
-    this.clientTimerKind = kind;
-    const ms = kind === 'idle' ? (this.ctx.clientIdleMs ?? CLIENT_IDLE_MS) : (this.ctx.headTimeoutMs ?? HEAD_TIMEOUT_MS);
-    this.clientTimer = setTimeout(() => {
-      this.clientTimer = null;
+  /** No bytes either way for the idle time: only a connection between requests is closed (quietly). */
+  private readonly onClientIdle = (): void => {
+    if (this.state === St.HEAD && this.pending === null && !this.reader.buffering) this.closeClient();
+  };
+
+  /** A client that started a request head and stalls gets a 408; the bound counts from the first byte. */
+  private armHeadTimer(): void {
+    if (this.headTimer !== null) return;
+    const ms = this.ctx.headTimeoutMs ?? HEAD_TIMEOUT_MS;
+    this.headTimer = setTimeout(() => {
+      this.headTimer = null;
       if (this.state !== St.HEAD) return;
-      if (kind === 'idle') return this.closeClient();
       this.req = null;
       this.t0 = performance.now();
       this.labels = this.ctx.labels;
       this.ctx.metrics.request(this.labels);
       this.proxyError(408, 'request_header_timeout', `no complete request head within ${ms} ms`, true);
     }, ms);
-    this.clientTimer.unref();
+    this.headTimer.unref();
   }
 
-  private clearClientTimer(): void {
-    if (this.clientTimer !== null) {
-      clearTimeout(this.clientTimer);
-      this.clientTimer = null;
+  private clearHeadTimer(): void {
+    if (this.headTimer !== null) {
+      clearTimeout(this.headTimer);
+      this.headTimer = null;
     }
   }
 
