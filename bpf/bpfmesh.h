@@ -159,4 +159,21 @@ enum bpfmesh_counter {
 #endif
 #define BPFMESH_SO_ORIGINAL_DST 80     /* SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST */
 
+/* Rule kind of mesh_subnets4/6 rows that are the pod's own addresses (/32, /128): not a subnet to ignore. */
+#define BPFMESH_RULE_LOCAL_ADDR 4
+
+/* sock_dst.kind */
+#define BPFMESH_SD_REDIRECTED 1 /* the app's socket, connect rewritten to the proxy: dst is what it dialled */
+#define BPFMESH_SD_INBOUND    2 /* a passively opened socket (inbound, e.g. steered by sk_lookup): dst is its local address */
+
+/*
+ * Value of the SK_STORAGE map mesh_sock_dst: what a socket answers for
+ * itself (SO_ORIGINAL_DST; getpeername for REDIRECTED). Lives and dies with
+ * the socket, so it needs no cleanup and no bound of its own.
+ */
+struct sock_dst {
+	struct orig_dst dst;
+	__u32 kind; /* BPFMESH_SD_* */
+};
+
 #endif /* BPFMESH_H */

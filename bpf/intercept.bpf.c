@@ -8,6 +8,7 @@
  *   mesh_sockops      move the record to the 4-tuple, pair the sockets,
  *                     register the proxy's inbound listener, drop records
  *   mesh_getsockopt   answer SO_ORIGINAL_DST from the record
+ *   mesh_getpeername4/6  the app's redirected socket shows what it dialled
  *   mesh_bind4/6      only the proxy's uid may bind the proxy's ports
  *   mesh_sk_msg       redirect bytes between the app and proxy sockets
  *   mesh_sk_skb       pass-through SK_SKB verdict (kernel stall workaround)
@@ -98,7 +99,9 @@ static __always_inline bool outbound_verdict(void *ctx, __u64 cookie, const stru
 		count(cookie, BPFMESH_C_OUT_PASS_PROXY);
 		return false;
 	}
-	if (addr_is_loopback(dst->family, dst->addr)) {
+	/* The pod's own addresses go out lo too (proxy-init: -o lo -j RETURN). */
+	if (addr_is_loopback(dst->family, dst->addr) ||
+	    subnet_rule(BPFMESH_RULE_LOCAL_ADDR, cookie, dst->family, dst->addr)) {
 		count(cookie, BPFMESH_C_OUT_PASS_LOOPBACK);
 		return false;
 	}
@@ -117,16 +120,34 @@ static __always_inline bool outbound_verdict(void *ctx, __u64 cookie, const stru
 	return true;
 }
 
-/* Store the original destination under the socket cookie; false if that failed (counted). */
-static __always_inline bool record_orig_dst(void *ctx, __u64 cookie, const struct orig_dst *dst)
+/*
+ * Store the original destination under the socket cookie (for the proxy),
+ * and on the socket itself (for the app's getpeername); false if the first
+ * failed (counted). Without the second the app sees the proxy's address.
+ */
+static __always_inline bool record_orig_dst(struct bpf_sock_addr *ctx, __u64 cookie, const struct orig_dst *dst)
 {
 	__u64 sock_cookie = bpf_get_socket_cookie(ctx);
+	struct sock_dst *sd;
 
 	if (bpf_map_update_elem(&mesh_dst_cookie, &sock_cookie, dst, BPF_ANY)) {
 		count(cookie, BPFMESH_C_OUT_RECORD_FAILED);
 		return false;
 	}
+	sd = bpf_sk_storage_get(&mesh_sock_dst, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!sd) {
+		count(cookie, BPFMESH_C_OUT_RECORD_FAILED);
+		return true;
+	}
+	sd->dst = *dst;
+	sd->kind = BPFMESH_SD_REDIRECTED;
 	return true;
+}
+
+/* A socket connected again after a failed redirected connect must not keep the old answer. */
+static __always_inline void forget_orig_dst(struct bpf_sock_addr *ctx)
+{
+	bpf_sk_storage_delete(&mesh_sock_dst, ctx->sk);
 }
 
 /*
@@ -157,7 +178,11 @@ int mesh_connect4(struct bpf_sock_addr *ctx)
 	dst.family = AF_INET;
 	dst.addr[0] = ctx->user_ip4;
 	dst.port = (__u16)ctx->user_port;
-	if (!outbound_verdict(ctx, cookie, s, &dst, true) || !record_orig_dst(ctx, cookie, &dst))
+	if (!outbound_verdict(ctx, cookie, s, &dst, true)) {
+		forget_orig_dst(ctx);
+		return 1;
+	}
+	if (!record_orig_dst(ctx, cookie, &dst))
 		return 1;
 
 	ctx->user_ip4 = bpf_htonl(BPFMESH_LOOPBACK4);
@@ -189,7 +214,11 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
 	dst.family = canon6(ip6, dst.addr);
 	dst.port = (__u16)ctx->user_port;
 	mapped = dst.family == AF_INET;
-	if (!outbound_verdict(ctx, cookie, s, &dst, mapped) || !record_orig_dst(ctx, cookie, &dst))
+	if (!outbound_verdict(ctx, cookie, s, &dst, mapped)) {
+		forget_orig_dst(ctx);
+		return 1;
+	}
+	if (!record_orig_dst(ctx, cookie, &dst))
 		return 1;
 
 	/* An IPv4-mapped destination (dual-stack socket) stays IPv4: ::ffff:127.0.0.1. */
@@ -352,6 +381,45 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&mesh_dst_tuple, &app);
 }
 
+/*
+ * An inbound connection was accepted (steered by sk_lookup to the proxy, or
+ * to an app on an ignored port): its SO_ORIGINAL_DST is its local address,
+ * the address the peer dialled, as conntrack answers a connection that was
+ * not NATed. Local connections (the proxy reaching the app) and the proxy's
+ * outbound side (answered from mesh_dst_tuple) are left out.
+ */
+static __always_inline void mark_inbound(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct pod_settings *s;
+	struct sock_tuple own;
+	struct sock_dst *sd;
+
+	if (!sk)
+		return;
+	s = settings_of(bpf_get_netns_cookie(skops));
+	if (!s || skops->local_port == s->outgoing_port)
+		return;
+	if (!tuple_from_sockops(skops, &own))
+		return;
+	if (addr_is_loopback(own.family, own.local_addr) || addr_is_loopback(own.family, own.remote_addr) ||
+	    addr_equal(own.local_addr, own.remote_addr))
+		return;
+	sd = bpf_sk_storage_get(&mesh_sock_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!sd) {
+		count(own.netns_cookie, BPFMESH_C_OUT_RECORD_FAILED);
+		return;
+	}
+	sd->dst.family = own.family;
+	sd->dst.addr[0] = own.local_addr[0];
+	sd->dst.addr[1] = own.local_addr[1];
+	sd->dst.addr[2] = own.local_addr[2];
+	sd->dst.addr[3] = own.local_addr[3];
+	sd->dst.port = bpf_htons((__u16)own.local_port);
+	sd->dst._pad = 0;
+	sd->kind = BPFMESH_SD_INBOUND;
+}
+
 /* A socket of the pod listens on the proxy's inbound port: register it for sk_lookup. */
 static __always_inline void on_listen(struct bpf_sock_ops *skops)
 {
@@ -376,6 +444,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_passive_established(skops);
+		mark_inbound(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)
@@ -464,9 +533,23 @@ static __always_inline void answer_orig_dst(struct bpf_sockopt *ctx, int level)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct sock_tuple own, app;
+	struct sock_dst *sd;
 	struct orig_dst *d;
 
-	if (sk->protocol != IPPROTO_TCP || !tuple_from_sock(ctx, sk, &own))
+	if (sk->protocol != IPPROTO_TCP)
+		return;
+	/* The socket's own record: an inbound accepted socket, or the app's redirected one. */
+	sd = bpf_sk_storage_get(&mesh_sock_dst, sk, 0, 0);
+	if (sd) {
+		__u64 cookie = bpf_get_netns_cookie(ctx);
+
+		if (write_orig_dst(ctx, level, &sd->dst))
+			count(cookie, BPFMESH_C_ORIG_DST_ANSWERED);
+		else
+			count(cookie, BPFMESH_C_ORIG_DST_MISSING);
+		return;
+	}
+	if (!tuple_from_sock(ctx, sk, &own))
 		return;
 	tuple_swap(&app, &own);
 	d = bpf_map_lookup_elem(&mesh_dst_tuple, &app);
@@ -487,6 +570,53 @@ int mesh_getsockopt(struct bpf_sockopt *ctx)
 	level = ctx->level;
 	if (level == SOL_IP || level == SOL_IPV6)
 		answer_orig_dst(ctx, level);
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* cgroup/getpeername4, cgroup/getpeername6                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The app's redirected socket is connected to the proxy's loopback
+ * listener; under iptables REDIRECT its getpeername() still shows the
+ * address it dialled, and so it does here (from the socket's own record,
+ * which lives as long as the socket). getsockname() is not hooked: it
+ * shows the true local address. Kernel 5.8+.
+ */
+SEC("cgroup/getpeername4")
+int mesh_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct sock_dst *sd;
+
+	if (!is_tcp(ctx->type, ctx->protocol))
+		return 1;
+	sd = bpf_sk_storage_get(&mesh_sock_dst, ctx->sk, 0, 0);
+	if (!sd || sd->kind != BPFMESH_SD_REDIRECTED || sd->dst.family != AF_INET)
+		return 1;
+	ctx->user_ip4 = sd->dst.addr[0];
+	ctx->user_port = sd->dst.port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int mesh_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct sock_dst *sd;
+	bool v4;
+
+	if (!is_tcp(ctx->type, ctx->protocol))
+		return 1;
+	sd = bpf_sk_storage_get(&mesh_sock_dst, ctx->sk, 0, 0);
+	if (!sd || sd->kind != BPFMESH_SD_REDIRECTED)
+		return 1;
+	/* An IPv4 destination dialled on a dual-stack socket shows as ::ffff:a.b.c.d. */
+	v4 = sd->dst.family == AF_INET;
+	ctx->user_ip6[0] = v4 ? 0 : sd->dst.addr[0];
+	ctx->user_ip6[1] = v4 ? 0 : sd->dst.addr[1];
+	ctx->user_ip6[2] = v4 ? bpf_htonl(0x0000ffffu) : sd->dst.addr[2];
+	ctx->user_ip6[3] = v4 ? sd->dst.addr[0] : sd->dst.addr[3];
+	ctx->user_port = sd->dst.port;
 	return 1;
 }
 

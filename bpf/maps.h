@@ -108,4 +108,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mesh_counters SEC(".maps");
 
+/*
+ * Per-socket original destination (struct sock_dst), for the socket's own
+ * getsockopt(SO_ORIGINAL_DST) and getpeername(): set by connect4/6 on the
+ * app's redirected socket and by sockops on inbound accepted sockets. The
+ * kernel frees it with the socket. Pinned so that re-loaded programs see it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mesh_sock_dst SEC(".maps");
+
 #endif /* BPFMESH_MAPS_H */

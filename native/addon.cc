@@ -140,6 +140,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unpin", Napi::Function::New(env, Unpin, "unpin"));
   exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
+  exports.Set("netnsAddresses", Napi::Function::New(env, NetnsAddresses, "netnsAddresses"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
   exports.Set("takeSocket", Napi::Function::New(env, TakeSocket, "takeSocket"));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus, "numPossibleCpus"));

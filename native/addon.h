@@ -197,6 +197,7 @@ class BpfLink : public Napi::ObjectWrap<BpfLink>, public Resource {
 // Free functions exported on the binding (socket.cc, pin.cc).
 Napi::Value OriginalDst(const Napi::CallbackInfo& info);
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info);
+Napi::Value NetnsAddresses(const Napi::CallbackInfo& info);
 Napi::Value SocketCookie(const Napi::CallbackInfo& info);
 Napi::Value TakeSocket(const Napi::CallbackInfo& info);
 Napi::Value PinnedKind(const Napi::CallbackInfo& info);

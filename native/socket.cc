@@ -1,6 +1,7 @@
 // Socket options the proxy needs: original destination and cookies.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -93,6 +94,46 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
     ThrowErrno(env, err, failed, "netnsCookie: reading the namespace cookie failed", {},
                err == ENOPROTOOPT ? Context::kFeature : Context::kGeneric);
   return Napi::BigInt::New(env, cookie);
+}
+
+// The addresses of every interface in the network namespace behind netnsFd
+// (getifaddrs, whose netlink socket opens in the namespace the thread is in):
+// a pod's own addresses, which its outbound connects reach over lo.
+Napi::Value NetnsAddresses(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int netns_fd = ArgFd(info, 0, "netnsAddresses", "netnsFd");
+  int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (home < 0) ThrowErrno(env, errno, "open", "netnsAddresses: opening /proc/thread-self/ns/net failed");
+  if (setns(netns_fd, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(home);
+    if (err == EINVAL)
+      Throw(env, kBadArgument, err, "setns", "netnsAddresses: fd " + std::to_string(netns_fd) + " is not a network namespace");
+    ThrowErrno(env, err, "setns", "netnsAddresses: entering the network namespace of fd " + std::to_string(netns_fd) + " failed");
+  }
+  ifaddrs* list = nullptr;
+  int err = getifaddrs(&list) < 0 ? errno : 0;
+  if (setns(home, CLONE_NEWNET) < 0) {
+    fprintf(stderr, "bpfmesh: cannot return to the original network namespace (%s); aborting\n", strerror(errno));
+    abort();
+  }
+  close(home);
+  if (err != 0) ThrowErrno(env, err, "getifaddrs", "netnsAddresses: listing the addresses of the network namespace failed");
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr) continue;
+    char text[INET6_ADDRSTRLEN] = {0};
+    if (a->ifa_addr->sa_family == AF_INET)
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof(text));
+    else if (a->ifa_addr->sa_family == AF_INET6)
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr, text, sizeof(text));
+    else
+      continue;
+    out.Set(n++, Napi::String::New(env, text));
+  }
+  freeifaddrs(list);
+  return out;
 }
 
 Napi::Value SocketCookie(const Napi::CallbackInfo& info) {

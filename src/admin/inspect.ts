@@ -4,7 +4,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
-import { formatCidr } from '../util/ip.js';
+import { formatCidr, formatIp } from '../util/ip.js';
 import { formatPortRange } from '../util/ports.js';
 import { LINKS, closeMaps, mapsOfPinDir, type LinkSpec, type PodMaps } from '../intercept/layout.js';
 import { NODE_DIR_NAME, NODE_LOCK_NAME, podCookie } from '../intercept/node-wide.js';
@@ -30,6 +30,8 @@ export interface PodState {
   outboundPortsIgnored: string[];
   inboundPortsRedirected: string[];
   subnetsIgnored: Array<{ direction: 'inbound' | 'outbound'; cidr: string }>;
+  /** The pod's own addresses: outbound connects to them go straight to the app. */
+  localAddresses: string[];
   originalDestinations: Array<{ app: string; proxy: string; originalDst: string }>;
   pendingRedirects: number;
   socketPathSockets: number;
@@ -126,6 +128,10 @@ function readMaps(maps: PodMaps, state: PodState, podCookie: bigint | null): voi
   for (const m of [maps.subnets4, maps.subnets6]) {
     for (const k of m.keys()) {
       if (k.netnsCookie !== cookie) continue;
+      if (k.kind === c.RuleKind.LOCAL_ADDR) {
+        state.localAddresses.push(formatIp(k.addr, k.family));
+        continue;
+      }
       state.subnetsIgnored.push({ direction: k.kind === c.RuleKind.INBOUND_IGNORE ? 'inbound' : 'outbound', cidr: formatCidr({ family: k.family, bytes: k.addr, prefix: k.prefix }) });
     }
   }
@@ -159,6 +165,7 @@ function emptyState(pod: string, pinDir: string): PodState {
     outboundPortsIgnored: [],
     inboundPortsRedirected: [],
     subnetsIgnored: [],
+    localAddresses: [],
     originalDestinations: [],
     pendingRedirects: 0,
     socketPathSockets: 0,

@@ -27,7 +27,7 @@ export const afToFamily = (af: number): Family => (af === AF_INET6 ? 6 : 4);
 // --- constants mirrored from bpfmesh.h ---
 export const ID_UNSET = 0xffffffff;
 export const Flags = { FAIL_OPEN: 1, SOCKPATH: 2, INBOUND_ONLY_LISTED: 4 } as const;
-export const RuleKind = { INBOUND_IGNORE: 1, OUTBOUND_IGNORE: 2, INBOUND_REDIRECT: 3 } as const;
+export const RuleKind = { INBOUND_IGNORE: 1, OUTBOUND_IGNORE: 2, INBOUND_REDIRECT: 3, LOCAL_ADDR: 4 } as const;
 export type RuleKindValue = (typeof RuleKind)[keyof typeof RuleKind];
 export const KEY_FIXED_BITS = 32 + 64;
 

@@ -127,6 +127,8 @@ export interface NativeBinding {
   originalDst(fd: number, family: 4 | 6): { address: string; port: number } | null;
   /** SO_NETNS_COOKIE of a socket opened inside the network namespace behind netnsFd. */
   netnsCookie(netnsFd: number): bigint;
+  /** Every interface address (IPv4 and IPv6, text form) in the network namespace behind netnsFd. */
+  netnsAddresses(netnsFd: number): string[];
   /** SO_COOKIE of a socket. */
   socketCookie(fd: number): bigint;
   /** pidfd_getfd: a duplicate of fd `fd` of process `pid`; the caller closes it. Needs ptrace access. */

@@ -23,6 +23,7 @@ export function formatPod(p: PodState): string {
   out.push(`  inbound      ignored ${list(p.inboundPortsIgnored)}; steered ${p.inboundPortsRedirected.length ? list(p.inboundPortsRedirected) : 'all other ports'}`);
   out.push(`  outbound     ignored ${list(p.outboundPortsIgnored)}`);
   out.push(`  subnets      ${list(p.subnetsIgnored.map((x) => `${x.cidr} (${x.direction})`))}`);
+  out.push(`  own IPs      ${list(p.localAddresses)} (dialled by the pod itself: straight to its app)`);
   out.push(`  listeners    ${p.listeners.map((l) => `${l.family} ${l.registered ? 'registered' : 'none'}`).join(', ')}`);
   out.push(`  socket path  ${p.socketPathSockets} sockets in the sockhash; ${p.pendingRedirects} redirects not yet established`);
   out.push(`  connections  ${p.originalDestinations.length} with an original destination`);

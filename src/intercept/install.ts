@@ -14,7 +14,7 @@ import { native, type NativeLink, type NativeObject } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfObject, mapsOfPinDir, MapNames, type LinkSpec } from './layout.js';
 import { ensureBpffs } from './mounts.js';
-import { netnsCookieOf, withFd, type Pod } from './pod.js';
+import { netnsAddressesOf, netnsCookieOf, withFd, type Pod } from './pod.js';
 import { deletePodRows, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
 
 export interface InstallResult {
@@ -104,7 +104,7 @@ export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; expli
     const maps = mapsOfObject(intercept);
     let policyResult: PolicyWriteResult;
     try {
-      policyResult = writePolicy(maps, netnsCookie, policy);
+      policyResult = writePolicy(maps, netnsCookie, policy, netnsAddressesOf(pod.netnsPath));
       const pairs = intercept.map(MapNames.sockPairs);
       for (const spec of SOCKMAP_PROGRAMS) intercept.program(spec.program).attachToMap(pairs.fd, spec.kind);
     } finally {

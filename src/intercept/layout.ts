@@ -17,6 +17,8 @@ export const MapNames = {
   sockPairs: 'mesh_sock_pairs',
   listeners: 'mesh_listeners',
   counters: 'mesh_counters',
+  /** SK_STORAGE (per socket, freed with it): not read from user space. */
+  sockDst: 'mesh_sock_dst',
 } as const;
 
 export type HookTarget = 'cgroup' | 'netns';
@@ -38,6 +40,8 @@ export const LINKS: readonly LinkSpec[] = [
   { object: 'intercept', program: 'mesh_getsockopt', target: 'cgroup', pin: 'link_getsockopt', attachType: 'cgroup_getsockopt', what: 'SO_ORIGINAL_DST answers' },
   { object: 'intercept', program: 'mesh_bind4', target: 'cgroup', pin: 'link_bind4', attachType: 'cgroup_inet4_bind', what: 'proxy ports reserved (IPv4)' },
   { object: 'intercept', program: 'mesh_bind6', target: 'cgroup', pin: 'link_bind6', attachType: 'cgroup_inet6_bind', what: 'proxy ports reserved (IPv6)' },
+  { object: 'intercept', program: 'mesh_getpeername4', target: 'cgroup', pin: 'link_getpeername4', attachType: 'cgroup_inet4_getpeername', what: 'app sees the address it dialled (IPv4)' },
+  { object: 'intercept', program: 'mesh_getpeername6', target: 'cgroup', pin: 'link_getpeername6', attachType: 'cgroup_inet6_getpeername', what: 'app sees the address it dialled (IPv6)' },
   { object: 'inbound', program: 'mesh_sk_lookup', target: 'netns', pin: 'link_sk_lookup', attachType: 'sk_lookup', what: 'inbound steering' },
 ];
 

@@ -18,7 +18,7 @@ import * as c from '../bpf/codecs.js';
 import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfPinDir, MapNames, type PodMaps } from './layout.js';
 import { attachOrUpdate, detachAndUnpin, openAndLoad, uninstall } from './install.js';
 import { ensureBpffs } from './mounts.js';
-import { checkCgroup, checkNetns, netnsCookieOf, pinRoot, withFd } from './pod.js';
+import { checkCgroup, checkNetns, netnsAddressesOf, netnsCookieOf, pinRoot, withFd } from './pod.js';
 import { deletePodRows, portRulesOf, settingsOf, subnetRulesOf, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
 
 /** Where node-wide state lives and which cgroup the programs attach to. */
@@ -203,7 +203,7 @@ export function enrollPod(scope: NodeScope, id: string, netnsPath: string, polic
     log.info({ pod: id, old: previous.toString(), new: netnsCookie.toString() }, 'pod has a new network namespace; withdrawing the old one');
     withdrawPod(scope, id, log);
   }
-  const policyResult = withNodeMaps(scope, (maps) => writePolicy(maps, netnsCookie, policy));
+  const policyResult = withNodeMaps(scope, (maps) => writePolicy(maps, netnsCookie, policy, netnsAddressesOf(netnsPath)));
   const linkPin = join(dir, SK_LOOKUP.pin);
   if (previous === netnsCookie && existsSync(linkPin) && existsSync(join(dir, COOKIE_PIN))) {
     return { netnsCookie, fresh: false, policy: policyResult };
@@ -296,7 +296,7 @@ export function verifyPod(scope: NodeScope, id: string, netnsPath: string, polic
           .map(([f, v]: [string, unknown]) => `${f}=${Buffer.isBuffer(v) ? v.toString('hex') : String(v)}`)
           .sort()
           .join(',');
-      const haveKeys = [...rows].filter((k) => k.netnsCookie === netnsCookie).map(key).sort();
+      const haveKeys = [...rows].filter((k) => k.netnsCookie === netnsCookie && !('kind' in k && k.kind === c.RuleKind.LOCAL_ADDR)).map(key).sort();
       const wantKeys = [...new Set(desired.map(key))].sort(); // a port asked for twice is one row
       return haveKeys.length === wantKeys.length && haveKeys.every((k, i) => k === wantKeys[i]);
     };

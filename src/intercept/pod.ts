@@ -86,3 +86,8 @@ export function withFd<T>(path: string, what: string, fn: (fd: number) => T): T 
 export function netnsCookieOf(netnsPath: string): bigint {
   return withFd(netnsPath, 'network namespace', (fd) => native().netnsCookie(fd));
 }
+
+/** The interface addresses inside a network namespace (a pod's own IPs, read when it is installed or enrolled). */
+export function netnsAddressesOf(netnsPath: string): string[] {
+  return withFd(netnsPath, 'network namespace', (fd) => native().netnsAddresses(fd));
+}

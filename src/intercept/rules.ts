@@ -4,7 +4,7 @@
 import * as c from '../bpf/codecs.js';
 import type { TypedMap } from '../bpf/typed-map.js';
 import type { InitOptions } from '../config/pod-flags.js';
-import { formatCidr, type Cidr } from '../util/ip.js';
+import { formatCidr, parseIp, type Cidr } from '../util/ip.js';
 import { rangeToPrefixes, type PortRange } from '../util/ports.js';
 import type { PodMaps } from './layout.js';
 
@@ -70,6 +70,24 @@ export function subnetRulesOf(subnets: Cidr[], netnsCookie: bigint): c.SubnetKey
   return rows;
 }
 
+/**
+ * The pod's own addresses as /32 and /128 rows (kind LOCAL_ADDR): an app
+ * dialling its own pod IP goes out lo, which proxy-init's `-o lo` rule
+ * leaves alone, so it reaches its app directly. Loopback is passed anyway.
+ */
+export function localAddressRows(addresses: string[], netnsCookie: bigint): c.SubnetKey[] {
+  const rows: c.SubnetKey[] = [];
+  for (const text of addresses) {
+    const ip = parseIp(text);
+    if (ip === null) continue;
+    if (ip.family === 4 ? ip.bytes[0] === 127 : ip.bytes.equals(LOOPBACK6)) continue;
+    rows.push({ kind: c.RuleKind.LOCAL_ADDR, netnsCookie, family: ip.family, addr: ip.bytes, prefix: ip.family === 4 ? 32 : 128 });
+  }
+  return rows;
+}
+const LOOPBACK6 = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+const isLocalRow = (k: c.SubnetKey): boolean => k.kind === c.RuleKind.LOCAL_ADDR;
+
 export interface ReconcileResult {
   added: number;
   removed: number;
@@ -82,9 +100,10 @@ export function reconcileRows<K extends { netnsCookie: bigint }>(
   netnsCookie: bigint,
   desired: K[],
   id: (k: K) => string,
+  only: (k: K) => boolean = () => true,
 ): ReconcileResult {
   const want = new Map(desired.map((k) => [id(k), k]));
-  const have = [...map.keys()].filter((k) => k.netnsCookie === netnsCookie);
+  const have = [...map.keys()].filter((k) => k.netnsCookie === netnsCookie && only(k));
   let removed = 0;
   let kept = 0;
   for (const k of have) {
@@ -101,14 +120,23 @@ const subnetId = (k: c.SubnetKey): string => `${k.kind}/${formatCidr({ family: k
 export interface PolicyWriteResult {
   ports: ReconcileResult;
   subnets: ReconcileResult;
+  /** The pod's own addresses; all kept when they were not given. */
+  localAddresses: ReconcileResult;
   countersCreated: number;
 }
 
-/** Writes a pod's policy into its maps: settings, port and subnet rules, counter rows. */
-export function writePolicy(maps: PodMaps, netnsCookie: bigint, p: PodPolicy): PolicyWriteResult {
+/**
+ * Writes a pod's policy into its maps: settings, port and subnet rules, the
+ * pod's own addresses (left as they are when not given), counter rows.
+ */
+export function writePolicy(maps: PodMaps, netnsCookie: bigint, p: PodPolicy, localAddresses?: string[]): PolicyWriteResult {
   maps.settings.set(netnsCookie, settingsOf(p));
   const ports = reconcileRows(maps.portRules, netnsCookie, portRulesOf(p, netnsCookie), portId);
-  const subnets = rulesBoth(maps, netnsCookie, subnetRulesOf(p.subnetsToIgnore, netnsCookie));
+  const subnets = rulesBoth(maps, netnsCookie, subnetRulesOf(p.subnetsToIgnore, netnsCookie), (k) => !isLocalRow(k));
+  const local =
+    localAddresses === undefined
+      ? { added: 0, removed: 0, kept: [...maps.subnets4.keys(), ...maps.subnets6.keys()].filter((k) => k.netnsCookie === netnsCookie && isLocalRow(k)).length }
+      : rulesBoth(maps, netnsCookie, localAddressRows(localAddresses, netnsCookie), isLocalRow);
   let countersCreated = 0;
   for (let id = 0; id < c.COUNTER_NAMES.length; id++) {
     if (maps.counters.get({ netnsCookie, id }) === null) {
@@ -116,12 +144,12 @@ export function writePolicy(maps: PodMaps, netnsCookie: bigint, p: PodPolicy): P
       countersCreated++;
     }
   }
-  return { ports, subnets, countersCreated };
+  return { ports, subnets, localAddresses: local, countersCreated };
 }
 
-function rulesBoth(maps: PodMaps, netnsCookie: bigint, rows: c.SubnetKey[]): ReconcileResult {
-  const r4 = reconcileRows(maps.subnets4, netnsCookie, rows.filter((r) => r.family === 4), subnetId);
-  const r6 = reconcileRows(maps.subnets6, netnsCookie, rows.filter((r) => r.family === 6), subnetId);
+function rulesBoth(maps: PodMaps, netnsCookie: bigint, rows: c.SubnetKey[], only?: (k: c.SubnetKey) => boolean): ReconcileResult {
+  const r4 = reconcileRows(maps.subnets4, netnsCookie, rows.filter((r) => r.family === 4), subnetId, only);
+  const r6 = reconcileRows(maps.subnets6, netnsCookie, rows.filter((r) => r.family === 6), subnetId, only);
   return { added: r4.added + r6.added, removed: r4.removed + r6.removed, kept: r4.kept + r6.kept };
 }
 

@@ -82,7 +82,7 @@ describe('init, reset and inspect', { skip, timeout: 180_000 }, () => {
     assert.equal(again.settings?.mode, 'fail-closed');
     assert.deepEqual(again.outboundPortsIgnored, ['8080']);
     const attached = cgroupPrograms(pod.cgroup);
-    assert.equal(attached.length, 6, 'connect4, connect6, sockops, getsockopt, bind4, bind6: once each');
+    assert.equal(attached.length, 8, 'connect4, connect6, sockops, getsockopt, bind4, bind6, getpeername4, getpeername6: once each');
     assert.equal(await mesh.curl(pod, `http://${peer.ip4}:8080/`), `direct ${peer.ip4}:8080`, 'new setting in force');
   });
 
@@ -104,7 +104,7 @@ describe('init, reset and inspect', { skip, timeout: 180_000 }, () => {
     assert.equal(json.code, 0, json.stderr);
     const parsed = JSON.parse(json.stdout) as { pods: Array<{ pod: string; hooks: Array<{ target: string }> }> };
     assert.equal(parsed.pods.length, 1);
-    assert.equal(parsed.pods[0]!.hooks.length, 7);
+    assert.equal(parsed.pods[0]!.hooks.length, 9);
     assert.ok(parsed.pods[0]!.hooks.some((h) => h.target === pod.cgroup), 'cgroup attach point resolved to its path');
     assert.ok(parsed.pods[0]!.hooks.some((h) => h.target === pod.netns), 'netns attach point resolved to its path');
     const table = await runCli(['inspect', '--pod-name', pod.netnsName]);

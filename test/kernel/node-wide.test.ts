@@ -71,16 +71,16 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
     }
   });
 
-  test('ensureNodeInstall attaches six programs once at the cgroup, and is idempotent', () => {
+  test('ensureNodeInstall attaches eight programs once at the cgroup, and is idempotent', () => {
     const first = ensureNodeInstall(scope, log);
     assert.equal(first.fresh, true);
-    assert.deepEqual(first.links.map((l) => l.action), Array(6).fill('attached'));
-    assert.equal(cgroupProgs(scope.cgroupRoot).length, 6);
-    assert.deepEqual(ensureNodeInstall(scope, log).links.map((l) => l.action), Array(6).fill('kept'));
+    assert.deepEqual(first.links.map((l) => l.action), Array(8).fill('attached'));
+    assert.equal(cgroupProgs(scope.cgroupRoot).length, 8);
+    assert.deepEqual(ensureNodeInstall(scope, log).links.map((l) => l.action), Array(8).fill('kept'));
     const refreshed = ensureNodeInstall(scope, log, { refresh: true });
     assert.equal(refreshed.fresh, false);
-    assert.deepEqual(refreshed.links.map((l) => l.action), Array(6).fill('updated'));
-    assert.equal(cgroupProgs(scope.cgroupRoot).length, 6, 'a refresh swaps programs, it attaches nothing new');
+    assert.deepEqual(refreshed.links.map((l) => l.action), Array(8).fill('updated'));
+    assert.equal(cgroupProgs(scope.cgroupRoot).length, 8, 'a refresh swaps programs, it attaches nothing new');
     assert.equal(cgroupProgs(a.cgroup).length, 0, 'nothing on the pod cgroup itself');
   });
 
@@ -215,7 +215,7 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
       ensureNodeInstall(${JSON.stringify(scope)}, createLogger({ logFormat: 'plain', logLevel: 'error' }));`;
     const runs = Array.from({ length: 4 }, () => new Promise<number | null>((resolve) => spawn(process.execPath, ['-e', script], { stdio: 'inherit' }).once('close', resolve)));
     assert.deepEqual(await Promise.all(runs), [0, 0, 0, 0]);
-    assert.equal(cgroupProgs(scope.cgroupRoot).length, 6);
+    assert.equal(cgroupProgs(scope.cgroupRoot).length, 8);
   });
 
   test('pod installs (bpfmesh init) whose netns is gone are found and removed; live ones stay', async () => {
@@ -253,7 +253,7 @@ describe('node-wide interception', { skip, timeout: 180_000 }, () => {
     assert.equal(inspected.code, 0, inspected.stderr);
     const pods = (JSON.parse(inspected.stdout) as { pods: Array<{ pod: string; hooks: unknown[]; netnsCookie: string; outboundPortsIgnored: string[]; problems: string[] }> }).pods;
     assert.deepEqual(pods.map((p) => p.pod), ['node/pod-a']);
-    assert.equal(pods[0]!.hooks.length, 7);
+    assert.equal(pods[0]!.hooks.length, 9);
     assert.equal(pods[0]!.netnsCookie, netnsCookieOf(a.netns).toString());
     assert.deepEqual(pods[0]!.outboundPortsIgnored, ['7000-7001']);
     assert.deepEqual(pods[0]!.problems, []);

@@ -91,7 +91,7 @@ describe('outbound redirect', { skip, timeout: 120_000 }, () => {
     assert.ok(Number(state.counters['out_pass_port']) >= 2);
     assert.ok(Number(state.counters['out_pass_subnet']) >= 2);
     assert.deepEqual(state.problems, []);
-    assert.equal(state.hooks.length, 7);
+    assert.equal(state.hooks.length, 9);
   });
 
   async function assertFails(pod: LabPod, url: string, what: string, as: { uid: number; gid: number } = APP): Promise<void> {
