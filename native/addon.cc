@@ -146,6 +146,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus, "numPossibleCpus"));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion, "libbpfVersion"));
   exports.Set("probeProgType", Napi::Function::New(env, ProbeProgType, "probeProgType"));
+  RegisterProbes(env, exports);
   return exports;
 }
 

@@ -204,4 +204,7 @@ Napi::Value PinnedKind(const Napi::CallbackInfo& info);
 Napi::Value PinnedProgramId(const Napi::CallbackInfo& info);
 Napi::Value Unpin(const Napi::CallbackInfo& info);
 
+// Kernel feature probes for `bpfmesh check` (probe.cc).
+void RegisterProbes(Napi::Env env, Napi::Object exports);
+
 }  // namespace bpfmesh

@@ -72,6 +72,12 @@ export const ErrorCodes = {
   MISMATCH: 'BPFMESH_E_MISMATCH',
   /** `bpfmesh cni-install`: the host's CNI config is missing or unusable, the plugin entry (--config) is bad, or the install to copy is incomplete. */
   CNI_INSTALL: 'BPFMESH_E_CNI_INSTALL',
+  /** `bpfmesh check`: another BPF program sits on a hook where it would rewrite the same connections (connect, getsockopt, sk_lookup). */
+  FOREIGN_PROGRAM: 'BPFMESH_E_FOREIGN_PROGRAM',
+  /** `bpfmesh check --netns`: linkerd2-proxy-init's PROXY_INIT_* iptables chains are still in the pod. */
+  IPTABLES_LEFTOVER: 'BPFMESH_E_IPTABLES_LEFTOVER',
+  /** `bpfmesh check --agent-ready`: the node agent has not reconciled its pods yet (or does not answer). */
+  NOT_READY: 'BPFMESH_E_NOT_READY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -137,6 +137,18 @@ export interface NativeBinding {
   libbpfVersion(): string;
   /** libbpf_probe_bpf_prog_type: 1 supported, 0 not, throws on probe error. */
   probeProgType(type: string): boolean;
+  /** libbpf_probe_bpf_map_type: libbpf's map type name, e.g. "sockhash". */
+  probeMapType(type: string): boolean;
+  /** libbpf_probe_bpf_helper's method: helper by its BPF_FUNC_ suffix, e.g. "get_netns_cookie" (only the helpers bpf/ calls), in a program of this type and attach type. */
+  probeHelper(progType: string, helper: string, attachType?: string): boolean;
+  /** The kernel loads a program of this type for this attach type (sk_msg/sk_skb verdicts: and attaches it to a SOCKHASH). Throws on EPERM. */
+  probeAttachType(progType: string, attachType: string): boolean;
+  /** BPF_PROG_QUERY on a cgroup or netns fd: programs attached for this attach type (effective: also inherited ones). */
+  queryPrograms(targetFd: number, attachType: string, effective?: boolean): Array<{ id: number; name: string }>;
+  /** A loopback socket in a private SOCKHASH (with a pass-through SK_SKB verdict on request), 4096 bytes written: what FIONREAD reads. */
+  sockmapFionread(withSkbVerdict: boolean): { written: number; peeked: number; fionread: number };
+  /** Pins a one-element ARRAY map holding a u32 pin layout version at path. */
+  pinLayoutMarker(path: string, version: number): void;
 }
 
 let cached: NativeBinding | undefined;
