@@ -34,142 +34,95 @@ export const LOADER_OPTIONS = {
   includeDirs: [PROTO_DIR],
 };
 
-// ---- io.linkerd.proxy.net -------------------------------------------------
+// ---- message types --------------------------------------------------------
+// Generated from proto/*.proto by `npm run gen:protos` (proto-loader-gen-types
+// with the loader options above) into src/control/gen/; a unit test fails when
+// they are not current. `…__Output` is what decoding gives (every field
+// present, per the options); the plain type is what encoding accepts. The
+// names below are the ones the rest of bpfmesh uses.
+import type { IPv6__Output } from './gen/io/linkerd/proxy/net/IPv6';
+import type { IPAddress__Output } from './gen/io/linkerd/proxy/net/IPAddress';
+import type { IPNetwork__Output } from './gen/io/linkerd/proxy/net/IPNetwork';
+import type { TcpAddress__Output } from './gen/io/linkerd/proxy/net/TcpAddress';
+import type { GetDestination__Output } from './gen/io/linkerd/proxy/destination/GetDestination';
+import type { TlsIdentity__Output } from './gen/io/linkerd/proxy/destination/TlsIdentity';
+import type { _io_linkerd_proxy_destination_TlsIdentity_DnsLikeIdentity__Output as DnsLikeIdentity__Output } from './gen/io/linkerd/proxy/destination/TlsIdentity';
+import type { ProtocolHint__Output } from './gen/io/linkerd/proxy/destination/ProtocolHint';
+import type { WeightedAddr__Output } from './gen/io/linkerd/proxy/destination/WeightedAddr';
+import type { WeightedAddrSet__Output } from './gen/io/linkerd/proxy/destination/WeightedAddrSet';
+import type { AddrSet__Output } from './gen/io/linkerd/proxy/destination/AddrSet';
+import type { NoEndpoints__Output } from './gen/io/linkerd/proxy/destination/NoEndpoints';
+import type { Update__Output } from './gen/io/linkerd/proxy/destination/Update';
+import type { DestinationProfile__Output } from './gen/io/linkerd/proxy/destination/DestinationProfile';
+import type { Timestamp__Output } from './gen/google/protobuf/Timestamp';
+import type { CertifyRequest__Output } from './gen/io/linkerd/proxy/identity/CertifyRequest';
+import type { CertifyResponse__Output } from './gen/io/linkerd/proxy/identity/CertifyResponse';
+import type { DestinationClient as GenDestinationClient, DestinationHandlers as GenDestinationHandlers } from './gen/io/linkerd/proxy/destination/Destination';
+import type { IdentityClient as GenIdentityClient, IdentityHandlers as GenIdentityHandlers } from './gen/io/linkerd/proxy/identity/Identity';
+import type {
+  InboundServerPoliciesClient as GenInboundClient,
+  InboundServerPoliciesHandlers as GenInboundHandlers,
+} from './gen/io/linkerd/proxy/inbound/InboundServerPolicies';
 
-export interface Ipv6Msg {
-  /** fixed64 as a decimal string: hextets 1-4. */
-  first: string;
-  /** fixed64 as a decimal string: hextets 5-8. */
-  last: string;
-}
+/** Fields a writer may leave out although the decoder always fills them in. */
+type Loose<T, K extends keyof T> = Omit<T, K> & Partial<Pick<T, K>>;
 
-export interface IpAddressMsg {
-  ip?: 'ipv4' | 'ipv6';
-  /** Big-endian value: the first octet is the most significant byte. */
-  ipv4?: number;
-  ipv6?: Ipv6Msg;
-}
-
-export interface TcpAddressMsg {
-  ip: IpAddressMsg | null;
-  port: number;
-}
-
-// ---- io.linkerd.proxy.destination -----------------------------------------
-
-export interface GetDestinationMsg {
-  scheme: string;
-  path: string;
-  context_token: string;
-}
-
-export interface DnsLikeIdentityMsg {
-  name: string;
-}
-
-export interface TlsIdentityMsg {
-  strategy?: 'dns_like_identity' | 'uri_like_identity';
-  dns_like_identity?: DnsLikeIdentityMsg;
-  uri_like_identity?: { uri: string };
-  server_name?: DnsLikeIdentityMsg | null;
-}
-
-export interface ProtocolHintMsg {
-  protocol?: 'h2' | 'opaque';
-  h2?: Record<string, never>;
-  opaque?: Record<string, never>;
-  opaque_transport?: { inbound_port: number } | null;
-}
-
-export interface WeightedAddrMsg {
-  addr: TcpAddressMsg | null;
-  weight: number;
-  metric_labels: Record<string, string>;
+export type Ipv6Msg = IPv6__Output;
+export type IpAddressMsg = IPAddress__Output;
+export type IpNetworkMsg = IPNetwork__Output;
+export type TcpAddressMsg = TcpAddress__Output;
+export type GetDestinationMsg = GetDestination__Output;
+export type DnsLikeIdentityMsg = DnsLikeIdentity__Output;
+export type TlsIdentityMsg = Loose<TlsIdentity__Output, 'server_name'>;
+export type ProtocolHintMsg = Loose<ProtocolHint__Output, 'opaque_transport'>;
+export type WeightedAddrMsg = Omit<WeightedAddr__Output, 'tls_identity' | 'protocol_hint' | 'authority_override' | 'http2' | 'resource_ref'> & {
   tls_identity?: TlsIdentityMsg | null;
   protocol_hint?: ProtocolHintMsg | null;
-}
-
-export interface WeightedAddrSetMsg {
-  addrs: WeightedAddrMsg[];
-  metric_labels: Record<string, string>;
-}
-
-export interface AddrSetMsg {
-  addrs: TcpAddressMsg[];
-}
-
-export interface NoEndpointsMsg {
-  exists: boolean;
-}
-
-export interface UpdateMsg {
-  update?: 'add' | 'remove' | 'no_endpoints';
+} & Partial<Pick<WeightedAddr__Output, 'authority_override' | 'http2' | 'resource_ref'>>;
+export type WeightedAddrSetMsg = Omit<WeightedAddrSet__Output, 'addrs'> & { addrs: WeightedAddrMsg[] };
+export type AddrSetMsg = AddrSet__Output;
+export type NoEndpointsMsg = NoEndpoints__Output;
+/** A oneof member that is not set is absent (oneofs: true), never null. */
+export type UpdateMsg = Omit<Update__Output, 'add' | 'remove' | 'no_endpoints'> & {
   add?: WeightedAddrSetMsg;
   remove?: AddrSetMsg;
   no_endpoints?: NoEndpointsMsg;
-}
-
-/** Only the fields bpfmesh fills in; routes, budgets and overrides stay empty. */
-export interface DestinationProfileMsg {
-  opaque_protocol: boolean;
-  fully_qualified_name: string;
+};
+/** Routes, budgets and overrides stay empty in what bpfmesh writes. */
+export type DestinationProfileMsg = Omit<DestinationProfile__Output, 'routes' | 'retry_budget' | 'dst_overrides' | 'endpoint'> & {
   endpoint?: WeightedAddrMsg | null;
-}
+} & Partial<Pick<DestinationProfile__Output, 'routes' | 'retry_budget' | 'dst_overrides'>>;
+export type TimestampMsg = Timestamp__Output;
+export type CertifyRequestMsg = CertifyRequest__Output;
+export type CertifyResponseMsg = CertifyResponse__Output;
 
-// ---- io.linkerd.proxy.identity --------------------------------------------
-
-export interface TimestampMsg {
-  /** int64 as a decimal string. */
-  seconds: string;
-  nanos: number;
-}
-
-export interface CertifyRequestMsg {
-  identity: string;
-  token: Buffer;
-  certificate_signing_request: Buffer;
-}
-
-export interface CertifyResponseMsg {
-  leaf_certificate: Buffer;
-  intermediate_certificates: Buffer[];
-  valid_until: TimestampMsg | null;
-}
+export type { PortSpec__Output as PortSpecMsg } from './gen/io/linkerd/proxy/inbound/PortSpec';
+export type { Server as ServerIn, Server__Output as ServerMsg } from './gen/io/linkerd/proxy/inbound/Server';
+export type { Authz as AuthzIn, Authz__Output as AuthzMsg } from './gen/io/linkerd/proxy/inbound/Authz';
+export type { HttpRoute as HttpRouteIn, HttpRoute__Output as HttpRouteMsg } from './gen/io/linkerd/proxy/inbound/HttpRoute';
+export type { HttpRouteMatch__Output as HttpRouteMatchMsg } from './gen/io/linkerd/proxy/http_route/HttpRouteMatch';
+export type { HostMatch__Output as HostMatchMsg } from './gen/io/linkerd/proxy/http_route/HostMatch';
+export type { Metadata as MetadataIn, Metadata__Output as MetadataMsg } from './gen/io/linkerd/proxy/meta/Metadata';
+export type { IPNetwork as IpNetworkIn } from './gen/io/linkerd/proxy/net/IPNetwork';
 
 // ---- clients and services -------------------------------------------------
 
-export interface DestinationClient extends grpc.Client {
+/** The generated client, with the stream of Get typed as UpdateMsg (see there). */
+export type DestinationClient = Omit<GenDestinationClient, 'Get'> & {
   Get(request: GetDestinationMsg, metadata?: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<UpdateMsg>;
-  GetProfile(
-    request: GetDestinationMsg,
-    metadata?: grpc.Metadata,
-    options?: grpc.CallOptions,
-  ): grpc.ClientReadableStream<DestinationProfileMsg>;
-}
-
-export interface IdentityClientStub extends grpc.Client {
-  Certify(
-    request: CertifyRequestMsg,
-    metadata: grpc.Metadata,
-    options: grpc.CallOptions,
-    callback: grpc.requestCallback<CertifyResponseMsg>,
-  ): grpc.ClientUnaryCall;
-}
-
-export interface DestinationHandlers extends grpc.UntypedServiceImplementation {
-  Get: grpc.handleServerStreamingCall<GetDestinationMsg, UpdateMsg>;
-  GetProfile: grpc.handleServerStreamingCall<GetDestinationMsg, DestinationProfileMsg>;
-}
-
-export interface IdentityHandlers extends grpc.UntypedServiceImplementation {
-  Certify: grpc.handleUnaryCall<CertifyRequestMsg, CertifyResponseMsg>;
-}
+};
+export type IdentityClientStub = GenIdentityClient;
+export type InboundPolicyClient = GenInboundClient;
+export type DestinationHandlers = GenDestinationHandlers;
+export type IdentityHandlers = GenIdentityHandlers;
+export type InboundPolicyHandlers = GenInboundHandlers;
 
 type ClientCtor<C> = new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => C;
 
 interface Loaded {
   destination: grpc.ServiceClientConstructor;
   identity: grpc.ServiceClientConstructor;
+  inbound: grpc.ServiceClientConstructor;
 }
 
 let loaded: Loaded | undefined;
@@ -178,14 +131,23 @@ function load(): Loaded {
   if (loaded !== undefined) return loaded;
   let def: PackageDefinition;
   try {
-    def = loadSync(['destination.proto', 'identity.proto'], LOADER_OPTIONS);
+    def = loadSync(['destination.proto', 'identity.proto', 'inbound.proto'], LOADER_OPTIONS);
   } catch (err) {
     throw new BpfmeshError(ErrorCodes.NOT_FOUND, `cannot load the proxy API from ${PROTO_DIR}: ${(err as Error).message}`, { cause: err });
   }
   const ns = grpc.loadPackageDefinition(def) as unknown as {
-    io: { linkerd: { proxy: { destination: { Destination: grpc.ServiceClientConstructor }; identity: { Identity: grpc.ServiceClientConstructor } } } };
+    io: {
+      linkerd: {
+        proxy: {
+          destination: { Destination: grpc.ServiceClientConstructor };
+          identity: { Identity: grpc.ServiceClientConstructor };
+          inbound: { InboundServerPolicies: grpc.ServiceClientConstructor };
+        };
+      };
+    };
   };
-  loaded = { destination: ns.io.linkerd.proxy.destination.Destination, identity: ns.io.linkerd.proxy.identity.Identity };
+  const p = ns.io.linkerd.proxy;
+  loaded = { destination: p.destination.Destination, identity: p.identity.Identity, inbound: p.inbound.InboundServerPolicies };
   return loaded;
 }
 
@@ -195,6 +157,14 @@ export function destinationClientCtor(): ClientCtor<DestinationClient> {
 
 export function identityClientCtor(): ClientCtor<IdentityClientStub> {
   return load().identity as unknown as ClientCtor<IdentityClientStub>;
+}
+
+export function inboundPolicyClientCtor(): ClientCtor<InboundPolicyClient> {
+  return load().inbound as unknown as ClientCtor<InboundPolicyClient>;
+}
+
+export function inboundPolicyService(): grpc.ServiceDefinition<InboundPolicyHandlers> {
+  return load().inbound.service as grpc.ServiceDefinition<InboundPolicyHandlers>;
 }
 
 export function destinationService(): grpc.ServiceDefinition<DestinationHandlers> {
@@ -227,7 +197,7 @@ export function decodeTcpAddress(m: TcpAddressMsg | null | undefined): Addr | nu
     b.writeUInt32BE(ip.ipv4 >>> 0, 0);
     return { host: formatIp(b, 4), port: m.port };
   }
-  if (ip.ipv6 !== undefined) {
+  if (ip.ipv6 !== undefined && ip.ipv6 !== null) {
     const b = Buffer.alloc(16);
     // A Long or number would also be accepted by the encoder; strings are what the decoder gives.
     b.writeBigUInt64BE(BigInt.asUintN(64, BigInt(String(ip.ipv6.first))), 0);

@@ -1,0 +1,8 @@
+// Original file: proto/destination.proto
+
+
+export interface AuthorityOverride {
+}
+
+export interface AuthorityOverride__Output {
+}

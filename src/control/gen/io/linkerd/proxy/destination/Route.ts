@@ -1,0 +1,8 @@
+// Original file: proto/destination.proto
+
+
+export interface Route {
+}
+
+export interface Route__Output {
+}

@@ -1,0 +1,8 @@
+// Original file: proto/destination.proto
+
+
+export interface WeightedDst {
+}
+
+export interface WeightedDst__Output {
+}

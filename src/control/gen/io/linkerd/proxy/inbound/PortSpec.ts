@@ -1,0 +1,12 @@
+// Original file: proto/inbound.proto
+
+
+export interface PortSpec {
+  'workload'?: (string);
+  'port'?: (number);
+}
+
+export interface PortSpec__Output {
+  'workload': (string);
+  'port': (number);
+}
