@@ -1,10 +1,18 @@
 // A small Kubernetes API client for pods over node:https (node:http for a
 // plain-HTTP server in tests): get, list and watch. Watch streams are
 // newline-delimited JSON events on a chunked response.
+//
+// Failures are classified so callers can be gentle with a failing API
+// server: 410 (an HTTP status or a watch ERROR event) is "expired" (list
+// again); every other status is an API error that carries the server's
+// Retry-After (header or Status details.retryAfterSeconds) when it sent one;
+// a watch that delivers no complete event or bookmark for stallMs is ended
+// as stalled (a dead connection, or a server trickling bytes).
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { request as httpsRequest } from 'node:https';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { KubeAccess } from './config.js';
+import { createKubeAgent } from './transport.js';
 
 export interface ObjectMeta {
   name: string;
@@ -47,34 +55,79 @@ export interface WatchOptions {
   allowWatchBookmarks?: boolean;
   /** The server ends the watch after this long (the caller then resumes); default 300. */
   timeoutSeconds?: number;
+  /** No complete event or bookmark for this long ends the watch as stalled; default DEFAULT_WATCH_STALL_MS. */
+  stallMs?: number;
 }
 
 export interface KubeClientOptions {
-  /** Per-request timeout for get and list; default 30 s. */
+  /** Whole-request deadline for get and list (connect to last byte); default 30 s. */
   requestTimeoutMs?: number;
 }
+
+/** The API server sends a bookmark about once a minute on a quiet watch; two missed ones = stalled. */
+export const DEFAULT_WATCH_STALL_MS = 120_000;
+/** One watch event (a pod) above this is refused: etcd's own limit is 1.5 MiB. */
+export const MAX_EVENT_BYTES = 4 << 20;
+/** A list or get answer above this is refused. */
+export const MAX_BODY_BYTES = 64 << 20;
+/** A Retry-After above this is taken as this. */
+export const MAX_RETRY_AFTER_MS = 10 * 60_000;
 
 /** An error status from the API server (or no answer at all: status 0). */
 export class KubeApiError extends BpfmeshError {
   readonly status: number;
-  constructor(status: number, message: string, cause?: unknown) {
-    super(status === 410 ? ErrorCodes.KUBE_EXPIRED : ErrorCodes.KUBE_API, message, cause === undefined ? {} : { cause });
+  /** How long the server asked us to wait (Retry-After, or a Status's details.retryAfterSeconds). */
+  readonly retryAfterMs: number | undefined;
+  /** The watch delivered nothing for its stall timeout (or trickled bytes without completing an event). */
+  readonly stalled: boolean;
+  constructor(status: number, message: string, opts: { cause?: unknown; retryAfterMs?: number | undefined; stalled?: boolean } = {}) {
+    super(status === 410 ? ErrorCodes.KUBE_EXPIRED : ErrorCodes.KUBE_API, message, opts.cause === undefined ? {} : { cause: opts.cause });
     this.name = 'KubeApiError';
     this.status = status;
+    this.retryAfterMs = opts.retryAfterMs;
+    this.stalled = opts.stalled ?? false;
   }
 }
 
-/** The resourceVersion asked for is gone (410, or an ERROR event): list again. */
+/** The resourceVersion asked for is gone (410, as a status or an ERROR event): list again. */
 export const isExpired = (err: unknown): boolean => err instanceof BpfmeshError && err.code === ErrorCodes.KUBE_EXPIRED;
 
-function statusMessage(body: string): string {
+interface StatusObject {
+  code?: number;
+  reason?: string;
+  message?: string;
+  details?: { retryAfterSeconds?: number };
+}
+
+function parseStatus(body: string): StatusObject | undefined {
   try {
-    const s = JSON.parse(body) as { message?: string; reason?: string };
-    if (typeof s.message === 'string') return s.reason ? `${s.reason}: ${s.message}` : s.message;
+    const s = JSON.parse(body) as unknown;
+    return typeof s === 'object' && s !== null ? (s) : undefined;
   } catch {
-    /* not a Status object */
+    return undefined; // not a Status object
   }
+}
+
+function statusMessage(body: string): string {
+  const s = parseStatus(body);
+  if (typeof s?.message === 'string') return s.reason ? `${s.reason}: ${s.message}` : s.message;
   return body.slice(0, 200);
+}
+
+/** Retry-After as delta-seconds or an HTTP date (RFC 9110 10.2.3), else details.retryAfterSeconds; capped. */
+export function retryAfterMs(header: string | undefined, status: StatusObject | undefined, now = Date.now()): number | undefined {
+  let ms: number | undefined;
+  if (header !== undefined && header.trim() !== '') {
+    const t = header.trim();
+    if (/^\d+$/.test(t)) ms = Number(t) * 1000;
+    else {
+      const at = Date.parse(t);
+      if (!Number.isNaN(at)) ms = Math.max(0, at - now);
+    }
+  }
+  const secs = status?.details?.retryAfterSeconds;
+  if (ms === undefined && typeof secs === 'number' && secs > 0) ms = secs * 1000;
+  return ms === undefined ? undefined : Math.min(ms, MAX_RETRY_AFTER_MS);
 }
 
 export class KubeClient {
@@ -87,15 +140,7 @@ export class KubeClient {
     this.access = access;
     this.#https = access.server.startsWith('https:');
     this.#timeoutMs = opts.requestTimeoutMs ?? 30_000;
-    this.#agent = this.#https
-      ? new HttpsAgent({
-          keepAlive: true,
-          ...(access.ca ? { ca: access.ca } : {}),
-          ...(access.cert ? { cert: access.cert } : {}),
-          ...(access.key ? { key: access.key } : {}),
-          rejectUnauthorized: !access.insecureSkipTlsVerify,
-        })
-      : new HttpAgent({ keepAlive: true });
+    this.#agent = createKubeAgent(access);
   }
 
   /** One pod, or null when it does not exist (404). */
@@ -134,32 +179,44 @@ export class KubeClient {
   /**
    * Watches pods from `resourceVersion`, calling onEvent for each event.
    * Resolves when the server ends the stream (timeoutSeconds) or the signal
-   * aborts; rejects with KUBE_EXPIRED on 410 or an ERROR event (list again),
-   * or another error when the connection fails (resume from the last seen
-   * resourceVersion).
+   * aborts; rejects with KUBE_EXPIRED on 410 (status or ERROR event: list
+   * again), with a KubeApiError carrying the status (and Retry-After) for
+   * any other error status or ERROR event, or with status 0 when the
+   * connection fails, resets or stalls (resume from the last resourceVersion).
    */
   watchPods(opts: WatchOptions, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
     const q = new URLSearchParams({ watch: '1', resourceVersion: opts.resourceVersion, timeoutSeconds: String(opts.timeoutSeconds ?? 300) });
     if (opts.allowWatchBookmarks) q.set('allowWatchBookmarks', 'true');
     if (opts.fieldSelector) q.set('fieldSelector', opts.fieldSelector);
     if (opts.labelSelector) q.set('labelSelector', opts.labelSelector);
-    // No bytes for this long (not even a bookmark) = a dead connection.
-    const idleMs = ((opts.timeoutSeconds ?? 300) + 30) * 1000;
+    const stallMs = opts.stallMs ?? DEFAULT_WATCH_STALL_MS;
     return new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return resolve();
       let settled = false;
+      let stall: NodeJS.Timeout | undefined;
       const finish = (err?: Error): void => {
         if (settled) return;
         settled = true;
+        clearTimeout(stall);
         signal?.removeEventListener('abort', onAbort);
         if (err) reject(err);
         else resolve();
       };
+      const fail = (err: Error): void => {
+        req.destroy();
+        finish(err);
+      };
+      // Armed from the request on, re-armed by each complete event: bytes alone
+      // (a slow trickle) do not count as progress.
+      const armStall = (): void => {
+        clearTimeout(stall);
+        stall = setTimeout(() => fail(new KubeApiError(0, `watch pods: no event or bookmark for ${stallMs} ms (stalled); restarting`, { stalled: true })), stallMs);
+      };
       const req = this.#request(`/api/v1/pods?${q.toString()}`, (res) => {
         if (res.statusCode !== 200) {
-          readBody(res).then(
-            (body) => finish(new KubeApiError(res.statusCode ?? 0, `watch pods: HTTP ${res.statusCode}: ${statusMessage(body)}`)),
-            (err: Error) => finish(new KubeApiError(res.statusCode ?? 0, `watch pods: HTTP ${res.statusCode}`, err)),
+          readBody(res, MAX_BODY_BYTES).then(
+            (body) => finish(new KubeApiError(res.statusCode ?? 0, `watch pods: HTTP ${res.statusCode}: ${statusMessage(body)}`, { retryAfterMs: retryAfterMs(headerOf(res, 'retry-after'), parseStatus(body)) })),
+            (err: Error) => finish(new KubeApiError(res.statusCode ?? 0, `watch pods: HTTP ${res.statusCode}`, { cause: err })),
           );
           return;
         }
@@ -171,17 +228,19 @@ export class KubeClient {
             const line = buf.slice(0, nl).trim();
             buf = buf.slice(nl + 1);
             if (line === '' || settled) continue;
+            armStall();
             let ev: { type?: string; object?: unknown };
             try {
               ev = JSON.parse(line) as typeof ev;
             } catch {
-              req.destroy();
-              return finish(new KubeApiError(0, `watch pods: not a JSON event: ${line.slice(0, 120)}`));
+              return fail(new KubeApiError(0, `watch pods: not a JSON event: ${line.slice(0, 120)}`));
             }
             if (ev.type === 'ERROR') {
-              req.destroy();
-              const status = (ev.object ?? {}) as { code?: number; reason?: string; message?: string };
-              return finish(new KubeApiError(410, `watch pods: ERROR event ${status.code ?? ''} ${status.reason ?? ''}: ${status.message ?? ''}`.replace(/\s+/g, ' ')));
+              const st = (typeof ev.object === 'object' && ev.object !== null ? ev.object : {}) as StatusObject;
+              // A Status without a code is no less an error: take it as a server error, never as expiry.
+              const code = typeof st.code === 'number' && st.code > 0 ? st.code : 500;
+              const text = `watch pods: ERROR event ${code} ${st.reason ?? ''}: ${st.message ?? ''}`.replace(/\s+/g, ' ');
+              return fail(new KubeApiError(code, text, { retryAfterMs: retryAfterMs(undefined, st) }));
             }
             if (ev.type !== 'ADDED' && ev.type !== 'MODIFIED' && ev.type !== 'DELETED' && ev.type !== 'BOOKMARK') continue;
             const obj = ev.object as KubePod | undefined;
@@ -189,17 +248,17 @@ export class KubeClient {
             try {
               onEvent({ type: ev.type, object: obj });
             } catch (err) {
-              req.destroy();
-              return finish(err as Error);
+              return fail(err as Error);
             }
           }
+          if (buf.length > MAX_EVENT_BYTES && !settled) fail(new KubeApiError(0, `watch pods: an event larger than ${MAX_EVENT_BYTES} bytes`));
         });
         res.once('end', () => finish());
-        res.once('error', (err) => finish(signal?.aborted ? undefined : new KubeApiError(0, `watch pods: ${err.message}`, err)));
+        res.once('error', (err) => finish(signal?.aborted ? undefined : new KubeApiError(0, `watch pods: ${err.message}`, { cause: err })));
         res.once('close', () => finish(signal?.aborted || res.complete ? undefined : new KubeApiError(0, 'watch pods: the connection closed mid-stream')));
       });
-      req.setTimeout(idleMs, () => req.destroy(new Error(`no data for ${idleMs} ms`)));
-      req.once('error', (err) => finish(signal?.aborted ? undefined : new KubeApiError(0, `watch pods: ${err.message}`, err)));
+      armStall();
+      req.once('error', (err) => finish(signal?.aborted ? undefined : new KubeApiError(0, `watch pods: ${err.message}`, { cause: err })));
       const onAbort = (): void => {
         req.destroy();
         finish();
@@ -228,30 +287,63 @@ export class KubeClient {
   }
 
   #getJson(path: string): Promise<unknown> {
+    const what = `GET ${path.split('?')[0]}`;
     return new Promise((resolve, reject) => {
+      let done = false;
+      const settle = (err: Error | undefined, value?: unknown): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(deadline);
+        if (err) reject(err);
+        else resolve(value);
+      };
       const req = this.#request(path, (res) => {
-        readBody(res).then((body) => {
-          const status = res.statusCode ?? 0;
-          if (status !== 200) return reject(new KubeApiError(status, `GET ${path.split('?')[0]}: HTTP ${status}: ${statusMessage(body)}`));
-          try {
-            resolve(JSON.parse(body));
-          } catch (err) {
-            reject(new KubeApiError(0, `GET ${path.split('?')[0]}: the answer is not JSON`, err));
-          }
-        }, reject);
+        readBody(res, MAX_BODY_BYTES).then(
+          (body) => {
+            const status = res.statusCode ?? 0;
+            if (status !== 200) return settle(new KubeApiError(status, `${what}: HTTP ${status}: ${statusMessage(body)}`, { retryAfterMs: retryAfterMs(headerOf(res, 'retry-after'), parseStatus(body)) }));
+            try {
+              settle(undefined, JSON.parse(body));
+            } catch (err) {
+              settle(new KubeApiError(0, `${what}: the answer is not JSON`, { cause: err }));
+            }
+          },
+          (err: Error) => settle(new KubeApiError(0, `${what} on ${this.access.server}: ${err.message}`, { cause: err })),
+        );
       });
-      req.setTimeout(this.#timeoutMs, () => req.destroy(new Error(`no answer in ${this.#timeoutMs} ms`)));
-      req.once('error', (err) => reject(new KubeApiError(0, `GET ${path.split('?')[0]} on ${this.access.server}: ${err.message}`, err)));
+      // A whole-request deadline, not an idle timer: a server trickling bytes never goes idle.
+      const deadline = setTimeout(() => {
+        req.destroy();
+        settle(new KubeApiError(0, `${what} on ${this.access.server}: no complete answer in ${this.#timeoutMs} ms`));
+      }, this.#timeoutMs);
+      req.once('error', (err) => settle(new KubeApiError(0, `${what} on ${this.access.server}: ${err.message}`, { cause: err })));
       req.end();
     });
   }
 }
 
-function readBody(res: IncomingMessage): Promise<string> {
+function headerOf(res: IncomingMessage, name: string): string | undefined {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function readBody(res: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
-    res.on('data', (d: Buffer) => parts.push(d));
+    let size = 0;
+    res.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > limit) {
+        res.destroy();
+        reject(new Error(`the answer is larger than ${limit} bytes`));
+        return;
+      }
+      parts.push(d);
+    });
     res.once('end', () => resolve(Buffer.concat(parts).toString('utf8')));
     res.once('error', reject);
+    res.once('close', () => {
+      if (!res.complete) reject(new Error('the connection closed before the answer was complete'));
+    });
   });
 }

@@ -1,11 +1,18 @@
 // List then watch a set of pods and keep a copy of it: resume the watch from
 // the last resourceVersion seen (an event or a bookmark) when it ends or
-// drops, with backoff and jitter on errors, and list again on 410 Gone.
-// What changes is told to a handler; after every (re)list the handler also
-// gets the whole set, so it can drop what it holds and the set no longer has.
+// drops, and list again on 410 Gone. What changes is told to a handler;
+// after every (re)list the handler also gets the whole set, so it can drop
+// what it holds and the set no longer has.
+//
+// Request rate bound: after a watch that lasted less than healthyWatchMs
+// (however it ended: error, ERROR event, 410, reset, stall, or a clean but
+// early end) the next attempt waits the next backoff delay, and at least the
+// server's Retry-After. So while the API server fails, one attempt (a LIST
+// and its WATCH, or a WATCH) is made per backoff delay; only a watch that
+// stayed up for healthyWatchMs resets the backoff and resumes at once.
 import { Backoff, type BackoffOptions } from '../control/backoff.js';
 import type { Logger } from '../log/logger.js';
-import { isExpired, type KubeClient, type KubePod, type WatchEvent } from './client.js';
+import { isExpired, KubeApiError, type KubeClient, type KubePod, type WatchEvent } from './client.js';
 
 export interface PodSetHandler {
   /** A pod appeared or changed (also for each pod of a relist that is new or changed). */
@@ -23,6 +30,10 @@ export interface PodInformerOptions {
   backoff?: BackoffOptions;
   /** Server-side watch timeout; the informer resumes right after. Default 300 s. */
   watchTimeoutSeconds?: number;
+  /** A watch with no event or bookmark for this long is restarted; default DEFAULT_WATCH_STALL_MS (120 s). */
+  watchStallMs?: number;
+  /** A watch that stayed up this long counts as healthy: the backoff resets. Default 10 s. */
+  healthyWatchMs?: number;
   /** Told of each list, expiry and failed request (for metrics). */
   onStat?: (what: keyof InformerStats) => void;
 }
@@ -32,7 +43,14 @@ export interface InformerStats {
   watches: number;
   expired: number;
   errors: number;
+  /** Watches restarted for lack of events or bookmarks (counted in errors too). */
+  stalls: number;
+  /** Retries delayed by the server's Retry-After. */
+  throttled: number;
 }
+
+export const INFORMER_BACKOFF = { minMs: 200, maxMs: 30_000, jitter: 0.5 } as const;
+export const HEALTHY_WATCH_MS = 10_000;
 
 export class PodInformer {
   readonly #client: KubeClient;
@@ -46,14 +64,14 @@ export class PodInformer {
   #running: Promise<void> | undefined;
   #synced = false;
   #syncWaiters: Array<() => void> = [];
-  readonly stats: InformerStats = { lists: 0, watches: 0, expired: 0, errors: 0 };
+  readonly stats: InformerStats = { lists: 0, watches: 0, expired: 0, errors: 0, stalls: 0, throttled: 0 };
 
   constructor(client: KubeClient, handler: PodSetHandler, opts: PodInformerOptions) {
     this.#client = client;
     this.#handler = handler;
     this.#opts = opts;
     this.#log = opts.log;
-    this.#backoff = new Backoff({ minMs: 200, maxMs: 30_000, jitter: 0.5, ...opts.backoff });
+    this.#backoff = new Backoff({ ...INFORMER_BACKOFF, ...opts.backoff });
   }
 
   /** The current set, by UID. */
@@ -87,47 +105,56 @@ export class PodInformer {
 
   async #loop(): Promise<void> {
     const signal = this.#abort.signal;
+    const healthyMs = this.#opts.healthyWatchMs ?? HEALTHY_WATCH_MS;
     let needList = true;
     while (!signal.aborted) {
+      let watchStart: number | undefined;
+      let failure: unknown;
       try {
         if (needList) {
           await this.#list();
           needList = false;
         }
         this.#count('watches');
-        let delivered = false;
+        watchStart = Date.now();
         await this.#client.watchPods(
           {
             resourceVersion: this.#resourceVersion,
             allowWatchBookmarks: true,
             timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
+            ...(this.#opts.watchStallMs !== undefined ? { stallMs: this.#opts.watchStallMs } : {}),
             ...(this.#opts.fieldSelector ? { fieldSelector: this.#opts.fieldSelector } : {}),
             ...(this.#opts.labelSelector ? { labelSelector: this.#opts.labelSelector } : {}),
           },
-          (ev) => {
-            delivered = true;
-            this.#apply(ev);
-          },
+          (ev) => this.#apply(ev),
           signal,
         );
-        // A clean end (the server's timeout): resume at once. An empty one
-        // that ended early is treated like an error so a flapping server is backed off.
-        if (delivered) this.#backoff.reset();
-        this.#log.debug({ resourceVersion: this.#resourceVersion }, 'watch ended; resuming');
-        if (!delivered && !signal.aborted) await this.#sleep(this.#backoff.next() / 4);
       } catch (err) {
-        if (signal.aborted) break;
-        if (isExpired(err)) {
-          this.#count('expired');
-          this.#log.info({ resourceVersion: this.#resourceVersion, err: (err as Error).message }, 'resourceVersion expired; listing again');
-          needList = true;
-          continue; // relist at once: nothing is wrong with the server
-        }
-        this.#count('errors');
-        const delay = this.#backoff.next();
-        this.#log.warn({ err: (err as Error).message, retryInMs: delay, relist: needList }, 'pod watch failed; retrying');
-        await this.#sleep(delay);
+        failure = err;
       }
+      if (signal.aborted) break;
+      // Healthy = up long enough; events alone prove nothing (a server can send one and reset).
+      const healthy = watchStart !== undefined && Date.now() - watchStart >= healthyMs;
+      if (healthy) this.#backoff.reset();
+      let delay = healthy ? 0 : this.#backoff.next();
+      if (failure === undefined) {
+        this.#log.debug({ resourceVersion: this.#resourceVersion, retryInMs: delay }, 'watch ended; resuming');
+      } else if (isExpired(failure)) {
+        this.#count('expired');
+        needList = true;
+        this.#log.info({ resourceVersion: this.#resourceVersion, err: (failure as Error).message, retryInMs: delay }, 'resourceVersion expired; listing again');
+      } else {
+        this.#count('errors');
+        if (failure instanceof KubeApiError && failure.stalled) this.#count('stalls');
+        const after = failure instanceof KubeApiError ? failure.retryAfterMs : undefined;
+        if (after !== undefined && after > delay) {
+          this.#count('throttled');
+          delay = after;
+        }
+        if (delay === 0) delay = this.#backoff.next();
+        this.#log.warn({ err: (failure as Error).message, retryInMs: delay, relist: needList }, 'pod watch failed; retrying');
+      }
+      if (delay > 0) await this.#sleep(delay);
     }
   }
 

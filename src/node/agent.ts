@@ -85,6 +85,8 @@ export class NodeAgent {
           if (what === 'lists') this.#m.kubeLists.inc();
           else if (what === 'expired') this.#m.kubeExpired.inc();
           else if (what === 'errors') this.#m.kubeErrors.inc();
+          else if (what === 'stalls') this.#m.kubeStalls.inc();
+          else if (what === 'throttled') this.#m.kubeThrottled.inc();
         },
       },
     );

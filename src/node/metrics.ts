@@ -12,6 +12,8 @@ export interface NodeMetrics {
   kubeLists: Counter;
   kubeExpired: Counter;
   kubeErrors: Counter;
+  kubeStalls: Counter;
+  kubeThrottled: Counter;
 }
 
 export function createNodeMetrics(nodeName: string): NodeMetrics {
@@ -33,5 +35,7 @@ export function createNodeMetrics(nodeName: string): NodeMetrics {
     kubeLists: new Counter(m({ name: 'bpfmesh_node_kube_lists_total', help: 'Pod lists from the Kubernetes API (the first, and relists)' })),
     kubeExpired: new Counter(m({ name: 'bpfmesh_node_kube_expired_total', help: 'Watches that ended with 410 Gone / Expired (followed by a relist)' })),
     kubeErrors: new Counter(m({ name: 'bpfmesh_node_kube_errors_total', help: 'Failed list or watch requests (retried with backoff)' })),
+    kubeStalls: new Counter(m({ name: 'bpfmesh_node_kube_watch_stalls_total', help: 'Watches restarted after no event or bookmark for the stall timeout (also counted in kube_errors_total)' })),
+    kubeThrottled: new Counter(m({ name: 'bpfmesh_node_kube_throttled_total', help: 'Retries delayed by the API server\'s Retry-After (429, or an ERROR event with retryAfterSeconds)' })),
   };
 }

@@ -7,6 +7,15 @@
 // for that watcher), and compaction: watching from a resourceVersion older
 // than the last compact() gets an ERROR event with a 410 Status, as etcd's
 // compaction does. Every request needs the bearer token of the kubeconfig it writes.
+//
+// It fails as a real API server does, on demand (failWith): an HTTP error
+// status with a Status body (and Retry-After, as priority and fairness
+// sends with 429), a 200 watch that carries an ERROR event with any code
+// (500, 410, 429 with details.retryAfterSeconds), a TCP reset after the
+// first bytes, a stall (headers, then no byte ever), and a slow trickle
+// (a valid answer, one byte at a time), a watch that ends cleanly at once.
+// Every request is recorded with its
+// time, so tests count request rates over a window.
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -33,6 +42,31 @@ export interface FakeKubeRequest {
   query: Record<string, string>;
   watch: boolean;
   status: number;
+  /** Date.now() when it arrived. */
+  at: number;
+  /** The injected failure it got, if any. */
+  fault: FakeKubeFault['kind'] | undefined;
+}
+
+export type FakeKubeFault =
+  /** An HTTP error status with a Status body; retryAfter is sent as the Retry-After header. */
+  | { kind: 'status'; status: number; retryAfter?: string }
+  /** Watches: 200, then one ERROR event with this Status code, then the end of the stream. */
+  | { kind: 'watch-error'; code: number; retryAfterSeconds?: number }
+  /** 200 and a first line (a bookmark; a list gets half its body), then a TCP reset. */
+  | { kind: 'reset' }
+  /** Watches: 200, a bookmark, then a clean end of the stream long before timeoutSeconds (a server shutting down). */
+  | { kind: 'early-end' }
+  /** 200 and the headers, then nothing, the connection held open. */
+  | { kind: 'stall' }
+  /** The normal answer (a bookmark line for a watch), one byte every intervalMs. */
+  | { kind: 'trickle'; intervalMs: number };
+
+export interface FaultOptions {
+  /** Which requests get it; default any. */
+  on?: 'list' | 'watch' | 'get' | 'any';
+  /** How many requests get it; default every one until heal(). */
+  count?: number;
 }
 
 export interface FakeKube {
@@ -50,6 +84,12 @@ export interface FakeKube {
   dropWatches(): void;
   /** Answers the next n requests (lists, watches, gets) with this HTTP status. */
   failNext(n: number, status?: number): void;
+  /** Injects a failure into the matching requests (replaces any earlier one). */
+  failWith(fault: FakeKubeFault, opts?: FaultOptions): void;
+  /** Stops injecting failures (connections already stalled stay so until the client gives up). */
+  heal(): void;
+  /** Requests that arrived at or after `since` (Date.now() ms), optionally only these. */
+  countRequests(since: number, what?: 'list' | 'watch' | 'get'): number;
   readonly requests: FakeKubeRequest[];
   readonly openWatches: number;
   readonly resourceVersion: number;
@@ -117,10 +157,86 @@ function parseLabelSelector(text: string | undefined): Selector | string {
 
 const clone = (p: KubePod): KubePod => JSON.parse(JSON.stringify(p)) as KubePod;
 
-function status(res: ServerResponse, code: number, reason: string, message: string): void {
+const REASONS: Record<number, string> = { 410: 'Expired', 429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout' };
+
+function statusObject(code: number, message: string, retryAfterSeconds?: number): Record<string, unknown> {
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason: REASONS[code] ?? 'InternalError',
+    code,
+    ...(retryAfterSeconds !== undefined ? { details: { retryAfterSeconds } } : {}),
+  };
+}
+
+function status(res: ServerResponse, code: number, reason: string, message: string, headers: Record<string, string> = {}): void {
   const body = JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
-  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers });
   res.end(body);
+}
+
+/** Writes text one byte per interval until done or the client goes. */
+function trickle(res: ServerResponse, text: string, intervalMs: number): void {
+  let i = 0;
+  const t = setInterval(() => {
+    if (res.destroyed || i >= text.length) {
+      clearInterval(t);
+      if (!res.destroyed) res.end();
+      return;
+    }
+    res.write(text[i++]!);
+  }, intervalMs);
+  res.once('close', () => clearInterval(t));
+}
+
+function injectFault(
+  f: FakeKubeFault,
+  kind: 'list' | 'watch' | 'get',
+  req: IncomingMessage,
+  res: ServerResponse,
+  reply: (code: number, reason: string, message: string, headers?: Record<string, string>) => void,
+): void {
+  const bookmark = JSON.stringify({ type: 'BOOKMARK', object: { kind: 'Pod', apiVersion: 'v1', metadata: { resourceVersion: '1' } } }) + '\n';
+  const okList = JSON.stringify({ kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: '1' }, items: [] });
+  switch (f.kind) {
+    case 'status':
+      return reply(f.status, REASONS[f.status] ?? 'InternalError', `injected failure ${f.status}`, f.retryAfter !== undefined ? { 'retry-after': f.retryAfter } : {});
+    case 'watch-error':
+      if (kind !== 'watch') return reply(f.code, REASONS[f.code] ?? 'InternalError', `injected failure ${f.code}`);
+      res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      res.end(JSON.stringify({ type: 'ERROR', object: statusObject(f.code, `injected ERROR event ${f.code}`, f.retryAfterSeconds) }) + '\n');
+      return;
+    case 'reset':
+      if (kind === 'watch') {
+        res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+        res.write(bookmark);
+      } else {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(okList) });
+        res.write(okList.slice(0, okList.length >> 1));
+      }
+      // Let the first bytes go out, then RST (not FIN): what a dying peer or middlebox does.
+      setTimeout(() => req.socket.resetAndDestroy(), 20);
+      return;
+    case 'early-end':
+      if (kind !== 'watch') return reply(503, 'ServiceUnavailable', 'injected failure 503');
+      res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      res.end(bookmark);
+      return;
+    case 'stall':
+      res.writeHead(200, { 'content-type': 'application/json', ...(kind === 'watch' ? { 'transfer-encoding': 'chunked' } : {}) });
+      res.flushHeaders();
+      return;
+    case 'trickle':
+      if (kind === 'watch') {
+        res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+        return trickle(res, bookmark, f.intervalMs);
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(okList) });
+      return trickle(res, okList, f.intervalMs);
+  }
 }
 
 export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKube> {
@@ -132,7 +248,8 @@ export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKub
   const requests: FakeKubeRequest[] = [];
   let rv = 1000;
   let compactedBelow = 0; // watching from an rv < this is 410
-  let failures: { n: number; status: number } = { n: 0, status: 500 };
+  let fault: { fault: FakeKubeFault; on: NonNullable<FaultOptions['on']>; left: number } | undefined;
+  const kindOf = (path: string, watch: boolean): 'list' | 'watch' | 'get' => (watch ? 'watch' : /\/pods\/[^/]+$/.test(path) ? 'get' : 'list');
 
   const key = (ns: string, name: string): string => `${ns}/${name}`;
 
@@ -196,16 +313,19 @@ export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKub
     const url = new URL(req.url ?? '/', 'http://fake');
     const q = url.searchParams;
     const watch = q.get('watch') === '1' || q.get('watch') === 'true';
-    const entry: FakeKubeRequest = { method: req.method ?? '', path: url.pathname, query: Object.fromEntries(q), watch, status: 200 };
+    const entry: FakeKubeRequest = { method: req.method ?? '', path: url.pathname, query: Object.fromEntries(q), watch, status: 200, at: Date.now(), fault: undefined };
     requests.push(entry);
-    const reply = (code: number, reason: string, message: string): void => {
+    const reply = (code: number, reason: string, message: string, headers?: Record<string, string>): void => {
       entry.status = code;
-      status(res, code, reason, message);
+      status(res, code, reason, message, headers);
     };
     if (req.headers.authorization !== `Bearer ${token}`) return reply(401, 'Unauthorized', 'Unauthorized');
-    if (failures.n > 0) {
-      failures.n--;
-      return reply(failures.status, failures.status === 410 ? 'Expired' : 'InternalError', `injected failure ${failures.status}`);
+    const kind = kindOf(url.pathname, watch);
+    if (fault !== undefined && fault.left > 0 && (fault.on === 'any' || fault.on === kind)) {
+      const f = fault.fault;
+      if (--fault.left === 0) fault = undefined;
+      entry.fault = f.kind;
+      return injectFault(f, kind, req, res, reply);
     }
     if (req.method !== 'GET') return reply(405, 'MethodNotAllowed', 'only GET');
     const one = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname);
@@ -314,7 +434,16 @@ export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKub
       }
     },
     failNext(n, code = 500) {
-      failures = { n, status: code };
+      fault = { fault: { kind: 'status', status: code }, on: 'any', left: n };
+    },
+    failWith(f, o = {}) {
+      fault = { fault: f, on: o.on ?? 'any', left: o.count ?? Infinity };
+    },
+    heal() {
+      fault = undefined;
+    },
+    countRequests(since, what) {
+      return requests.filter((r) => r.at >= since && (what === undefined || kindOf(r.path, r.watch) === what)).length;
     },
     requests,
     get openWatches() {
