@@ -16,7 +16,8 @@ import { native } from '../../src/bpf/native.js';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/log/logger.js';
-import { ensureNodeInstall, uninstallNode } from '../../src/intercept/node-wide.js';
+import { enrollPod, ensureNodeInstall, uninstallNode } from '../../src/intercept/node-wide.js';
+import { DEFAULT_POLICY } from '../../src/cni/config.js';
 import { LAYOUT_MARKER, LAYOUT_VERSION, readLayoutMarker, writeLayoutMarker } from '../../src/check/layout-marker.js';
 import type { CheckLine, CheckReport } from '../../src/check/types.js';
 
@@ -196,6 +197,11 @@ describe('bpfmesh check', { skip, timeout: 180_000 }, () => {
       assert.match(expectFail(await check([...args, '--agent-ready', url]), 'agent_ready', 'BPFMESH_E_NOT_READY').detail, /answers 503/);
       status = 200;
       assert.equal((await check([...args, '--agent-ready', url])).ok, true);
+      expectFail(await check([...args, '--pod-name', 'node/chkpod']), 'installed.node.chkpod', 'BPFMESH_E_NOT_INSTALLED');
+      enrollPod(scope, 'chkpod', pod.netns, DEFAULT_POLICY, log);
+      const enrolled = await check([...args, '--pod-name', 'node/chkpod']);
+      assert.equal(line(enrolled, 'installed.node.chkpod').ok, true, line(enrolled, 'installed.node.chkpod').detail);
+      assert.match(line(enrolled, 'installed.node').detail, /1 pod\(s\) enrolled/);
       const elsewhere = await check(['--node', '--bpffs', bpffs, '--cgroup-root', pod.cgroup]);
       assert.match(expectFail(elsewhere, 'installed.node', 'BPFMESH_E_MISMATCH').detail, /attached to another cgroup/);
     } finally {
