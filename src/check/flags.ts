@@ -35,6 +35,10 @@ export function parseCheckFlags(argv: string[]): CheckFlags {
   if (agentReady !== undefined && !/^https?:\/\/[^/\s]+\/\S*$/.test(agentReady)) {
     throw new BpfmeshError(ErrorCodes.BAD_FLAG, `--agent-ready: "${agentReady}" is not an http URL such as http://127.0.0.1:4192/ready`);
   }
+  const podName = v['pod-name'];
+  if (podName !== undefined && !/^(node\/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/.test(podName)) {
+    throw new BpfmeshError(ErrorCodes.BAD_FLAG, `--pod-name: "${podName}" is not a pod install name or node/<id>`);
+  }
   return {
     pre: v.pre,
     json: v.json,
@@ -44,7 +48,7 @@ export function parseCheckFlags(argv: string[]): CheckFlags {
     cgroupRoot: v['cgroup-root'],
     cgroup: v.cgroup,
     netns: v.netns,
-    podName: v['pod-name'],
+    podName,
     agentReady,
   };
 }

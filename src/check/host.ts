@@ -1,6 +1,6 @@
 // The host side: cgroup v2, bpffs, and the capabilities this process holds
 // (CapEff in /proc/self/status, so a container's dropped capabilities show).
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { ErrorCodes } from '../errors.js';
 import { cgroup2Mount, isBpffs, isCgroup2 } from '../intercept/mounts.js';
 import { fail, pass, type CheckLine } from './types.js';
@@ -19,10 +19,15 @@ export function checkCgroup2(cgroupRoot: string | undefined): CheckLine {
   return fail('cgroup2', title, `${root} is not a cgroup2 filesystem`, ErrorCodes.NO_CGROUP, 'give --cgroup-root the cgroup2 mount (see /proc/mounts)');
 }
 
-export function checkBpffs(dir: string, explicit: boolean): CheckLine {
+/**
+ * pre: before install, a default bpffs that is not mounted yet is fine
+ * (init, node and cni mount it); an explicit one must be there, and after
+ * install so must the default one, since the pins live on it.
+ */
+export function checkBpffs(dir: string, explicit: boolean, pre: boolean): CheckLine {
   const title = 'bpffs';
   if (isBpffs(dir)) return pass('bpffs', title, `${dir} is a bpf filesystem`);
-  if (!explicit && !existsSync(dir)) return pass('bpffs', title, `${dir} is not mounted yet; init, node and cni mount the default one`);
+  if (!explicit && pre) return pass('bpffs', title, `${dir} is not mounted yet; init, node and cni mount the default one`);
   return fail('bpffs', title, `${dir} is not a bpf filesystem`, ErrorCodes.NO_BPFFS, `mount one: mount -t bpf bpf ${dir} (in a pod: mount the host's /sys/fs/bpf)`);
 }
 

@@ -5,7 +5,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes } from '../errors.js';
 import { native } from '../bpf/native.js';
-import { LINKS, MapNames } from '../intercept/layout.js';
+import { LINKS, MapNames, type LinkSpec } from '../intercept/layout.js';
 import { listEnrolled, nodePinDir, NODE_DIR_NAME, NODE_LOCK_NAME } from '../intercept/node-wide.js';
 import { pinRoot } from '../intercept/pod.js';
 import { fail, pass, type CheckLine } from './types.js';
@@ -13,7 +13,7 @@ import { fail, pass, type CheckLine } from './types.js';
 const CGROUP_LINKS = LINKS.filter((l) => l.target === 'cgroup');
 
 /** Link pins of a folder that are missing or detached. */
-function brokenLinks(dir: string, specs: typeof LINKS, cgroupIno?: number): string[] {
+function brokenLinks(dir: string, specs: readonly LinkSpec[], cgroupIno?: number, maps = true): string[] {
   const broken: string[] = [];
   for (const spec of specs) {
     const path = join(dir, spec.pin);
@@ -30,7 +30,7 @@ function brokenLinks(dir: string, specs: typeof LINKS, cgroupIno?: number): stri
       link.close();
     }
   }
-  if (!existsSync(join(dir, MapNames.settings))) broken.push(`${MapNames.settings} missing`);
+  if (maps && !existsSync(join(dir, MapNames.settings))) broken.push(`${MapNames.settings} missing`);
   return broken;
 }
 
@@ -54,8 +54,19 @@ export function checkPodInstall(bpffs: string, name: string): CheckLine {
   return pass(`installed.${name}`, title, `${LINKS.length} hooks attached`);
 }
 
-/** podName: one pod install; node: the node-wide install; else everything found (at least one). */
+/** A pod enrolled node-wide: its sk_lookup link is pinned and still on its netns. */
+export function checkNodePod(bpffs: string, id: string): CheckLine {
+  const dir = join(nodePinDir(bpffs), 'pods', id);
+  const title = `node-wide pod ${id}`;
+  if (!existsSync(dir)) return fail(`installed.node.${id}`, title, `nothing under ${dir}`, ErrorCodes.NOT_INSTALLED, 'the pod is not enrolled: is it meshed, and does bpfmesh node (or the CNI plugin) run?');
+  const broken = brokenLinks(dir, LINKS.filter((l) => l.target === 'netns'), undefined, false);
+  if (broken.length > 0) return fail(`installed.node.${id}`, title, broken.join('; '), ErrorCodes.MISMATCH, 'the agent or CNI DEL withdraws pods whose netns is gone; if the pod runs, restart bpfmesh node');
+  return pass(`installed.node.${id}`, title, 'sk_lookup attached to its netns');
+}
+
+/** podName: one pod install (node/<id>: one node-wide pod); node: the node-wide install; else everything found (at least one). */
 export function checkInstalled(bpffs: string, cgroupRoot: string, node: boolean, podName: string | undefined): CheckLine[] {
+  if (podName?.startsWith(`${NODE_DIR_NAME}/`)) return [checkNodeInstall(bpffs, cgroupRoot), checkNodePod(bpffs, podName.slice(NODE_DIR_NAME.length + 1))];
   if (podName !== undefined) return [checkPodInstall(bpffs, podName)];
   if (node) return [checkNodeInstall(bpffs, cgroupRoot)];
   const root = pinRoot(bpffs);

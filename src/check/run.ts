@@ -1,7 +1,7 @@
 // `bpfmesh check`: every line, in the order an operator reads them.
 import { ErrorCodes, errorCode } from '../errors.js';
 import { native } from '../bpf/native.js';
-import { cgroup2Mount } from '../intercept/mounts.js';
+import { cgroup2Mount, isBpffs } from '../intercept/mounts.js';
 import { checkBpffs, checkCapabilities, checkCgroup2 } from './host.js';
 import { checkBtf, checkFeatures, checkKernelVersion, checkSockmapStall } from './kernel.js';
 import { checkForeignPrograms } from './coexist.js';
@@ -14,7 +14,8 @@ import { fail, type CheckLine, type CheckOptions, type CheckReport } from './typ
 export async function runChecks(o: CheckOptions): Promise<CheckReport> {
   const lines: CheckLine[] = [checkKernelVersion(), checkBtf()];
   const cgroup2 = checkCgroup2(o.cgroupRoot);
-  const bpffs = checkBpffs(o.bpffs, o.bpffsExplicit);
+  const bpffs = checkBpffs(o.bpffs, o.bpffsExplicit, o.pre);
+  const bpffsMounted = isBpffs(o.bpffs);
   const caps = checkCapabilities(o.node);
   lines.push(cgroup2, bpffs, caps);
   let addon = true;
@@ -31,9 +32,9 @@ export async function runChecks(o: CheckOptions): Promise<CheckReport> {
     lines.push(fail('probes', 'kernel feature probes', 'not run: they need the capabilities above', ErrorCodes.PERMISSION, 'run as root'));
   }
   if (o.netns !== undefined) lines.push(checkProxyInitLeftovers(o.netns));
-  if (addon && bpffs.ok) lines.push(...checkPinLayout(o.bpffs));
+  if (addon && bpffsMounted) lines.push(...checkPinLayout(o.bpffs));
   if (!o.pre) {
-    if (addon && bpffs.ok && cgroup2.ok) lines.push(...checkInstalled(o.bpffs, o.cgroupRoot ?? cgroup2Mount(), o.node, o.podName));
+    if (addon && bpffsMounted && cgroup2.ok) lines.push(...checkInstalled(o.bpffs, o.cgroupRoot ?? cgroup2Mount(), o.node, o.podName));
     if (o.agentReady !== undefined) lines.push(await checkAgentReady(o.agentReady));
   }
   return { ok: lines.every((l) => l.ok), mode: o.pre ? 'pre' : 'installed', lines };

@@ -10,7 +10,7 @@ export const usage = `bpfmesh check [flags]   probe the kernel and host for what
   --cgroup-root DIR     where the node-wide programs attach (default: the cgroup2 mount)
   --cgroup DIR          a pod's cgroup: other programs attached there or inherited
   --netns PATH          a pod's netns: other sk_lookup programs, leftover proxy-init iptables chains
-  --pod-name NAME       check this pod install only (default: every install found)
+  --pod-name NAME       check this pod install only, or node/<id> for one node-wide pod (default: every install found)
   --node                node-wide modes: CAP_SYS_PTRACE too, and the node-wide install (without --pre)
   --agent-ready URL     also require the node agent's /ready (e.g. http://127.0.0.1:4192/ready)
 `;

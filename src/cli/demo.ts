@@ -141,7 +141,7 @@ export async function run(argv: string[]): Promise<number> {
       const nonzero = Object.entries(c).filter(([, v]) => v !== '0').map(([k, v]) => `${k}=${v}`);
       say(`  ${pod.name}: ${nonzero.join(' ')}`);
     }
-    say('\nLook further (while pods exist): sudo npx bpfmesh inspect; bpftool cgroup tree; bpftool link show;');
+    say('\nLook further (while pods exist): sudo ./bin/bpfmesh.js inspect; bpftool cgroup tree; bpftool link show;');
     say('  curl http://127.0.0.1:4191/metrics inside a pod: nsenter --net=/run/netns/<pod> curl -s 127.0.0.1:4191/metrics');
     return 0;
   } finally {

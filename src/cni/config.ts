@@ -41,7 +41,7 @@ export interface CniNetConf {
   validAttachments: Array<{ containerId: string; ifname: string }> | undefined;
 }
 
-// linkerd2-proxy-init's defaults (LINKERD-FACTS.md), which `bpfmesh init` uses too.
+// linkerd2-proxy-init's defaults (docs/linkerd-compat.md), which `bpfmesh init` uses too.
 export const DEFAULT_POLICY: PodPolicy = {
   incomingProxyPort: 4143,
   outgoingProxyPort: 4140,

@@ -4,7 +4,7 @@
 // node-wide install, the optional pod lookup and the logger, so the CLI
 // (src/cli/cni.ts) stays a thin shell around it.
 //
-// Design (DESIGN.md "State and scope"): at ADD time the pod's cgroup does
+// Design (docs/design.md "State: one set of rows per pod"): at ADD time the pod's cgroup does
 // not exist yet, so the intercept programs sit once at a node-wide cgroup
 // (the cgroup2 root) and a pod is enrolled by its network namespace: rows
 // keyed by the netns cookie plus an sk_lookup link in that netns, pinned

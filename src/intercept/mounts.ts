@@ -38,7 +38,7 @@ export function ownCgroup(): string {
 
 /**
  * Make sure `dir` is a bpffs. The default place is mounted when it is not
- * (DESIGN.md: "mount bpffs if it is missing"); an explicit --bpffs must
+ * (docs/kernel-notes.md, "bpffs": mounting); an explicit --bpffs must
  * already be one.
  */
 export function ensureBpffs(dir: string, explicit: boolean): void {

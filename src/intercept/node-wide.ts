@@ -1,5 +1,5 @@
 // Node-wide interception, for the DaemonSet agent and the CNI plugin
-// (DESIGN.md "State and scope"): the intercept programs are attached once,
+// (docs/design.md "State: one set of rows per pod"): the intercept programs are attached once,
 // at the cgroup2 root (or another cgroup above every pod), and a pod is
 // covered by its rows, keyed by its netns cookie, plus an sk_lookup link in
 // its netns. So a pod is covered wherever its processes later sit in the

@@ -13,6 +13,11 @@ import { CLI, MeshLab, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { uniquePrefix } from '../../src/lab/lab.js';
 import { native } from '../../src/bpf/native.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createLogger } from '../../src/log/logger.js';
+import { enrollPod, ensureNodeInstall, uninstallNode } from '../../src/intercept/node-wide.js';
+import { DEFAULT_POLICY } from '../../src/cni/config.js';
 import { LAYOUT_MARKER, LAYOUT_VERSION, readLayoutMarker, writeLayoutMarker } from '../../src/check/layout-marker.js';
 import type { CheckLine, CheckReport } from '../../src/check/types.js';
 
@@ -171,6 +176,38 @@ describe('bpfmesh check', { skip, timeout: 180_000 }, () => {
     const reset = await runCli(['reset', '--netns', pod.netns, '--bpffs', bpffs]);
     assert.equal(reset.code, 0, reset.stderr);
     expectFail(await check(target), `installed.${pod.netnsName}`, 'BPFMESH_E_NOT_INSTALLED');
+  });
+
+  test('the DaemonSet readiness probe: --node with the node-wide install on a cgroup root, and the agent\'s /ready', async () => {
+    const root = mesh.lab.cgroupRoot;
+    const args = ['--node', '--bpffs', bpffs, '--cgroup-root', root];
+    expectFail(await check(args), 'installed.node', 'BPFMESH_E_NOT_INSTALLED');
+    const log = createLogger({ logFormat: 'plain', logLevel: 'silent' });
+    const scope = { bpffs, bpffsExplicit: true, cgroupRoot: root };
+    let status = 503;
+    const agent = createServer((_req, res) => res.writeHead(status).end());
+    await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(agent.address() as AddressInfo).port}/ready`;
+    try {
+      ensureNodeInstall(scope, log);
+      const ok = await check(args);
+      assert.deepEqual(ok.lines.filter((l) => !l.ok), []);
+      assert.match(line(ok, 'installed.node').detail, /6 cgroup hooks/);
+      assert.match(line(ok, 'capabilities').detail, /CAP_SYS_PTRACE/);
+      assert.match(expectFail(await check([...args, '--agent-ready', url]), 'agent_ready', 'BPFMESH_E_NOT_READY').detail, /answers 503/);
+      status = 200;
+      assert.equal((await check([...args, '--agent-ready', url])).ok, true);
+      expectFail(await check([...args, '--pod-name', 'node/chkpod']), 'installed.node.chkpod', 'BPFMESH_E_NOT_INSTALLED');
+      enrollPod(scope, 'chkpod', pod.netns, DEFAULT_POLICY, log);
+      const enrolled = await check([...args, '--pod-name', 'node/chkpod']);
+      assert.equal(line(enrolled, 'installed.node.chkpod').ok, true, line(enrolled, 'installed.node.chkpod').detail);
+      assert.match(line(enrolled, 'installed.node').detail, /1 pod\(s\) enrolled/);
+      const elsewhere = await check(['--node', '--bpffs', bpffs, '--cgroup-root', pod.cgroup]);
+      assert.match(expectFail(elsewhere, 'installed.node', 'BPFMESH_E_MISMATCH').detail, /attached to another cgroup/);
+    } finally {
+      await new Promise((resolve) => agent.close(resolve));
+      uninstallNode(scope, log);
+    }
   });
 
   test('a foreign connect4 program on the pod cgroup', async (t) => {

@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/config/paths.js';
 import { HELPERS } from '../../src/check/requirements.js';
 import { checkKernelVersion, kernelVersion } from '../../src/check/kernel.js';
-import { checkCapabilities, effectiveCaps } from '../../src/check/host.js';
+import { checkBpffs, checkCapabilities, effectiveCaps } from '../../src/check/host.js';
+import { mkdtempSync, rmdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { proxyInitChains } from '../../src/check/iptables.js';
 
 describe('check parts', () => {
@@ -43,6 +45,17 @@ describe('check parts', () => {
     const none = checkCapabilities(false, 0n);
     assert.equal(none.code, 'BPFMESH_E_PERMISSION');
     assert.match(none.detail, /CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN/);
+  });
+
+  test('bpffs: a default one not mounted yet passes only before install', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-notbpffs-'));
+    try {
+      assert.equal(checkBpffs(dir, false, true).ok, true, 'init mounts the default one');
+      assert.equal(checkBpffs(dir, false, false).code, 'BPFMESH_E_NO_BPFFS', 'installed pins need it mounted');
+      assert.equal(checkBpffs(dir, true, true).code, 'BPFMESH_E_NO_BPFFS', 'an explicit --bpffs must be one');
+    } finally {
+      rmdirSync(dir);
+    }
   });
 
   test('proxy-init chains in iptables-save output', () => {

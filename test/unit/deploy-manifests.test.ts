@@ -22,7 +22,7 @@ interface Container {
   args?: string[];
   env?: { name: string; value?: string; valueFrom?: Json }[];
   ports?: { containerPort: number; name?: string }[];
-  readinessProbe?: { httpGet?: { path: string; port: number | string } };
+  readinessProbe?: { httpGet?: { path: string; port: number | string }; exec?: { command: string[] } };
   livenessProbe?: { httpGet?: { path: string; port: number | string } };
   securityContext?: { runAsUser?: number; privileged?: boolean; capabilities?: { add?: string[]; drop?: string[] } };
   volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[];
@@ -215,7 +215,15 @@ describe('deploy/ manifests', () => {
     assert.equal(mount('/run/netns')?.mountPropagation, 'HostToContainer');
     const adminPort = portOf(flagValue(argv, '--admin-addr')!);
     assert.equal(adminPort, 4192);
-    assert.equal(Number(u.c.readinessProbe?.httpGet?.port), adminPort);
+    // Readiness: bpfmesh check on the same cgroup root and bpffs, with the agent's /ready on its admin port.
+    const [bin, sub, ...probe] = u.c.readinessProbe?.exec?.command ?? [];
+    assert.equal(bin, '/app/bin/bpfmesh.js', 'the probe runs the image\'s CLI');
+    assert.equal(sub, 'check');
+    for (const f of flagsOf(probe)) assert.ok(lists(usageOf('check'), f), `bpfmesh check lists ${f}`);
+    assert.ok(!probe.includes('--pre'), 'the probe checks the installed state');
+    assert.equal(flagValue(probe, '--cgroup-root'), flagValue(argv, '--cgroup-root'));
+    assert.equal(flagValue(probe, '--bpffs'), flagValue(argv, '--bpffs'));
+    assert.equal(portOf(new URL(flagValue(probe, '--agent-ready')!).host), adminPort);
     assert.equal(Number(u.c.livenessProbe?.httpGet?.port), adminPort);
 
     const inFile = DOCS.filter((d) => d.file === u.doc.file);

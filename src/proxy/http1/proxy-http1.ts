@@ -6,10 +6,10 @@
 // response head, forward it and its body the same way, then hand the
 // upstream connection back to the pool when the exchange ended cleanly.
 // Only heads are parsed: that is what keeps this near an opaque relay
-// (DESIGN.md, "Performance notes").
+// (docs/design.md, "Performance notes").
 //
 // Errors the proxy causes get a response of its own with `l5d-proxy-error`
-// (LINKERD-FACTS.md): 502 connect error or upstream reset before a
+// (docs/linkerd-compat.md): 502 connect error or upstream reset before a
 // response, 504 connect or response timeout, 503 no endpoint (ctx.route
 // throws BPFMESH_E_UNAVAILABLE), 400 malformed request, 431 headers too
 // large. Once a response head went to the client an error can only cut the
