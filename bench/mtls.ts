@@ -1,7 +1,7 @@
 // mTLS between the proxies vs plaintext between proxies, in one
-// run. A client pod and a server pod, each with `bpfmesh proxy` and a
-// `bpfmesh control-plane` on its loopback (one issuer), twice: one pair whose
-// control plane gives the server endpoint its identity (the proxies speak
+// run. A client pod and a server pod, each with `bpfmesh proxy`, and a
+// `bpfmesh control-plane` in a pod of its own (one issuer; TLS/mTLS to it),
+// twice: one pair whose control plane gives the server endpoint its identity (the proxies speak
 // mTLS) and one where it gives none (plaintext). Same configuration and
 // discovery path otherwise; the two are measured alternately.
 // Loads, each run for both in turn: HTTP/1.1 keep-alive (wrk -c32), a new
@@ -47,13 +47,14 @@ async function pair(mesh: MeshLab, dir: string, tag: string, mtls: boolean): Pro
   const sid = identityName(`${tag}-server`);
   const svc = (port: number): string[] => [`  - name: "${server.ip4}:${port}"`, `    endpoints: [{ addr: "${server.ip4}:${port}"${mtls ? `, identity: ${sid}` : ''} }]`];
   const config = join(dir, `${tag}.yaml`);
-  writeFileSync(config, ['listen: 127.0.0.1:8086', 'services:', ...svc(8080), ...svc(9000), ''].join('\n'));
-  for (const pod of [client, server]) await mesh.controlPlane(pod, config, join(dir, 'state'));
+  writeFileSync(config, ['services:', ...svc(8080), ...svc(9000), ''].join('\n'));
+  // The pair's control plane in a pod of its own, reached over TLS/mTLS as in a cluster.
+  const cp = await mesh.controlPlanePod(`${tag}cp`, config, join(dir, 'state'));
   const anchors = readFileSync(join(dir, 'state', 'trust-anchors.pem'), 'utf8');
   const proxies: PodProcess[] = [];
   for (const [pod, sa] of [[client, `${tag}-client`], [server, `${tag}-server`]] as const) {
     await mesh.init(pod);
-    proxies.push(await mesh.proxy(pod, meshProxyEnv({ identity: identityName(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors })));
+    proxies.push(await mesh.proxy(pod, meshProxyEnv({ identity: identityName(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp })));
   }
   await mesh.appServer(server);
   // Check the pair takes the path it is meant to before measuring it.

@@ -46,6 +46,12 @@ export const ErrorCodes = {
   TLS_MATERIAL: 'BPFMESH_E_TLS_MATERIAL',
   /** A control-plane address off loopback needs TLS credentials (from src/tls/) that were not given. */
   CONTROL_TLS_UNSUPPORTED: 'BPFMESH_E_CONTROL_TLS_UNSUPPORTED',
+  /** TLS to the control plane: its certificate does not chain to the trust anchors (another CA, expired). */
+  CONTROL_TLS_VERIFY: 'BPFMESH_E_CONTROL_TLS_VERIFY',
+  /** TLS to the control plane: its certificate verifies but is not for …_SVC_NAME. */
+  CONTROL_IDENTITY_MISMATCH: 'BPFMESH_E_CONTROL_IDENTITY_MISMATCH',
+  /** TLS to the control plane failed otherwise: it speaks plaintext (allowed on loopback only), refused our client certificate, reset. */
+  CONTROL_TLS_HANDSHAKE: 'BPFMESH_E_CONTROL_TLS_HANDSHAKE',
   /** The control plane refused or failed a request (Certify, Get), or its answer was unusable. */
   CONTROL: 'BPFMESH_E_CONTROL',
   /** `bpfmesh control-plane`: a bad mesh.yaml, or an issuer that cannot be read. */

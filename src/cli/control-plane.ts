@@ -7,10 +7,12 @@ import { startControlPlane } from '../controlplane/server.js';
 import { createLogger } from '../log/logger.js';
 import { formatAddr } from '../proxy/types.js';
 
-export const usage = `bpfmesh control-plane --config mesh.yaml [--state-dir DIR] [--listen IP:PORT] [--admin-addr IP:PORT]
-                      [--log-level LEVEL] [--log-format plain|json]   a development control plane
-  Serves Linkerd's Destination and Identity APIs on one port (mesh.yaml "listen", default 127.0.0.1:8086)
-  from mesh.yaml, reloaded when it changes. Without identity.issuer it generates a trust anchor and an
+export const usage = `bpfmesh control-plane --config mesh.yaml [--state-dir DIR] [--listen IP:PORT] [--identity-listen IP:PORT]
+                      [--admin-addr IP:PORT] [--log-level LEVEL] [--log-format plain|json]   a development control plane
+  Serves Linkerd's Destination and Identity APIs from mesh.yaml, reloaded when it changes. On loopback
+  (default 127.0.0.1:8086): plaintext, both on one port. Off loopback, as Linkerd's control plane: Destination
+  over mTLS on "listen", Identity over TLS on "identityListen" (default: port 8080 of the same host), with
+  server certificates for linkerd-destination/linkerd-identity.linkerd.serviceaccount.identity.linkerd.<trust domain>. Without identity.issuer it generates a trust anchor and an
   issuer in --state-dir (default ./.bpfmesh-cp); proxies read trust-anchors.pem from there.
 `;
 
@@ -29,6 +31,7 @@ export async function run(argv: string[]): Promise<number> {
     log,
     registry,
     ...(flags.listen !== undefined ? { listen: flags.listen } : {}),
+    ...(flags.identityListen !== undefined ? { identityListen: flags.identityListen } : {}),
   });
   let admin: AdminServer | undefined;
   if (flags.adminAddr !== undefined) {

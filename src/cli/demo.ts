@@ -1,13 +1,14 @@
 // bpfmesh demo (npm start): two pods on a bridge, interception installed in
 // both with `bpfmesh init`, a development control plane (`bpfmesh
-// control-plane`: Destination + Identity from a mesh.yaml) beside each
-// proxy, `bpfmesh proxy` in both (as the proxy uid, no capabilities) with
+// control-plane`: Destination + Identity from a mesh.yaml) in a third pod of
+// its own, reached as in a cluster (Identity over TLS, Destination over
+// mTLS), `bpfmesh proxy` in both (as the proxy uid, no capabilities) with
 // certificates from it and mTLS between them, an HTTP server in one pod and
 // curl in the other. Shows each request, what both proxies counted (with
 // the TLS identities) and what the kernel counted, then removes everything,
 // also on Ctrl-C and on error.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
@@ -48,15 +49,20 @@ async function waitReady(lab: Lab, pod: LabPod, proxy: ChildProcess): Promise<vo
   throw new Error(`the proxy in ${pod.name} did not become ready`);
 }
 
+/** Linkerd's names for the control plane's services (trust domain cluster.local): what the proxies' TLS expects. */
+const CP_NAMES = {
+  identity: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+  destination: 'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local',
+};
+
 /**
- * One development control plane per pod, on loopback beside its proxy (a
- * pod has no route to the host), sharing one issuer: the first generates it.
- * Returns the trust anchors' PEM for the proxies.
+ * One development control plane in a pod of its own: Destination over mTLS
+ * on :8086, Identity over TLS on :8080, as Linkerd's. Returns the trust
+ * anchors' PEM for the proxies.
  */
-async function startControlPlanes(lab: Lab, dir: string, pods: LabPod[], server: LabPod): Promise<string> {
+async function startControlPlane(lab: Lab, dir: string, cp: LabPod, server: LabPod): Promise<string> {
   chmodSync(dir, 0o755);
   const yaml = [
-    'listen: 127.0.0.1:8086',
     'services:',
     `  - name: "${server.ip4}:8080"`,
     '    endpoints:',
@@ -66,12 +72,17 @@ async function startControlPlanes(lab: Lab, dir: string, pods: LabPod[], server:
   writeFileSync(join(dir, 'mesh.yaml'), yaml);
   writeFileSync(join(dir, 'token'), 'demo-token', { mode: 0o644 });
   const anchorsFile = join(dir, 'state', 'trust-anchors.pem');
-  for (const pod of pods) {
-    lab.spawn(pod, process.execPath, [cli, 'control-plane', '--config', join(dir, 'mesh.yaml'), '--state-dir', join(dir, 'state'), '--log-level', 'warn'], {});
-    for (let i = 0; i < 100 && !existsSync(anchorsFile); i++) await new Promise((r) => setTimeout(r, 100));
-    await new Promise((r) => setTimeout(r, 300));
+  const args = ['control-plane', '--config', join(dir, 'mesh.yaml'), '--state-dir', join(dir, 'state'), '--listen', `${cp.ip4}:8086`, '--identity-listen', `${cp.ip4}:8080`, '--log-format', 'json'];
+  const p = lab.spawn(cp, process.execPath, [cli, ...args], {});
+  let logs = '';
+  p.stderr?.on('data', (d: Buffer) => (logs += d.toString()));
+  p.stdout?.resume();
+  for (let i = 0; i < 200 && !logs.includes('"control plane listening"'); i++) {
+    if (p.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 100));
   }
-  say(`  bpfmesh control-plane --config mesh.yaml beside each proxy: Destination + Identity, trust anchor ${anchorsFile}`);
+  if (!logs.includes('"control plane listening"')) throw new Error(`the control plane did not start: ${logs.slice(-2000)}`);
+  say(`  bpfmesh control-plane in ${cp.name} (${cp.ip4}): Destination over mTLS on :8086, Identity over TLS on :8080, trust anchor ${anchorsFile}`);
   return readFileSync(anchorsFile, 'utf8');
 }
 
@@ -97,25 +108,29 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const client = lab.addPod('client');
     const server = lab.addPod('server');
-    say(`pods: ${client.netnsName} (${client.ip4}) and ${server.netnsName} (${server.ip4}), each a netns + cgroup, on a bridge of their own`);
+    const cp = lab.addPod('linkerd');
+    say(`pods: ${client.netnsName} (${client.ip4}), ${server.netnsName} (${server.ip4}) and the control plane's ${cp.netnsName} (${cp.ip4}), each a netns + cgroup, on a bridge of their own`);
     for (const pod of [client, server]) {
       bpfmesh(['init', '--netns', pod.netns, '--cgroup', pod.cgroup, '--log-level', 'warn']);
       say(`  bpfmesh init --netns ${pod.netns} --cgroup ${pod.cgroup}`);
     }
-    const anchors = await startControlPlanes(lab, dir, [client, server], server);
+    const anchors = await startControlPlane(lab, dir, cp, server);
     for (const pod of [client, server]) {
       const env = {
         ...process.env,
         LINKERD2_PROXY_LOG: 'warn',
-        LINKERD2_PROXY_DESTINATION_SVC_ADDR: '127.0.0.1:8086',
-        LINKERD2_PROXY_IDENTITY_SVC_ADDR: '127.0.0.1:8086',
+        // deploy/sidecar.yaml's variables, pointed at the control plane's pod.
+        LINKERD2_PROXY_DESTINATION_SVC_ADDR: `${cp.ip4}:8086`,
+        LINKERD2_PROXY_DESTINATION_SVC_NAME: CP_NAMES.destination,
+        LINKERD2_PROXY_IDENTITY_SVC_ADDR: `${cp.ip4}:8080`,
+        LINKERD2_PROXY_IDENTITY_SVC_NAME: CP_NAMES.identity,
         LINKERD2_PROXY_IDENTITY_LOCAL_NAME: identityOf(pod.name),
         LINKERD2_PROXY_IDENTITY_TOKEN_FILE: join(dir, 'token'),
         LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: anchors,
       };
       const p = lab.spawn(pod, process.execPath, [cli, 'proxy'], PROXY, { env });
       await waitReady(lab, pod, p);
-      say(`  bpfmesh proxy in ${pod.name}: uid 2102, no capabilities, identity ${identityOf(pod.name)} (certificate from the control plane)`);
+      say(`  bpfmesh proxy in ${pod.name}: uid 2102, no capabilities, identity ${identityOf(pod.name)} (certificate from the control plane over TLS, discovery over mTLS)`);
     }
     lab.spawn(server, process.execPath, ['-e', APP_JS], APP);
     await new Promise((r) => setTimeout(r, 300));

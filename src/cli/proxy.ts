@@ -25,7 +25,6 @@ export async function run(argv: string[]): Promise<number> {
   const log = createLogger(config.log);
   const registry = new Registry();
   // Discovery and identity come from the control plane when the injector configured one.
-  const resolver = config.destination === undefined ? undefined : new DestinationResolver({ config: config.destination, registry, log });
   let identity: IdentityClient | undefined;
   let tls: TlsStore | undefined;
   if (config.identity !== undefined) {
@@ -35,6 +34,8 @@ export async function run(argv: string[]): Promise<number> {
     identity = id;
     tls = store;
   }
+  // Off loopback, discovery is mTLS with the workload certificate (rebuilt on every rotation).
+  const resolver = config.destination === undefined ? undefined : new DestinationResolver({ config: config.destination, registry, log, ...(tls ? { tls } : {}) });
   const proxy = new Proxy({ config, registry, log, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}) });
   await proxy.start();
   await identity?.start();

@@ -15,6 +15,8 @@ export interface ControlPlaneFlags extends LogOptions {
   stateDir: string;
   /** Overrides mesh.yaml's listen. */
   listen: Addr | undefined;
+  /** Overrides mesh.yaml's identityListen. */
+  identityListen: Addr | undefined;
   /** Serves /metrics, /live and /ready when given. */
   adminAddr: Addr | undefined;
 }
@@ -23,6 +25,7 @@ const FLAGS = {
   config: { type: 'string' },
   'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
   listen: { type: 'string' },
+  'identity-listen': { type: 'string' },
   'admin-addr': { type: 'string' },
   'log-format': { type: 'string', default: 'plain' },
   'log-level': { type: 'string', default: 'info' },
@@ -57,6 +60,7 @@ export function parseControlPlaneFlags(argv: string[]): ControlPlaneFlags {
     config: v.config,
     stateDir: v['state-dir'],
     listen: addr(v.listen, '--listen'),
+    identityListen: addr(v['identity-listen'], '--identity-listen'),
     adminAddr: addr(v['admin-addr'], '--admin-addr'),
     logFormat,
     logLevel: logLevel as LogLevel,

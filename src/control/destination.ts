@@ -15,7 +15,11 @@
 // Streams end when the server ends them or fails; they are reopened with
 // exponential backoff and jitter. InvalidArgument and FailedPrecondition
 // (the server refuses this lookup) are retried only at the slow end of the
-// schedule. Lookups unused for idleMs (Linkerd: 5 s) are dropped and their
+// schedule. Off loopback the streams run over mTLS with the workload
+// certificate (src/control/channel.ts): no stream opens before the first
+// certificate, and on each rotation every open stream is reopened on a
+// client built with the new certificate, keeping what it knew until the new
+// stream's first message, as after a reconnect. Lookups unused for idleMs (Linkerd: 5 s) are dropped and their
 // streams cancelled, so the cache does not grow without bound.
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -24,7 +28,8 @@ import type { Logger } from '../log/logger.js';
 import { StaticEndpointSet } from '../proxy/balance/static-set.js';
 import { formatAddr, type Addr, type Endpoint, type Resolution, type Resolver } from '../proxy/types.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { controlChannel, statusName } from './channel.js';
+import { openControlClient, statusName, type ControlClient } from './channel.js';
+import type { TlsStore } from '../tls/tls-store.js';
 import { decodeTcpAddress, destinationClientCtor, type DestinationClient, type UpdateMsg, type WeightedAddrMsg } from './protos.js';
 
 /** Linkerd's outbound discovery idle timeout. */
@@ -35,8 +40,8 @@ export const DEFAULT_WEIGHT = 10_000;
 export interface DestinationResolverOptions {
   /** ProxyConfig.destination. */
   config: Pick<DestinationConfig, 'addr' | 'name' | 'loopback' | 'contextToken'>;
-  /** TLS to a control plane off loopback (from src/tls/); required there. */
-  credentials?: grpc.ChannelCredentials;
+  /** The workload's TLS store: mTLS to a control plane off loopback (required there). */
+  tls?: TlsStore;
   registry: Registry;
   log: Logger;
   idleMs?: number;
@@ -95,7 +100,7 @@ function toEndpoint(w: WeightedAddrMsg, setLabels: Record<string, string>): Endp
 }
 
 export class DestinationResolver implements Resolver {
-  readonly #client: DestinationClient;
+  readonly #channel: ControlClient<DestinationClient>;
   readonly #contextToken: string;
   readonly #log: Logger;
   readonly #idleMs: number;
@@ -113,9 +118,19 @@ export class DestinationResolver implements Resolver {
     this.#backoffOpts = opts.backoff ?? {};
     this.#now = opts.now ?? Date.now;
     this.#contextToken = opts.config.contextToken;
-    const ch = controlChannel(opts.config, 'destination', opts.credentials, new Backoff(this.#backoffOpts));
-    const Ctor = destinationClientCtor();
-    this.#client = new Ctor(ch.target, ch.credentials, ch.options);
+    this.#channel = openControlClient({
+      svc: opts.config,
+      service: 'destination',
+      ctor: destinationClientCtor(),
+      tls: opts.tls === undefined ? undefined : { kind: 'mtls', store: opts.tls },
+      backoff: new Backoff(this.#backoffOpts),
+      log: opts.log,
+      registry: opts.registry,
+    });
+    // A new client (the first certificate, a rotation): every stream moves to it.
+    this.#channel.onChange(() => {
+      for (const l of this.#lookups.values()) this.#reopen(l);
+    });
 
     const lookups = this.#lookups;
     new Gauge({
@@ -181,7 +196,7 @@ export class DestinationResolver implements Resolver {
     for (const l of [...this.#lookups.values()]) this.#drop(l);
     clearInterval(this.#sweeper);
     this.#sweeper = undefined;
-    this.#client.close();
+    this.#channel.close();
   }
 
   #resolution(l: Lookup): Resolution {
@@ -221,11 +236,24 @@ export class DestinationResolver implements Resolver {
     return l;
   }
 
+  /** Ends the lookup's stream (its status is ignored) and opens it again now; what it knew stays until the first message. */
+  #reopen(l: Lookup): void {
+    if (l.closed) return;
+    clearTimeout(l.retry);
+    const old = l.call;
+    l.call = undefined;
+    old?.cancel();
+    this.#open(l);
+  }
+
   #open(l: Lookup): void {
     l.retry = undefined;
     l.stream = 'connecting';
     l.fresh = true;
-    const call = this.#client.Get({ scheme: '', path: l.key, context_token: this.#contextToken });
+    const client = this.#channel.current;
+    // mTLS waits for the first workload certificate; onChange opens the stream then.
+    if (client === undefined) return;
+    const call = client.Get({ scheme: '', path: l.key, context_token: this.#contextToken });
     l.call = call;
     call.on('data', (u: UpdateMsg) => this.#onUpdate(l, call, u));
     // 'error' carries the same status as 'status'; handled there, listened to so it is not thrown.
@@ -286,6 +314,8 @@ export class DestinationResolver implements Resolver {
       delay = l.backoff.next();
       // Once per outage at warn; the retries that follow at debug.
       (first ? this.#log.warn : this.#log.debug).call(this.#log, { path: l.key, code, details: s.details, retryMs: delay }, 'destination stream ended; reconnecting');
+      // gRPC only says UNAVAILABLE; the channel names a TLS failure (logged there, with what to do).
+      if (s.code === grpc.status.UNAVAILABLE) void this.#channel.diagnose();
     }
     l.retry = setTimeout(() => this.#open(l), delay);
     l.retry.unref();

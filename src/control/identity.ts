@@ -19,7 +19,7 @@ import type { IdentityConfig } from '../config/proxy-env.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { Backoff } from './backoff.js';
-import { controlChannel, statusName } from './channel.js';
+import { openControlClient, statusName, type ControlClient } from './channel.js';
 import { x509 } from './x509.js';
 import { identityClientCtor, timestampToMs, type CertifyResponseMsg, type IdentityClientStub } from './protos.js';
 
@@ -45,8 +45,6 @@ export interface WorkloadCertificate {
 export interface IdentityClientOptions {
   /** ProxyConfig.identity. */
   config: IdentityConfig;
-  /** TLS to an identity service off loopback (server-authenticated against the trust anchors). */
-  credentials?: grpc.ChannelCredentials;
   registry: Registry;
   log: Logger;
   /** Floor of the refresh delay; Linkerd's 10 s. Tests lower it to renew short-lived certificates quickly. */
@@ -91,7 +89,7 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
   /** Resolves with the first certificate installed. */
   readonly ready: Promise<WorkloadCertificate>;
   readonly #config: IdentityConfig;
-  readonly #client: IdentityClientStub;
+  readonly #channel: ControlClient<IdentityClientStub>;
   readonly #log: Logger;
   readonly #minRefreshMs: number;
   readonly #maxRefreshMs: number;
@@ -118,9 +116,16 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
     this.#maxRefreshMs = opts.maxRefreshMs ?? MAX_REFRESH_MS;
     this.#retryMs = opts.retryMs ?? RETRY_MS;
     this.#callTimeoutMs = opts.callTimeoutMs ?? 10_000;
-    const ch = controlChannel(opts.config.svc, 'identity', opts.credentials, new Backoff());
-    const Ctor = identityClientCtor();
-    this.#client = new Ctor(ch.target, ch.credentials, ch.options);
+    // Off loopback: TLS verified against the trust anchors, for …_IDENTITY_SVC_NAME; no client certificate (we have none yet).
+    this.#channel = openControlClient({
+      svc: opts.config.svc,
+      service: 'identity',
+      ctor: identityClientCtor(),
+      tls: { kind: 'tls', trustAnchorsPem: opts.config.trustAnchorsPem },
+      backoff: new Backoff(),
+      log: opts.log,
+      registry: opts.registry,
+    });
     this.ready = new Promise((resolve) => (this.#resolveReady = resolve));
     this.#expiry = new Gauge({
       name: 'bpfmesh_identity_cert_expiry_timestamp_seconds',
@@ -175,7 +180,7 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#call?.cancel();
-    this.#client.close();
+    this.#channel.close();
   }
 
   /** One Certify; the delay until the next. */
@@ -184,7 +189,10 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
       const token = await readFile(this.#config.tokenFile).catch((err: Error) => {
         throw new BpfmeshError(ErrorCodes.CONTROL, `cannot read the identity token ${this.#config.tokenFile}: ${err.message}`, { cause: err });
       });
-      const res = await this.#call1({ identity: this.identity, token, certificate_signing_request: csrDer });
+      const res = await this.#call1({ identity: this.identity, token, certificate_signing_request: csrDer }).catch(async (err: Error & { grpcCode?: number }) => {
+        // gRPC only says UNAVAILABLE; a TLS failure gets its own code and what to do.
+        throw (err.grpcCode === grpc.status.UNAVAILABLE ? await this.#channel.diagnose() : null) ?? err;
+      });
       const cert = this.#check(res, keyPem, spki);
       this.#current = cert;
       this.#expiry.set(cert.expiresAt.getTime() / 1000);
@@ -211,7 +219,9 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
 
   #call1(req: { identity: string; token: Buffer; certificate_signing_request: Buffer }): Promise<CertifyResponseMsg> {
     return new Promise((resolve, reject) => {
-      this.#call = this.#client.Certify(req, new grpc.Metadata(), { deadline: Date.now() + this.#callTimeoutMs }, (err, res) => {
+      const client = this.#channel.current;
+      if (client === undefined) return reject(new BpfmeshError(ErrorCodes.CONTROL, 'Certify: no channel to the identity service'));
+      this.#call = client.Certify(req, new grpc.Metadata(), { deadline: Date.now() + this.#callTimeoutMs }, (err, res) => {
         this.#call = undefined;
         if (err !== null || res === undefined) {
           const code = err === null ? 'EMPTY' : statusName(err.code);

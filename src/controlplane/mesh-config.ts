@@ -26,7 +26,10 @@ export interface MeshService {
 }
 
 export interface MeshConfig {
+  /** Destination (and policy): mTLS off loopback. */
   listen: Addr;
+  /** Identity on a port of its own (TLS off loopback); undefined: with Destination on `listen` if that is loopback, else port 8080 of its host. */
+  identityListen: Addr | undefined;
   trustDomain: string;
   identity: {
     /** Absolute paths; both undefined = generate into the state dir. */
@@ -145,13 +148,22 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
   } catch (err) {
     throw bad(file, `not YAML: ${(err as Error).message}`, err);
   }
-  const o = object(doc ?? {}, file, ['listen', 'trustDomain', 'identity', 'tokens', 'services']);
+  const o = object(doc ?? {}, file, ['listen', 'identityListen', 'trustDomain', 'identity', 'tokens', 'services']);
   const listenText = o['listen'] === undefined ? DEFAULT_LISTEN : str(o['listen'], 'listen');
   let listen: Addr;
   try {
     listen = parseListenAddr(listenText, 'listen');
   } catch (err) {
     throw bad('listen', `"${listenText}" is not IP:PORT`, err);
+  }
+  let identityListen: Addr | undefined;
+  if (o['identityListen'] !== undefined) {
+    const t = str(o['identityListen'], 'identityListen');
+    try {
+      identityListen = parseListenAddr(t, 'identityListen');
+    } catch (err) {
+      throw bad('identityListen', `"${t}" is not IP:PORT`, err);
+    }
   }
   const trustDomain = o['trustDomain'] === undefined ? 'cluster.local' : str(o['trustDomain'], 'trustDomain').toLowerCase();
   if (!isDnsName(trustDomain)) throw bad('trustDomain', `"${trustDomain}" is not a DNS name`);
@@ -189,5 +201,5 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
     if (services.has(svc.name)) throw bad(`services[${i}].name`, `${svc.name} is listed twice`);
     services.set(svc.name, svc);
   });
-  return { listen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services };
+  return { listen, identityListen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services };
 }

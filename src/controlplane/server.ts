@@ -1,7 +1,12 @@
-// `bpfmesh control-plane`: a standalone Destination + Identity gRPC server on
-// one port, for development, demos and tests. Answers from mesh.yaml, which
-// is watched: a change is sent to open Get streams as Add/Remove diffs, and a
+// `bpfmesh control-plane`: a standalone Destination + Identity gRPC server,
+// for development, demos and tests. Answers from mesh.yaml, which is
+// watched: a change is sent to open Get streams as Add/Remove diffs, and a
 // file that does not parse is logged while the old configuration stays.
+// On loopback it speaks plaintext, Identity and Destination on one port.
+// Off loopback it serves as Linkerd's control plane does (server-tls.ts):
+// Identity over TLS on its own port (identityListen, default 8080),
+// Destination over mTLS on `listen`, with server certificates for the
+// services' identities from its own issuer.
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
@@ -15,6 +20,8 @@ import { loadIssuer } from './ca.js';
 import { DestinationService } from './destination-service.js';
 import { IdentityService, type CertifyEvent } from './identity-service.js';
 import { parseMeshConfig, type MeshConfig } from './mesh-config.js';
+import { defaultServerNames, startServerTls, type ServerNames, type ServerTls } from './server-tls.js';
+import { isLoopbackHost } from '../config/proxy-env.js';
 
 export interface ControlPlaneOptions {
   configPath: string;
@@ -24,6 +31,16 @@ export interface ControlPlaneOptions {
   registry: Registry;
   /** Overrides mesh.yaml's `listen` (tests use 127.0.0.1:0). */
   listen?: Addr;
+  /** Overrides mesh.yaml's `identityListen`. */
+  identityListen?: Addr;
+  /**
+   * 'auto' (default): TLS off loopback, plaintext on loopback. For tests only:
+   * 'plaintext' serves without TLS even off loopback (proxies must refuse it);
+   * 'tls' serves TLS even on loopback (Identity on its own port, default an ephemeral one).
+   */
+  serverTls?: 'auto' | 'plaintext' | 'tls';
+  /** Overrides the server certificates' names (tests of proxies refusing another name). */
+  serverNames?: Partial<ServerNames>;
   /** Default true: reload mesh.yaml when it changes. */
   watch?: boolean;
   /** Coalesces the several events one save makes; default 100 ms. */
@@ -33,7 +50,14 @@ export interface ControlPlaneOptions {
 }
 
 export interface ControlPlane {
+  /** Destination (and policy). */
   readonly address: Addr;
+  /** Identity: the same as `address` when both share the loopback port. */
+  readonly identityAddress: Addr;
+  /** The identities the server certificates carry (what …_SVC_NAME must say). */
+  readonly serverNames: ServerNames;
+  /** Per port: TLS (Identity) / mTLS (Destination), or plaintext. */
+  readonly secure: { identity: boolean; destination: boolean };
   readonly trustAnchorsPem: string;
   /** The file proxies read their trust anchors from, when known. */
   readonly trustAnchorsFile: string | undefined;
@@ -54,9 +78,9 @@ async function readConfig(path: string): Promise<{ text: string; config: MeshCon
   return { text, config: parseMeshConfig(text, path, dirname(path)) };
 }
 
-function bind(server: grpc.Server, addr: Addr): Promise<number> {
+function bind(server: grpc.Server, addr: Addr, credentials: grpc.ServerCredentials): Promise<number> {
   return new Promise((ok, fail) =>
-    server.bindAsync(formatAddr(addr), grpc.ServerCredentials.createInsecure(), (err, port) => {
+    server.bindAsync(formatAddr(addr), credentials, (err, port) => {
       if (err === null) ok(port);
       else fail(new BpfmeshError(ErrorCodes.LISTEN, `control plane cannot listen on ${formatAddr(addr)}: ${err.message}`, { cause: err }));
     }),
@@ -101,21 +125,59 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     },
   });
 
+  const listen = opts.listen ?? config.listen;
+  const tlsMode = opts.serverTls ?? 'auto';
+  // Identity shares the Destination port only when both are plaintext on loopback.
+  const tlsOn = (a: Addr): boolean => tlsMode === 'tls' || (tlsMode === 'auto' && !isLoopbackHost(a.host));
+  const identityListen =
+    opts.identityListen ?? config.identityListen ?? (tlsOn(listen) ? { host: listen.host, port: tlsMode === 'tls' ? 0 : 8080 } : isLoopbackHost(listen.host) ? undefined : { host: listen.host, port: 8080 });
+  const secure = { destination: tlsOn(listen), identity: identityListen !== undefined && tlsOn(identityListen) };
+  const serverNames = { ...defaultServerNames(config.trustDomain), ...opts.serverNames };
+  let serverTls: ServerTls | undefined;
+  if (secure.destination || secure.identity) {
+    serverTls = await startServerTls({ issuer, names: serverNames, lifetimeMs: () => config.identity.leafLifetimeMs, log });
+  }
+  const insecure = grpc.ServerCredentials.createInsecure();
+  // The Destination server: the policy API is served here too (mTLS, as Linkerd's destination pod serves both).
   const server = new grpc.Server();
   server.addService(destinationService(), destination.handlers);
-  server.addService(identityService(), identity.handlers);
-  const listen = opts.listen ?? config.listen;
-  const port = await bind(server, listen);
-  const address = { host: listen.host, port };
-  log.info({ listen: formatAddr(address), services: config.services.size, trustAnchors: issuer.trustAnchorsFile }, 'control plane listening');
+  const servers = [server];
+  let identityServer = server;
+  if (identityListen !== undefined) {
+    identityServer = new grpc.Server();
+    servers.push(identityServer);
+  }
+  identityServer.addService(identityService(), identity.handlers);
+  let address: Addr;
+  let identityAddress: Addr;
+  try {
+    address = { host: listen.host, port: await bind(server, listen, secure.destination ? serverTls!.destination : insecure) };
+    identityAddress =
+      identityListen === undefined ? address : { host: identityListen.host, port: await bind(identityServer, identityListen, secure.identity ? serverTls!.identity : insecure) };
+  } catch (err) {
+    for (const s of servers) s.forceShutdown();
+    serverTls?.close();
+    throw err;
+  }
+  log.info(
+    {
+      listen: formatAddr(address),
+      identityListen: formatAddr(identityAddress),
+      tls: secure,
+      ...(serverTls ? { serverNames } : {}),
+      services: config.services.size,
+      trustAnchors: issuer.trustAnchorsFile,
+    },
+    'control plane listening',
+  );
 
   let reloading: Promise<boolean> = Promise.resolve(true);
   const reloadNow = async (): Promise<boolean> => {
     try {
       const next = await readConfig(configPath);
       if (next.text === lastText) return true;
-      if (formatAddr(next.config.listen) !== formatAddr(config.listen) || JSON.stringify(next.config.identity.issuer) !== JSON.stringify(config.identity.issuer)) {
-        log.warn('listen and identity.issuer changes take effect at the next start');
+      if (formatAddr(next.config.listen) !== formatAddr(config.listen) || JSON.stringify(next.config.identityListen) !== JSON.stringify(config.identityListen) || JSON.stringify(next.config.identity.issuer) !== JSON.stringify(config.identity.issuer)) {
+        log.warn('listen, identityListen and identity.issuer changes take effect at the next start');
       }
       lastText = next.text;
       config = next.config;
@@ -147,6 +209,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
   return {
     address,
+    identityAddress,
+    serverNames,
+    secure,
     trustAnchorsPem: issuer.trustAnchorsPem,
     trustAnchorsFile: issuer.trustAnchorsFile,
     get config() {
@@ -156,7 +221,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     close: async () => {
       watcher?.close();
       clearTimeout(debounce);
-      server.forceShutdown();
+      for (const s of servers) s.forceShutdown();
+      serverTls?.close();
       await reloading;
       log.info('control plane stopped');
     },

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { startControlPlane, type ControlPlane } from '../../src/controlplane/server.js';
+import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../../src/controlplane/server.js';
 import type { CertifyEvent } from '../../src/controlplane/identity-service.js';
 import type { Addr } from '../../src/proxy/types.js';
 
@@ -36,7 +36,12 @@ export async function metricValue(registry: Registry, name: string, labels: Reco
     .reduce((a, v) => a + v.value, 0);
 }
 
-export async function startTestControlPlane(yaml: string, listen: Addr = { host: '127.0.0.1', port: 0 }): Promise<TestControlPlane> {
+/** `extra`: serverTls, serverNames, identityListen... (a tampered control plane for failure tests). */
+export async function startTestControlPlane(
+  yaml: string,
+  listen: Addr = { host: '127.0.0.1', port: 0 },
+  extra: Partial<Pick<ControlPlaneOptions, 'serverTls' | 'serverNames' | 'identityListen' | 'stateDir'>> = {},
+): Promise<TestControlPlane> {
   const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-cp-'));
   const configPath = join(dir, 'mesh.yaml');
   writeFileSync(configPath, yaml);
@@ -47,6 +52,7 @@ export async function startTestControlPlane(yaml: string, listen: Addr = { host:
       configPath,
       stateDir: join(dir, 'state'),
       log: silent,
+      ...extra,
       registry,
       listen: at,
       reloadDebounceMs: 50,

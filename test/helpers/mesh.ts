@@ -141,12 +141,47 @@ export interface LoadResult {
   failures: Array<{ t: number; status?: number; error: string }>;
 }
 
-/** Environment of `bpfmesh proxy` for a pod with a control plane on its loopback. */
-export function meshProxyEnv(opts: { identity: string; tokenFile: string; trustAnchorsPem: string; controlPlane?: string }): NodeJS.ProcessEnv {
-  const addr = opts.controlPlane ?? '127.0.0.1:8086';
+/** The identities `bpfmesh control-plane` serves under (Linkerd's defaults for trust domain cluster.local). */
+export const CONTROL_PLANE_NAMES = {
+  identity: 'linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local',
+  destination: 'linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local',
+} as const;
+
+/** Where a control plane in a pod of its own serves, as the sidecar's …_SVC_ADDR / …_SVC_NAME name it. */
+export interface ControlPlaneAddrs {
+  /** "ip:8086": Destination over mTLS. */
+  destination: string;
+  /** "ip:8080": Identity over TLS. */
+  identity: string;
+  names: { identity: string; destination: string };
+}
+
+/** A control plane in a pod of its own (netns + cgroup), reached over the lab network like a cluster's. */
+export interface ControlPlanePod extends ControlPlaneAddrs {
+  pod: LabPod;
+  proc: PodProcess;
+  /** Starts it again in the same pod, on the same ports and files (after a kill). */
+  restart(): Promise<PodProcess>;
+}
+
+/**
+ * Environment of `bpfmesh proxy`: the control plane in a pod of its own
+ * (deploy/sidecar.yaml's variables: addresses off loopback and the identities
+ * TLS expects), or on the pod's loopback ("127.0.0.1:8086", plaintext).
+ */
+export function meshProxyEnv(opts: { identity: string; tokenFile: string; trustAnchorsPem: string; controlPlane: ControlPlaneAddrs | string }): NodeJS.ProcessEnv {
+  const cp = opts.controlPlane;
+  const svc: NodeJS.ProcessEnv =
+    typeof cp === 'string'
+      ? { LINKERD2_PROXY_DESTINATION_SVC_ADDR: cp, LINKERD2_PROXY_IDENTITY_SVC_ADDR: cp }
+      : {
+          LINKERD2_PROXY_DESTINATION_SVC_ADDR: cp.destination,
+          LINKERD2_PROXY_DESTINATION_SVC_NAME: cp.names.destination,
+          LINKERD2_PROXY_IDENTITY_SVC_ADDR: cp.identity,
+          LINKERD2_PROXY_IDENTITY_SVC_NAME: cp.names.identity,
+        };
   return {
-    LINKERD2_PROXY_DESTINATION_SVC_ADDR: addr,
-    LINKERD2_PROXY_IDENTITY_SVC_ADDR: addr,
+    ...svc,
     LINKERD2_PROXY_IDENTITY_LOCAL_NAME: opts.identity,
     LINKERD2_PROXY_IDENTITY_TOKEN_FILE: opts.tokenFile,
     LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: opts.trustAnchorsPem,
@@ -214,6 +249,25 @@ export class MeshLab {
     const p = new PodProcess(this.lab.spawn(pod, process.execPath, args, {}));
     await waitLog(p, 'control plane listening', 20_000);
     return p;
+  }
+
+  /**
+   * `bpfmesh control-plane` in a new pod of its own, listening on the pod's
+   * address: Destination over mTLS on 8086, Identity over TLS on 8080. No
+   * interception there (a control plane's own proxy is not what is tested).
+   */
+  async controlPlanePod(name: string, config: string, stateDir: string, extra: string[] = []): Promise<ControlPlanePod> {
+    const pod = this.pod(name);
+    const args = ['--listen', `${pod.ip4}:8086`, '--identity-listen', `${pod.ip4}:8080`, ...extra];
+    const cp: ControlPlanePod = {
+      pod,
+      proc: await this.controlPlane(pod, config, stateDir, args),
+      destination: `${pod.ip4}:8086`,
+      identity: `${pod.ip4}:8080`,
+      names: { ...CONTROL_PLANE_NAMES },
+      restart: async () => (cp.proc = await this.controlPlane(pod, config, stateDir, args)),
+    };
+    return cp;
   }
 
   /** Starts test/helpers/http-load.ts in the pod; `done` resolves with its report. */

@@ -1,6 +1,7 @@
 // Discovery under traffic, end to end: a client pod and two server pods,
-// each with `bpfmesh proxy` (mTLS between them) and a `bpfmesh
-// control-plane` on its loopback (one shared issuer). The client calls a
+// each with `bpfmesh proxy` (mTLS between them), and one `bpfmesh
+// control-plane` in a pod of its own, reached over the lab network with
+// Linkerd's TLS (certificates over TLS, discovery over mTLS). The client calls a
 // service address that only the control plane knows; mesh.yaml is edited
 // under a bounded keep-alive load and the test checks where every answer
 // came from, that none failed, and how long the switch took after the
@@ -11,7 +12,7 @@ import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
-import { identityName as id, MeshLab, meshProxyEnv, PodProcess, promSample, waitLog, logRecords, type LoadResult } from '../helpers/mesh.js';
+import { identityName as id, MeshLab, meshProxyEnv, PodProcess, promSample, waitLog, logRecords, type ControlPlanePod, type LoadResult } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 
 const skip = kernelSkipReason();
@@ -46,8 +47,8 @@ describe('mesh discovery: endpoint changes under traffic, weights, latency, cont
   let c: LabPod;
   let dir: string;
   let configPath: string;
+  let cp: ControlPlanePod;
   let cpA: PodProcess;
-  let cpArgs: { config: string; state: string };
   const proxies: PodProcess[] = [];
   /** Reloads the client's control plane has logged so far. */
   let reloads = 0;
@@ -56,7 +57,7 @@ describe('mesh discovery: endpoint changes under traffic, weights, latency, cont
   let written = '';
 
   function writeConfig(services: Record<string, Ep[]>): void {
-    const lines = ['listen: 127.0.0.1:8086', 'trustDomain: cluster.local', 'services:'];
+    const lines = ['trustDomain: cluster.local', 'services:'];
     for (const [name, eps] of Object.entries(services)) {
       lines.push(`  - name: "${name}"`, '    endpoints:');
       for (const e of eps) lines.push(`      - { addr: "${e.addr}", weight: ${e.weight ?? 10000}, identity: ${e.identity} }`);
@@ -90,15 +91,13 @@ describe('mesh discovery: endpoint changes under traffic, weights, latency, cont
     writeConfig({ [WEB]: [bEp()] });
     writeFileSync(join(dir, 'token'), 'any-token');
     chmodSync(join(dir, 'token'), 0o644);
-    cpArgs = { config: configPath, state: join(dir, 'state') };
-    // The first control plane generates the shared issuer; the others read it.
-    cpA = await mesh.controlPlane(a, cpArgs.config, cpArgs.state);
-    for (const pod of [b, c]) await mesh.controlPlane(pod, cpArgs.config, cpArgs.state);
+    cp = await mesh.controlPlanePod('cp', configPath, join(dir, 'state'));
+    cpA = cp.proc;
     assert.ok(existsSync(join(dir, 'state', 'trust-anchors.pem')));
     const anchors = readFileSync(join(dir, 'state', 'trust-anchors.pem'), 'utf8');
     for (const [pod, sa] of [[a, 'a'], [b, 'b'], [c, 'c']] as const) {
       await mesh.init(pod);
-      proxies.push(await mesh.proxy(pod, meshProxyEnv({ identity: id(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors })));
+      proxies.push(await mesh.proxy(pod, meshProxyEnv({ identity: id(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp })));
     }
     await mesh.appServer(b);
     await mesh.appServer(c);
@@ -207,7 +206,7 @@ describe('mesh discovery: endpoint changes under traffic, weights, latency, cont
     for (let i = 0; i < 100 && promSample(await metrics(), 'bpfmesh_destination_reconnects_total') <= reconnects0; i++) await new Promise((r) => setTimeout(r, 50));
     assert.ok(promSample(await metrics(), 'bpfmesh_destination_reconnects_total') > reconnects0, 'the proxy saw the stream end');
     await new Promise((r) => setTimeout(r, Math.max(0, 2000 - (Date.now() - killed))));
-    cpA = await mesh.controlPlane(a, cpArgs.config, cpArgs.state);
+    cpA = await cp.restart();
     reloads = 0;
     const restarted = Date.now();
     // Updates resume once the proxy's stream is back (its backoff is at most 10 s).

@@ -1,13 +1,15 @@
 // The mesh end to end: `bpfmesh control-plane` (Destination + Identity from
-// a mesh.yaml) next to each pod's proxy on loopback, sharing one issuer; the
-// proxies get certificates, discover endpoints and talk mTLS to each other.
+// a mesh.yaml) in a pod of its own, reached by every proxy over the lab
+// network with deploy/sidecar.yaml's variables (TLS for Identity, mTLS for
+// Destination); the proxies get certificates, discover endpoints and talk
+// mTLS to each other.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, CLI, MeshLab, PodProcess } from '../helpers/mesh.js';
+import { APP, MeshLab, meshProxyEnv, PodProcess } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { REPO_ROOT } from '../../src/config/paths.js';
 
@@ -31,11 +33,6 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
   let dir: string;
   const proxies: PodProcess[] = [];
 
-  async function waitFile(path: string): Promise<void> {
-    for (let i = 0; i < 100 && !existsSync(path); i++) await new Promise((r) => setTimeout(r, 100));
-    assert.ok(existsSync(path), `${path} never appeared`);
-  }
-
   before(async () => {
     mesh = new MeshLab(88);
     a = mesh.pod('a');
@@ -45,7 +42,6 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
     writeFileSync(
       join(dir, 'mesh.yaml'),
       [
-        'listen: 127.0.0.1:8086',
         'trustDomain: cluster.local',
         'services:',
         `  - name: "${b.ip4}:8080"`,
@@ -70,23 +66,12 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
     );
     writeFileSync(join(dir, 'token'), 'any-token');
     chmodSync(join(dir, 'token'), 0o644);
-    // One control plane per pod on loopback (plaintext there, as Linkerd's rules allow), one shared issuer.
-    for (const pod of [a, b]) {
-      const cp = new PodProcess(mesh.lab.spawn(pod, process.execPath, [CLI, 'control-plane', '--config', join(dir, 'mesh.yaml'), '--state-dir', join(dir, 'state'), '--log-level', 'warn'], {}));
-      void cp;
-      await waitFile(join(dir, 'state', 'trust-anchors.pem'));
-      await new Promise((r) => setTimeout(r, 300));
-    }
+    // One control plane, in a pod of its own, as in a cluster.
+    const cp = await mesh.controlPlanePod('cp', join(dir, 'mesh.yaml'), join(dir, 'state'));
     const anchors = readFileSync(join(dir, 'state', 'trust-anchors.pem'), 'utf8');
     for (const [pod, sa] of [[a, 'a'], [b, 'b']] as const) {
       await mesh.init(pod);
-      proxies.push(await mesh.proxy(pod, {
-        LINKERD2_PROXY_DESTINATION_SVC_ADDR: '127.0.0.1:8086',
-        LINKERD2_PROXY_IDENTITY_SVC_ADDR: '127.0.0.1:8086',
-        LINKERD2_PROXY_IDENTITY_LOCAL_NAME: id(sa),
-        LINKERD2_PROXY_IDENTITY_TOKEN_FILE: join(dir, 'token'),
-        LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: anchors,
-      }));
+      proxies.push(await mesh.proxy(pod, meshProxyEnv({ identity: id(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp })));
     }
     const app = new PodProcess(mesh.lab.spawn(b, process.execPath, [APP_SERVER], APP));
     await app.waitFor((e) => e.event === 'ready');
@@ -141,7 +126,7 @@ describe('mesh: discovery, identity and mTLS between two pods', { skip, timeout:
     const r = await mesh.lab.exec(a, 'curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', `http://${b.ip4}:9999/`], APP);
     assert.equal(r.stdout, '503');
     assert.ok(Date.now() - started < 3000);
-    // 10.88.0.3:8080 is known; 9000 (the opaque echo) is not: plain TCP to the original destination.
+    // b:8080 is known; 9000 (the opaque echo) is not: plain TCP to the original destination.
     assert.equal(await mesh.nc(a, b.ip4, 9000), 'hello');
   });
 

@@ -1,11 +1,12 @@
-// Workload identity end to end: proxies in pods with `bpfmesh
-// control-plane` on their loopback. Short-lived leaves are renewed under
-// traffic without a failed request, and peers whose certificate is not from
-// our trust anchors, or has expired, are refused with a 502.
-//   a  client; leaves of 20 s
-//   b  server; leaves of 20 s, same issuer as a
-//   c  server whose control plane has its own, unrelated issuer (untrusted by a)
-//   d  server with a 3 s leaf whose control plane is then stopped: it keeps
+// Workload identity end to end: proxies in pods, each control plane
+// (`bpfmesh control-plane`) in a pod of its own, reached over the lab
+// network with Linkerd's TLS. Short-lived leaves are renewed under traffic
+// without a failed request, and peers whose certificate is not from our
+// trust anchors, or has expired, are refused with a 502.
+//   a  client; leaves of 20 s          } control plane cp (shared issuer)
+//   b  server; leaves of 20 s          }
+//   c  server whose control plane cpc has its own, unrelated issuer (untrusted by a)
+//   d  server with a 3 s leaf whose control plane cpd is then stopped: it keeps
 //      presenting that leaf after it expires (renewal fails)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, identityName as id, MeshLab, meshProxyEnv, PodProcess, promSample } from '../helpers/mesh.js';
+import { APP, identityName as id, MeshLab, meshProxyEnv, PodProcess, promSample, type ControlPlanePod } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 
 const skip = kernelSkipReason();
@@ -35,30 +36,31 @@ describe('mesh identity: renewal under traffic, untrusted and expired peers', { 
     dir = mkdtempSync(join(tmpdir(), 'bpfmesh-ident-'));
     chmodSync(dir, 0o755);
     const services = [b, c, d].flatMap((p, i) => [`  - name: "${p.ip4}:8080"`, `    endpoints: [{ addr: "${p.ip4}:8080", identity: ${id('bcd'[i]!)} }]`]);
-    const config = (lifetime: string): string => ['listen: 127.0.0.1:8086', 'trustDomain: cluster.local', `identity: { leafLifetime: ${lifetime} }`, 'services:', ...services, ''].join('\n');
+    const config = (lifetime: string): string => ['trustDomain: cluster.local', `identity: { leafLifetime: ${lifetime} }`, 'services:', ...services, ''].join('\n');
     writeFileSync(join(dir, 'mesh.yaml'), config(`${LEAF_S}s`));
     writeFileSync(join(dir, 'short.yaml'), config('3s'));
     writeFileSync(join(dir, 'token'), 'any-token');
     chmodSync(join(dir, 'token'), 0o644);
     const shared = join(dir, 'state');
     const other = join(dir, 'other-state');
-    const cps = new Map<LabPod, PodProcess>();
-    // a generates the shared issuer; c's control plane generates an unrelated one.
-    cps.set(a, await mesh.controlPlane(a, join(dir, 'mesh.yaml'), shared));
-    cps.set(b, await mesh.controlPlane(b, join(dir, 'mesh.yaml'), shared));
-    cps.set(c, await mesh.controlPlane(c, join(dir, 'mesh.yaml'), other));
-    cps.set(d, await mesh.controlPlane(d, join(dir, 'short.yaml'), shared));
+    const cps = new Map<LabPod, ControlPlanePod>();
+    // cp generates the shared issuer; cpc generates an unrelated one; cpd shares cp's issuer with 3 s leaves.
+    const cp = await mesh.controlPlanePod('cp', join(dir, 'mesh.yaml'), shared);
+    cps.set(a, cp);
+    cps.set(b, cp);
+    cps.set(c, await mesh.controlPlanePod('cpc', join(dir, 'mesh.yaml'), other));
+    cps.set(d, await mesh.controlPlanePod('cpd', join(dir, 'short.yaml'), shared));
     const anchors = readFileSync(join(shared, 'trust-anchors.pem'), 'utf8');
     const otherAnchors = readFileSync(join(other, 'trust-anchors.pem'), 'utf8');
     assert.notEqual(anchors, otherAnchors);
     // d first: its leaf has expired by the time the other proxies are up.
     for (const [pod, sa] of [[d, 'd'], [c, 'c'], [b, 'b'], [a, 'a']] as const) {
       await mesh.init(pod);
-      const env = meshProxyEnv({ identity: id(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: pod === c ? otherAnchors : anchors });
+      const env = meshProxyEnv({ identity: id(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: pod === c ? otherAnchors : anchors, controlPlane: cps.get(pod)! });
       proxies.push(await mesh.proxy(pod, env));
       if (pod !== a) await mesh.appServer(pod);
       // Without its identity service d cannot renew; its leaf runs out in 3 s.
-      if (pod === d) cps.get(d)!.child.kill('SIGTERM');
+      if (pod === d) cps.get(d)!.proc.child.kill('SIGTERM');
     }
   });
 

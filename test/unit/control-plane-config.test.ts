@@ -126,6 +126,7 @@ test('control-plane flags', () => {
     config: 'mesh.yaml',
     stateDir: '.bpfmesh-cp',
     listen: undefined,
+    identityListen: undefined,
     adminAddr: undefined,
     logFormat: 'plain',
     logLevel: 'info',
