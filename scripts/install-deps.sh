@@ -3,7 +3,8 @@
 # 12 or newer (and Ubuntu 22.04+). One script for CI, the Dockerfile and the
 # Vagrant VM (vagrant/provision.sh), so all three prove the same steps. Needs root.
 #
-#   install-deps.sh [all]    everything below (CI, the VM)
+#   install-deps.sh [all]    everything below (CI, the VM), Node.js 24 (scripts/install-node.sh),
+#                            kubectl and helm for the manifest tests (scripts/install-kube-tools.sh)
 #   install-deps.sh build    what builds the addon, BPF objects and dist/ (the image's build stage)
 #   install-deps.sh image    what the runtime image needs: libbpf1 (the addon links it), bpftool (inspection)
 set -euo pipefail
@@ -35,4 +36,9 @@ if [ "$MODE" = image ]; then
   echo "install-deps: image: $(bpftool version | head -1)"
 else
   echo "install-deps: $(clang --version | head -1); libbpf $(pkg-config --modversion libbpf); $(bpftool version | head -1)"
+fi
+# The image's base and the build stage already are Node 24 (node:24-bookworm).
+if [ "$MODE" = all ]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/install-node.sh" 24
+  bash "$(dirname "${BASH_SOURCE[0]}")/install-kube-tools.sh"
 fi

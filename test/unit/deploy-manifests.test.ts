@@ -299,7 +299,15 @@ describe('Dockerfile', () => {
     assert.deepEqual(modes, ['build', 'image']);
     const script = readFileSync(join(REPO_ROOT, 'scripts/install-deps.sh'), 'utf8');
     for (const m of modes) assert.match(script, new RegExp(`^\\s+${m}\\) PKGS=`, 'm'), `install-deps.sh has mode ${m}`);
-    assert.deepEqual(lines.filter((l) => l.startsWith('FROM')).map((l) => l.split(/\s+/)[1]), ['node:20-bookworm', 'node:20-bookworm-slim']);
+    // Node 24 LTS in both stages, the major CI installs and runs the suite on (scripts/install-node.sh),
+    // and one package.json's engines accepts; node-gyp uses the image's headers (no download).
+    const ciMajor = /^VERSION_24=(\d+)\./m.exec(readFileSync(join(REPO_ROOT, 'scripts/install-node.sh'), 'utf8'))?.[1];
+    assert.equal(ciMajor, '24', 'scripts/install-node.sh pins a Node 24 release');
+    assert.deepEqual(lines.filter((l) => l.startsWith('FROM')).map((l) => l.split(/\s+/)[1]), [`node:${ciMajor}-bookworm`, `node:${ciMajor}-bookworm-slim`]);
+    assert.match(readFileSync(join(REPO_ROOT, '.ci/run'), 'utf8'), new RegExp(`install-node\\.sh --env ${ciMajor}\\b`), '.ci/run puts that Node first on PATH');
+    const engines = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    assert.ok(Number(/(\d+)/.exec(engines)?.[1]) <= Number(ciMajor), `engines ${engines} accepts Node ${ciMajor}`);
+    assert.ok(lines.some((l) => l === 'ENV npm_config_nodedir=/usr/local'), 'the build stage points node-gyp at the image\'s own headers');
     assert.equal(lines.filter((l) => l.startsWith('USER')).at(-1), 'USER 2102:2102');
     const entry = lines.find((l) => l.startsWith('ENTRYPOINT'))!;
     const argv = JSON.parse(entry.slice('ENTRYPOINT'.length)) as string[];
