@@ -58,9 +58,11 @@ const CLI = join(REPO_ROOT, 'dist/src/cli/main.js');
 export const OVERLAYS = ['init-container', 'node', 'cni'] as const;
 const KUSTOMIZE_SKIP = kubeToolSkipReason('kubectl');
 
-/** Every YAML file under deploy/ (sources, kustomizations, patches). */
+/** Every YAML file under deploy/ (sources, kustomizations, patches; not Helm templates, which are not YAML until rendered). */
 function yamlFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? yamlFiles(join(dir, e.name)) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? (e.name === 'templates' ? [] : yamlFiles(join(dir, e.name))) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : [],
+  );
 }
 
 function parseDocs(text: string, file: string): Doc[] {
