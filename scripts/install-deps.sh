@@ -13,7 +13,9 @@ BUILD=(clang llvm libbpf-dev pkg-config make g++ python3)
 RUNTIME=(bpftool iproute2 util-linux mount)
 # containernetworking-plugins: bridge + host-local (in /usr/lib/cni) chained with
 # bpfmesh-cni in test/kernel/cni.test.ts, invoked as a runtime would.
-TEST=(curl netcat-openbsd iptables wrk nghttp2-client openssl containernetworking-plugins)
+# podman + runc: a real container runtime runs that chain in test/kernel/cni-podman.test.ts
+# (runc: crun refuses hybrid cgroup hosts).
+TEST=(curl netcat-openbsd iptables wrk nghttp2-client openssl containernetworking-plugins podman runc)
 # npm run test:kernels: other kernels under qemu (vagrant/kernels/run.sh)
 VM=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
 MODE=${1:-all}
