@@ -7,8 +7,13 @@
 # The manifests in deploy/ set the user and capabilities per mode.
 
 # ---- build: the addon (C++ over libbpf), the BPF objects (CO-RE) and dist/ ----
-FROM node:20-bookworm AS build
+# Node 24 LTS, as CI (scripts/install-node.sh pins the same major) and the
+# CNI bundle: cni-install copies this image's Node to the nodes.
+FROM node:24-bookworm AS build
 WORKDIR /src
+# node-gyp builds the addon against the image's own headers
+# (/usr/local/include/node) instead of downloading them.
+ENV npm_config_nodedir=/usr/local
 # The one install script (also run by .ci/run and vagrant/provision.sh), build part only.
 COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh build
@@ -29,7 +34,7 @@ RUN npm ci --no-audit --no-fund \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 # ---- runtime: Node, libbpf and the artifacts ----
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 # libbpf1: the addon links it (it pulls libelf1 and zlib1g). bpftool: to
 # read the data path from inside the pod (kubectl exec ... bpftool cgroup
 # tree). No iproute2: no mode runs ip; the init and node modes mount bpffs

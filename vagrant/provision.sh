@@ -4,7 +4,7 @@
 # guests that `npm run test:kernels` boots (vagrant/kernels/run.sh) run the
 # same steps from here.
 #
-#   provision.sh system        packages (scripts/install-deps.sh), Node 20+,
+#   provision.sh system        packages (scripts/install-deps.sh), Node 24,
 #                              npm ci: the build (Vagrant; CI's host does this
 #                              itself in .ci/run, and its guests reuse it)
 #   provision.sh kernel-env    what the kernel tests expect of a booted kernel:
@@ -34,16 +34,12 @@ writable() { [ -d "$1" ] && touch "$1/.bpfmesh-probe" 2>/dev/null && rm -f "$1/.
 
 system() {
   need_root system
+  # The packages, and Node 24 (scripts/install-node.sh, from the npm registry;
+  # Debian 12 ships Node 18). Linked into /usr/local/bin so that sudo's PATH
+  # finds it too: this VM is bpfmesh's own.
   bash "$REPO/scripts/install-deps.sh"
-  local major=0
-  if command -v node >/dev/null; then major=$(node -p 'process.versions.node.split(".")[0]'); fi
-  if [ "$major" -lt 20 ]; then
-    # Debian 12 ships Node 18; bpfmesh needs 20+ (package.json engines).
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends ca-certificates curl gnupg >/dev/null
-    curl -fsSL https://deb.nodesource.com/setup_20.x | bash - >/dev/null
-    apt-get install -y -qq nodejs >/dev/null
-  fi
+  bash "$REPO/scripts/install-node.sh" --link 24
+  eval "$(bash "$REPO/scripts/install-node.sh" --env 24)"
   echo "provision: node $(node --version), npm $(npm --version)"
   cd "$REPO"
   npm ci --no-audit --no-fund
@@ -86,6 +82,7 @@ run_tests() {
   [ ${#files[@]} -gt 0 ] || files=(dist/test/kernel/*.test.js)
   local reporter=()
   [ -z "${BPFMESH_TEST_REPORTER:-}" ] || reporter=(--test-reporter="$BPFMESH_TEST_REPORTER")
+  echo "provision: tests on node $(node --version) ($(command -v node))"
   CI=true exec node --test --test-concurrency=1 "${reporter[@]}" "${files[@]}"
 }
 

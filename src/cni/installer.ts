@@ -10,6 +10,7 @@
 // Every write is temp file + rename, and nothing is written that is already
 // right, so running it again changes nothing (and a runtime never reads a
 // half-written file).
+import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, watch as fsWatch, writeFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
@@ -186,6 +187,44 @@ function syncTree(src: string, dst: string, filter: RegExp | undefined, counts: 
   }
 }
 
+/** The Node major an install needs: package.json's engines.node (">=24", "^22 || >=24": the lowest major); undefined when it says none. */
+export function requiredNodeMajor(sourceDir: string): number | undefined {
+  let engines: unknown;
+  try {
+    engines = (JSON.parse(readFileSync(join(sourceDir, 'package.json'), 'utf8')) as { engines?: { node?: unknown } }).engines?.node;
+  } catch {
+    return undefined;
+  }
+  if (typeof engines !== 'string') return undefined;
+  const majors = [...engines.matchAll(/(?:^|[\s|^~>=])(\d+)(?:\.|\s|$)/g)].map((m) => Number(m[1]));
+  return majors.length === 0 ? undefined : Math.min(...majors);
+}
+
+/** The version of a Node binary (the running one without a spawn); fails when it does not run here. */
+export function nodeVersionOf(nodeBinary: string): string {
+  if (nodeBinary === process.execPath) return process.versions.node;
+  try {
+    return execFileSync(nodeBinary, ['-p', 'process.versions.node'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (err) {
+    throw fail(`the Node binary ${nodeBinary} does not run (${(err as Error).message.split('\n')[0]}); the bundle needs a Node that runs on the host`, err);
+  }
+}
+
+/**
+ * The Node that goes onto every host runs the plugin there: it must be one
+ * the install supports (engines.node), or every pod's CNI ADD would fail on
+ * the host instead of here.
+ */
+function checkBundleNode(sourceDir: string, nodeBinary: string): void {
+  const need = requiredNodeMajor(sourceDir);
+  if (need === undefined) return;
+  const version = nodeVersionOf(nodeBinary);
+  const major = Number(/^v?(\d+)\./.exec(version)?.[1]);
+  if (!(major >= need)) {
+    throw fail(`the Node binary ${nodeBinary} is ${version}; bpfmesh needs Node ${need}+ (package.json engines): run cni-install from the bpfmesh image, whose Node is the supported one`);
+  }
+}
+
 /** Copy the install at sourceDir and the Node binary into bundleDir. */
 export function syncBundle(sourceDir: string, nodeBinary: string, bundleDir: string): SyncCounts {
   for (const e of BUNDLE_ENTRIES) {
@@ -195,6 +234,7 @@ export function syncBundle(sourceDir: string, nodeBinary: string, bundleDir: str
   }
   if (!existsSync(join(sourceDir, BUNDLE_SHIM))) throw fail(`${join(sourceDir, BUNDLE_SHIM)} is missing: this bpfmesh has no CNI plugin launcher; use an image that has one`);
   if (!existsSync(nodeBinary)) throw fail(`the Node binary ${nodeBinary} is missing`);
+  checkBundleNode(sourceDir, nodeBinary);
   const counts: SyncCounts = { copied: 0, unchanged: 0, removed: 0 };
   mkdirSync(bundleDir, { recursive: true });
   for (const e of BUNDLE_ENTRIES) {

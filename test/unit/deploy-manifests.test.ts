@@ -1,8 +1,11 @@
-// deploy/ and the Dockerfile against the code: every manifest parses and is
-// a Kubernetes object, every container of the bpfmesh image runs a real
-// `bpfmesh` command with flags that command lists, the sidecar sets only
-// variables the proxy reads, probes hit the admin ports, and the Dockerfile
-// copies what exists. No cluster and no Docker engine needed.
+// deploy/ and the Dockerfile against the code. deploy/ is a kustomize base
+// (a meshed workload) with one overlay per interception mode; each overlay is
+// rendered with kubectl's kustomize, and every rendered object is validated
+// against the Kubernetes API's own schemas (the kubernetes-models package:
+// types, required fields, enums, formats), every container of the bpfmesh
+// image runs a real `bpfmesh` command with flags that command lists, the
+// sidecar sets only variables the proxy reads, probes hit the admin ports,
+// and the Dockerfile copies what exists. No cluster and no Docker engine needed.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,6 +16,7 @@ import { REPO_ROOT } from '../../src/config/paths.js';
 import { PROXY_ENV } from '../../src/config/proxy-env.js';
 import { parseNetConf } from '../../src/cni/config.js';
 import { readPluginConfig } from '../../src/cni/installer.js';
+import { kubeToolSkipReason, runKubeTool } from '../helpers/kube-tools.js';
 
 type Json = Record<string, unknown>;
 interface Container {
@@ -43,23 +47,38 @@ interface Doc {
   rules?: { apiGroups: string[]; resources: string[]; verbs: string[] }[];
   roleRef?: { kind: string; name: string };
   subjects?: { kind: string; name: string; namespace: string }[];
+  /** The overlay it was rendered from. */
   file: string;
 }
 
 const DEPLOY = join(REPO_ROOT, 'deploy');
 const CLI = join(REPO_ROOT, 'dist/src/cli/main.js');
 
-function loadDocs(): Doc[] {
+/** The interception modes, one overlay each (deploy/overlays/<mode>), over deploy/base. */
+export const OVERLAYS = ['init-container', 'node', 'cni'] as const;
+const KUSTOMIZE_SKIP = kubeToolSkipReason('kubectl');
+
+/** Every YAML file under deploy/ (sources, kustomizations, patches; not Helm templates, which are not YAML until rendered). */
+function yamlFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? (e.name === 'templates' ? [] : yamlFiles(join(dir, e.name))) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : [],
+  );
+}
+
+function parseDocs(text: string, file: string): Doc[] {
   const docs: Doc[] = [];
-  for (const file of readdirSync(DEPLOY).filter((f) => /\.ya?ml$/.test(f)).sort()) {
-    for (const d of parseAllDocuments(readFileSync(join(DEPLOY, file), 'utf8'))) {
-      assert.deepEqual(d.errors, [], `${file}: YAML errors`);
-      const v = d.toJS() as Doc | null;
-      if (v === null) continue;
-      docs.push({ ...v, file });
-    }
+  for (const d of parseAllDocuments(text)) {
+    assert.deepEqual(d.errors, [], `${file}: YAML errors`);
+    const v = d.toJS() as Doc | null;
+    if (v !== null) docs.push({ ...v, file });
   }
   return docs;
+}
+
+/** What `kubectl kustomize deploy/overlays/<mode>` renders, for every mode. */
+function loadDocs(): Doc[] {
+  if (KUSTOMIZE_SKIP !== false) return [];
+  return OVERLAYS.flatMap((mode) => parseDocs(runKubeTool('kubectl', ['kustomize', join(DEPLOY, 'overlays', mode)]), mode));
 }
 const DOCS = loadDocs();
 
@@ -122,10 +141,52 @@ const envOf = (c: Container, name: string): string | undefined => c.env?.find((e
 const portOf = (addr: string): number => Number(/:(\d+)$/.exec(addr)?.[1]);
 const uses = (command: string): Use[] => USES.filter((u) => u.runs.some((r) => r.command === command));
 
-describe('deploy/ manifests', () => {
-  test('every document parses and is a Kubernetes object (apiVersion, kind, metadata.name)', () => {
-    const files = new Set(DOCS.map((d) => d.file));
-    for (const f of ['init-container.yaml', 'sidecar.yaml', 'daemonset.yaml', 'cni.yaml']) assert.ok(files.has(f), `deploy/${f} exists`);
+describe('deploy/ manifests', { skip: KUSTOMIZE_SKIP }, () => {
+  test('every YAML file under deploy/ parses; each overlay renders the base workload plus its mode', () => {
+    const files = yamlFiles(DEPLOY);
+    assert.ok(files.length >= 8, 'base + three overlays, with their kustomizations');
+    for (const f of files) parseDocs(readFileSync(f, 'utf8'), f);
+    const named = (mode: string, kind: string, name: string): Doc | undefined => DOCS.find((d) => d.file === mode && d.kind === kind && d.metadata.name === name);
+    for (const mode of OVERLAYS) assert.ok(named(mode, 'Deployment', 'bpfmesh-sidecar-example'), `overlays/${mode} has the base workload`);
+    const initOf = (mode: string) => (named(mode, 'Deployment', 'bpfmesh-sidecar-example')!.spec as { template: { spec: PodSpec } }).template.spec.initContainers;
+    assert.deepEqual(initOf('init-container')?.map((c) => c.name), ['linkerd-init'], 'init-container: the patch adds linkerd-init to the workload');
+    assert.equal(initOf('node'), undefined, 'node: no init container');
+    assert.equal(initOf('cni'), undefined, 'cni: no init container');
+    assert.ok(named('node', 'DaemonSet', 'bpfmesh-node') && !named('node', 'DaemonSet', 'bpfmesh-cni'));
+    assert.ok(named('cni', 'DaemonSet', 'bpfmesh-cni') && !named('cni', 'DaemonSet', 'bpfmesh-node'));
+    assert.equal(DOCS.filter((d) => d.file === 'init-container').length, 1, 'init-container installs nothing cluster-wide');
+  });
+
+  test('every rendered object validates against the Kubernetes API schemas (kubernetes-models)', async () => {
+    const validate = async (d: Doc): Promise<void> => {
+      const group = d.apiVersion.includes('/') ? d.apiVersion : `v1`;
+      // Dynamic import: kubernetes-models is ESM only.
+      const mod = (await import(`kubernetes-models/${group}/${d.kind}`)) as Record<string, new (data: unknown) => { validate(): void }>;
+      const Model = mod[d.kind];
+      assert.ok(Model !== undefined, `kubernetes-models has ${d.apiVersion} ${d.kind}`);
+      const obj: Record<string, unknown> = { ...d };
+      delete obj['file'];
+      new Model(obj).validate();
+    };
+    for (const d of DOCS) {
+      await validate(d).catch((err: Error) => assert.fail(`overlays/${d.file}: ${d.kind} ${d.metadata.name}: ${err.message}`));
+    }
+    // And the check can fail: a port as a string, a container without a name, a mount propagation Kubernetes does not have.
+    const ds = DOCS.find((d) => d.kind === 'DaemonSet')!;
+    const broken = (edit: (c: Container) => void): Doc => {
+      const copy = structuredClone(ds);
+      edit((copy.spec as { template: { spec: PodSpec } }).template.spec.containers[0]!);
+      return copy;
+    };
+    const bad: [string, Doc, RegExp][] = [
+      ['a string port', broken((c) => ((c.ports ??= [{ containerPort: 1 }])[0]!.containerPort = 'eighty' as unknown as number)), /containerPort must be integer/],
+      ['no container name', broken((c) => delete (c as Partial<Container>).name), /must have required property 'name'|required property name/],
+      ['a bad mountPropagation', broken((c) => (c.volumeMounts![0]!.mountPropagation = 'Sideways')), /mountPropagation must be equal to one of the allowed values/],
+    ];
+    for (const [what, doc, want] of bad) await assert.rejects(validate(doc), want, what);
+  });
+
+  test('every document is a Kubernetes object (apiVersion, kind, metadata.name)', () => {
     for (const d of DOCS) {
       assert.match(d.apiVersion, /^(v1|(apps|rbac\.authorization\.k8s\.io|batch)\/v1)$/, `${d.file}: apiVersion ${d.apiVersion}`);
       assert.match(d.kind, /^[A-Z][A-Za-z]+$/, `${d.file}: kind`);
@@ -190,7 +251,7 @@ describe('deploy/ manifests', () => {
       assert.equal(Number(u.c.readinessProbe?.httpGet?.port), portOf(admin), `${where}: readiness on the admin port`);
       assert.equal(Number(u.c.livenessProbe?.httpGet?.port), portOf(admin), `${where}: liveness on the admin port`);
     }
-    const sidecar = proxies.find((u) => u.doc.file === 'sidecar.yaml')!;
+    const sidecar = proxies.find((u) => u.doc.kind === 'Deployment' && !u.pod.initContainers)!;
     for (const name of ['destinationSvcAddr', 'destinationContext', 'identityTrustAnchors', 'identityTokenFile', 'identityLocalName'] as const) {
       assert.ok(sidecar.c.env?.some((e) => e.name === PROXY_ENV[name]), `sidecar.yaml sets ${PROXY_ENV[name]} as Linkerd's injector does`);
     }
@@ -307,7 +368,15 @@ describe('Dockerfile', () => {
     assert.deepEqual(modes, ['build', 'image']);
     const script = readFileSync(join(REPO_ROOT, 'scripts/install-deps.sh'), 'utf8');
     for (const m of modes) assert.match(script, new RegExp(`^\\s+${m}\\) PKGS=`, 'm'), `install-deps.sh has mode ${m}`);
-    assert.deepEqual(lines.filter((l) => l.startsWith('FROM')).map((l) => l.split(/\s+/)[1]), ['node:20-bookworm', 'node:20-bookworm-slim']);
+    // Node 24 LTS in both stages, the major CI installs and runs the suite on (scripts/install-node.sh),
+    // and one package.json's engines accepts; node-gyp uses the image's headers (no download).
+    const ciMajor = /^VERSION_24=(\d+)\./m.exec(readFileSync(join(REPO_ROOT, 'scripts/install-node.sh'), 'utf8'))?.[1];
+    assert.equal(ciMajor, '24', 'scripts/install-node.sh pins a Node 24 release');
+    assert.deepEqual(lines.filter((l) => l.startsWith('FROM')).map((l) => l.split(/\s+/)[1]), [`node:${ciMajor}-bookworm`, `node:${ciMajor}-bookworm-slim`]);
+    assert.match(readFileSync(join(REPO_ROOT, '.ci/run'), 'utf8'), new RegExp(`install-node\\.sh --env ${ciMajor}\\b`), '.ci/run puts that Node first on PATH');
+    const engines = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    assert.ok(Number(/(\d+)/.exec(engines)?.[1]) <= Number(ciMajor), `engines ${engines} accepts Node ${ciMajor}`);
+    assert.ok(lines.some((l) => l === 'ENV npm_config_nodedir=/usr/local'), 'the build stage points node-gyp at the image\'s own headers');
     assert.equal(lines.filter((l) => l.startsWith('USER')).at(-1), 'USER 2102:2102');
     const entry = lines.find((l) => l.startsWith('ENTRYPOINT'))!;
     const argv = JSON.parse(entry.slice('ENTRYPOINT'.length)) as string[];

@@ -67,7 +67,10 @@ for tool in qemu-system-x86_64 busybox cpio gzip depmod modprobe apt-get apt-cac
 done
 BUSYBOX=$(command -v busybox)
 ldd "$BUSYBOX" >/dev/null 2>&1 && die "$BUSYBOX is not static: install busybox-static"
+# The guest runs this node (the host's, over 9p): the first on PATH, as
+# .ci/run sets it (Node 24 from scripts/install-node.sh).
 NODE=$(command -v node) || die "node is missing"
+say "guests run $NODE ($("$NODE" --version))"
 for f in build/Release/bpfmesh.node build/bpf/intercept.bpf.o $TESTS; do
   case $f in /*) p=$f ;; *) p=$REPO/$f ;; esac
   [ -e "$p" ] || die "$f is missing: build first (npm install; npm run build:ts)"

@@ -84,14 +84,22 @@ export class H2UpstreamPool {
       const entry = this.entries.get(endpointKey(to, 'h2')) ?? this.open(to, connect);
       const session = await entry.session;
       if (cancelled()) return undefined;
+      // A session that began closing (GOAWAY, or closed here) takes no new
+      // stream: nothing was sent, so one more try on a fresh session is safe.
+      // Checked first: Node 24's request() no longer throws for it, it hands
+      // back a stream that errors later (ERR_HTTP2_GOAWAY_SESSION).
+      if (session.closed || session.destroyed) {
+        this.evict(entry);
+        if (attempt > 0) throw new BpfmeshError(ErrorCodes.CLOSED, `the HTTP/2 session to ${entry.key} closed before the request could start`);
+        continue;
+      }
       try {
         const stream = session.request(headers, options);
         this.track(entry, stream);
         return { stream, failure: () => entry.failure };
       } catch (err) {
-        // The session began closing (GOAWAY) between the pool handing it out
-        // and now: nothing was sent, so one more try on a fresh session is
-        // safe. Anything else (a header node:http2 refuses) is the request's fault.
+        // Node 22 and older throw for a closing session (handled above); what
+        // is left (a header node:http2 refuses) is the request's fault.
         if (!(session.closed || session.destroyed) || attempt > 0) throw err;
         this.evict(entry);
       }

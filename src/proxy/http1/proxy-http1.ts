@@ -683,6 +683,9 @@ class ClientConn implements UpstreamOwner {
     const end = req.framing === 'none';
     const abort = new AbortController();
     let stream: ClientHttp2Stream;
+    // Node 24's request() on a closing session returns a stream that errors
+    // later instead of throwing: refuse it here, as Node 22 would have.
+    if (session.closed || session.destroyed) return this.proxyError(502, 'connect_error', 'HTTP/2 request to the peer proxy failed: the session is closing (GOAWAY)');
     try {
       stream = session.request(h1RequestToH2(req), { endStream: end, signal: abort.signal });
     } catch (err) {
