@@ -11,7 +11,8 @@
         "native/link.cc",
         "native/socket.cc",
         "native/pin.cc",
-        "native/probe.cc"
+        "native/probe.cc",
+        "native/lock.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],

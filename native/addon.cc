@@ -143,6 +143,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsAddresses", Napi::Function::New(env, NetnsAddresses, "netnsAddresses"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
   exports.Set("takeSocket", Napi::Function::New(env, TakeSocket, "takeSocket"));
+  exports.Set("flockExclusive", Napi::Function::New(env, FlockExclusive, "flockExclusive"));
+  exports.Set("flockRelease", Napi::Function::New(env, FlockRelease, "flockRelease"));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus, "numPossibleCpus"));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion, "libbpfVersion"));
   exports.Set("probeProgType", Napi::Function::New(env, ProbeProgType, "probeProgType"));

@@ -200,6 +200,8 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo& info);
 Napi::Value NetnsAddresses(const Napi::CallbackInfo& info);
 Napi::Value SocketCookie(const Napi::CallbackInfo& info);
 Napi::Value TakeSocket(const Napi::CallbackInfo& info);
+Napi::Value FlockExclusive(const Napi::CallbackInfo& info);  // lock.cc
+Napi::Value FlockRelease(const Napi::CallbackInfo& info);
 Napi::Value PinnedKind(const Napi::CallbackInfo& info);
 Napi::Value PinnedProgramId(const Napi::CallbackInfo& info);
 Napi::Value Unpin(const Napi::CallbackInfo& info);

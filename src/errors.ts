@@ -70,6 +70,8 @@ export const ErrorCodes = {
   KUBE_API: 'BPFMESH_E_KUBE_API',
   /** The Kubernetes API no longer has the requested resourceVersion (410 Gone, or a watch ERROR event): list again. */
   KUBE_EXPIRED: 'BPFMESH_E_KUBE_EXPIRED',
+  /** A kubeconfig exec credential plugin could not run, failed, timed out or printed no usable ExecCredential. */
+  KUBE_EXEC: 'BPFMESH_E_KUBE_EXEC',
   /** `bpfmesh node`: a pod's config.linkerd.io/* annotation cannot be parsed; that pod is left unmeshed. */
   BAD_ANNOTATION: 'BPFMESH_E_BAD_ANNOTATION',
   /** Node-wide install: another bpfmesh holds the node lock for too long. */

@@ -133,6 +133,10 @@ export interface NativeBinding {
   socketCookie(fd: number): bigint;
   /** pidfd_getfd: a duplicate of fd `fd` of process `pid`; the caller closes it. Needs ptrace access. */
   takeSocket(pid: number, fd: number): number;
+  /** flock(fd, LOCK_EX), polling LOCK_NB until timeoutMs: true once held, false on timeout. The kernel releases it when the fd closes or the process dies. */
+  flockExclusive(fd: number, timeoutMs: number): boolean;
+  /** flock(fd, LOCK_UN). */
+  flockRelease(fd: number): void;
   numPossibleCpus(): number;
   libbpfVersion(): string;
   /** libbpf_probe_bpf_prog_type: 1 supported, 0 not, throws on probe error. */

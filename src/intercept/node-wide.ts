@@ -11,13 +11,14 @@
 // pod's rows are keyed by, so a pod can be withdrawn after its netns is gone.
 import { closeSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfmeshError, ErrorCodes, errorCode, withContext } from '../errors.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { native, type NativeObject } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfPinDir, MapNames, type PodMaps } from './layout.js';
 import { attachOrUpdate, detachAndUnpin, openAndLoad, uninstall } from './install.js';
 import { ensureBpffs } from './mounts.js';
+import { withDirLock } from './node-lock.js';
 import { checkCgroup, checkNetns, netnsAddressesOf, netnsCookieOf, pinRoot, withFd } from './pod.js';
 import { deletePodRows, portRulesOf, settingsOf, subnetRulesOf, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
 
@@ -48,56 +49,13 @@ function checkPodId(id: string): void {
   }
 }
 
-const sleepBuf = new Int32Array(new SharedArrayBuffer(4));
-const sleepMs = (ms: number): void => void Atomics.wait(sleepBuf, 0, 0, ms);
-
-const LOCK_STALE_MS = 30_000;
 const LOCK_WAIT_MS = 10_000;
 
-/**
- * A lock across processes (CNI ADDs run concurrently): mkdir is atomic on
- * bpffs. A lock older than LOCK_STALE_MS is taken to be left by a crash.
- */
+/** Serialises node-wide installers (CNI ADDs run concurrently): flock on bpfmesh/node_lock (node-lock.ts). */
 function withNodeLock<T>(scope: NodeScope, fn: () => T): T {
   const root = pinRoot(scope.bpffs);
   mkdirSync(root, { recursive: true });
-  const lock = join(root, NODE_LOCK_NAME);
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      mkdirSync(lock);
-      break;
-    } catch (err) {
-      if (errorCode(err) !== 'EEXIST') throw withContext(err, `taking the lock ${lock}`);
-      let age = 0;
-      try {
-        age = Date.now() - statSync(lock).ctimeMs;
-      } catch {
-        continue; // released meanwhile
-      }
-      if (age > LOCK_STALE_MS) {
-        try {
-          rmdirSync(lock);
-        } catch {
-          /* another waiter took it over */
-        }
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw new BpfmeshError(ErrorCodes.BUSY, `${lock} has been held for ${Math.round(age / 1000)} s by another bpfmesh; retry, or remove it if no bpfmesh runs`);
-      }
-      sleepMs(5);
-    }
-  }
-  try {
-    return fn();
-  } finally {
-    try {
-      rmdirSync(lock);
-    } catch {
-      /* removed as stale by another process: nothing to release */
-    }
-  }
+  return withDirLock(join(root, NODE_LOCK_NAME), LOCK_WAIT_MS, fn);
 }
 
 function nodeInstalled(scope: NodeScope): boolean {

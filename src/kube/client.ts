@@ -102,7 +102,7 @@ interface StatusObject {
 function parseStatus(body: string): StatusObject | undefined {
   try {
     const s = JSON.parse(body) as unknown;
-    return typeof s === 'object' && s !== null ? (s) : undefined;
+    return typeof s === 'object' && s !== null ? s : undefined;
   } catch {
     return undefined; // not a Status object
   }
@@ -132,7 +132,10 @@ export function retryAfterMs(header: string | undefined, status: StatusObject | 
 
 export class KubeClient {
   readonly access: KubeAccess;
-  readonly #agent: HttpAgent;
+  #agent: HttpAgent;
+  /** Pools replaced when an exec plugin handed out a new client certificate; closed with the client. */
+  readonly #retired: HttpAgent[] = [];
+  #agentCert: Buffer | undefined;
   readonly #https: boolean;
   readonly #timeoutMs: number;
 
@@ -141,6 +144,7 @@ export class KubeClient {
     this.#https = access.server.startsWith('https:');
     this.#timeoutMs = opts.requestTimeoutMs ?? 30_000;
     this.#agent = createKubeAgent(access);
+    this.#agentCert = access.cert;
   }
 
   /** One pod, or null when it does not exist (404). */
@@ -184,7 +188,17 @@ export class KubeClient {
    * any other error status or ERROR event, or with status 0 when the
    * connection fails, resets or stalls (resume from the last resourceVersion).
    */
-  watchPods(opts: WatchOptions, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
+  async watchPods(opts: WatchOptions, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
+    const token = await this.#auth();
+    try {
+      await this.#watch(token, opts, onEvent, signal);
+    } catch (err) {
+      if (err instanceof KubeApiError && err.status === 401) this.access.exec?.invalidate();
+      throw err;
+    }
+  }
+
+  #watch(token: string | undefined, opts: WatchOptions, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
     const q = new URLSearchParams({ watch: '1', resourceVersion: opts.resourceVersion, timeoutSeconds: String(opts.timeoutSeconds ?? 300) });
     if (opts.allowWatchBookmarks) q.set('allowWatchBookmarks', 'true');
     if (opts.fieldSelector) q.set('fieldSelector', opts.fieldSelector);
@@ -212,7 +226,7 @@ export class KubeClient {
         clearTimeout(stall);
         stall = setTimeout(() => fail(new KubeApiError(0, `watch pods: no event or bookmark for ${stallMs} ms (stalled); restarting`, { stalled: true })), stallMs);
       };
-      const req = this.#request(`/api/v1/pods?${q.toString()}`, (res) => {
+      const req = this.#request(`/api/v1/pods?${q.toString()}`, token, (res) => {
         if (res.statusCode !== 200) {
           readBody(res, MAX_BODY_BYTES).then(
             (body) => finish(new KubeApiError(res.statusCode ?? 0, `watch pods: HTTP ${res.statusCode}: ${statusMessage(body)}`, { retryAfterMs: retryAfterMs(headerOf(res, 'retry-after'), parseStatus(body)) })),
@@ -270,11 +284,25 @@ export class KubeClient {
 
   close(): void {
     this.#agent.destroy();
+    for (const a of this.#retired.splice(0)) a.destroy();
   }
 
-  #request(path: string, onResponse: (res: IncomingMessage) => void): ReturnType<typeof httpRequest> {
+  /** The bearer token for the next request; with an exec plugin, its (cached) credential, and its client certificate in the pool. */
+  async #auth(): Promise<string | undefined> {
+    const exec = this.access.exec;
+    if (exec === undefined) return this.access.token();
+    const creds = await exec.get();
+    if (creds.cert !== undefined && creds.cert !== this.#agentCert) {
+      // New connections present the new certificate; open ones (a watch) finish on the old.
+      this.#retired.push(this.#agent);
+      this.#agent = createKubeAgent(this.access, { cert: creds.cert, key: creds.key });
+      this.#agentCert = creds.cert;
+    }
+    return creds.token ?? this.access.token();
+  }
+
+  #request(path: string, token: string | undefined, onResponse: (res: IncomingMessage) => void): ReturnType<typeof httpRequest> {
     const url = new URL(this.access.server + path);
-    const token = this.access.token();
     const opts: RequestOptions = {
       method: 'GET',
       host: url.hostname.replace(/^\[|\]$/g, ''),
@@ -286,7 +314,19 @@ export class KubeClient {
     return (this.#https ? httpsRequest : httpRequest)(opts, onResponse);
   }
 
-  #getJson(path: string): Promise<unknown> {
+  async #getJson(path: string): Promise<unknown> {
+    const token = await this.#auth();
+    try {
+      return await this.#get(path, token);
+    } catch (err) {
+      // A credential from an exec plugin the server refuses: run the plugin again, once.
+      if (!(err instanceof KubeApiError && err.status === 401 && this.access.exec)) throw err;
+      this.access.exec.invalidate();
+      return this.#get(path, await this.#auth());
+    }
+  }
+
+  #get(path: string, token: string | undefined): Promise<unknown> {
     const what = `GET ${path.split('?')[0]}`;
     return new Promise((resolve, reject) => {
       let done = false;
@@ -297,7 +337,7 @@ export class KubeClient {
         if (err) reject(err);
         else resolve(value);
       };
-      const req = this.#request(path, (res) => {
+      const req = this.#request(path, token, (res) => {
         readBody(res, MAX_BODY_BYTES).then(
           (body) => {
             const status = res.statusCode ?? 0;
