@@ -141,6 +141,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
+  exports.Set("tcpLoopbackPair", Napi::Function::New(env, TcpLoopbackPair, "tcpLoopbackPair"));
+  exports.Set("socketMeminfo", Napi::Function::New(env, SocketMeminfo, "socketMeminfo"));
   exports.Set("takeSocket", Napi::Function::New(env, TakeSocket, "takeSocket"));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus, "numPossibleCpus"));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion, "libbpfVersion"));

@@ -198,6 +198,8 @@ class BpfLink : public Napi::ObjectWrap<BpfLink>, public Resource {
 Napi::Value OriginalDst(const Napi::CallbackInfo& info);
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info);
 Napi::Value SocketCookie(const Napi::CallbackInfo& info);
+Napi::Value TcpLoopbackPair(const Napi::CallbackInfo& info);
+Napi::Value SocketMeminfo(const Napi::CallbackInfo& info);
 Napi::Value TakeSocket(const Napi::CallbackInfo& info);
 Napi::Value PinnedKind(const Napi::CallbackInfo& info);
 Napi::Value PinnedProgramId(const Napi::CallbackInfo& info);

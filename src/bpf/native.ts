@@ -129,12 +129,28 @@ export interface NativeBinding {
   netnsCookie(netnsFd: number): bigint;
   /** SO_COOKIE of a socket. */
   socketCookie(fd: number): bigint;
+  /** A connected loopback TCP pair in the caller's netns, blocking: [connecting end, accepted end]. The caller closes both. */
+  tcpLoopbackPair(): [number, number];
+  /** getsockopt(SO_MEMINFO): the socket's own memory accounting (`ss -m`), in bytes. */
+  socketMeminfo(fd: number): SocketMeminfo;
   /** pidfd_getfd: a duplicate of fd `fd` of process `pid`; the caller closes it. Needs ptrace access. */
   takeSocket(pid: number, fd: number): number;
   numPossibleCpus(): number;
   libbpfVersion(): string;
   /** libbpf_probe_bpf_prog_type: 1 supported, 0 not, throws on probe error. */
   probeProgType(type: string): boolean;
+}
+
+export interface SocketMeminfo {
+  rmemAlloc: number;
+  rcvbuf: number;
+  wmemAlloc: number;
+  sndbuf: number;
+  fwdAlloc: number;
+  wmemQueued: number;
+  optmem: number;
+  backlog: number;
+  drops: number;
 }
 
 let cached: NativeBinding | undefined;
