@@ -26,6 +26,12 @@
 #define BPFMESH_F_FAIL_OPEN          (1u << 0) /* steer only once the proxy listens */
 #define BPFMESH_F_SOCKPATH           (1u << 1) /* same-host socket path (sk_msg) on */
 #define BPFMESH_F_INBOUND_ONLY_LISTED (1u << 2) /* --ports-to-redirect: steer only listed inbound ports */
+/* Socket path asked for, but the start-up probe found that this kernel cannot bound it: loopback TCP. */
+#define BPFMESH_F_SOCKPATH_REFUSED   (1u << 3)
+
+/* Socket path marks (bytes queued at the peer, its sk_rmem_alloc): above HIGH a write takes loopback TCP. */
+#define BPFMESH_SOCKPATH_HIGH_DEFAULT (4u << 20)
+#define BPFMESH_SOCKPATH_HIGH_MIN     (64u << 10)
 
 /* Settings of one pod; map mesh_settings, key: __u64 netns cookie. */
 struct pod_settings {
@@ -36,7 +42,7 @@ struct pod_settings {
 	__u32 proxy_uid;
 	__u32 proxy_gid;     /* BPFMESH_ID_UNSET when not set */
 	__u32 flags;         /* BPFMESH_F_* */
-	__u32 _pad;
+	__u32 sockpath_high; /* bytes; 0: BPFMESH_SOCKPATH_HIGH_DEFAULT. The low mark is a quarter of it */
 };
 
 /* port_rule_key.kind and subnet keys' kind */
@@ -141,6 +147,11 @@ enum bpfmesh_counter {
 	BPFMESH_C_SOCKPATH_PASSED,        /* sk_msg: peer not in the map, TCP path */
 	BPFMESH_C_BIND_DENIED,            /* bind to a proxy port by another uid */
 	BPFMESH_C_LISTENER_REGISTERED,    /* proxy's inbound listener put into mesh_listeners */
+	BPFMESH_C_SOCKPATH_FALLBACK,      /* sk_msg: peer above the high mark, writer moved to TCP */
+	BPFMESH_C_SOCKPATH_SWITCHBACK,    /* sk_msg: below the low mark and drained, back to the redirect */
+	BPFMESH_C_SOCKPATH_TRIMMED,       /* sk_skb: retransmitted bytes already delivered cut off an skb */
+	BPFMESH_C_SOCKPATH_TRIM_FAILED,   /* sk_skb: an overlap could not be cut (delivered as it came) */
+	BPFMESH_C_SOCKPATH_REFUSED,       /* connection kept on TCP: this kernel cannot bound the path */
 	BPFMESH_C__COUNT
 };
 

@@ -10,8 +10,10 @@
  *   mesh_getsockopt   answer SO_ORIGINAL_DST from the record
  *   mesh_getpeername4/6  the app's redirected socket shows what it dialled
  *   mesh_bind4/6      only the proxy's uid may bind the proxy's ports
- *   mesh_sk_msg       redirect bytes between the app and proxy sockets
- *   mesh_sk_skb       pass-through SK_SKB verdict (kernel stall workaround)
+ *   mesh_sk_msg       redirect bytes between the app and proxy sockets, bounded
+ *                     by the peer's queue (falls back to TCP above a mark)
+ *   mesh_sk_skb       SK_SKB verdict: passes every skb, minus bytes a
+ *                     retransmission repeats (kernel stall workaround)
  *
  * Byte orders of the context fields used here (verified on 6.18, x86-64):
  *   bpf_sock_addr.user_port         network order in the low 16 bits
@@ -27,11 +29,14 @@
  * are UAPI: the verifier rewrites their accesses, so they need no CO-RE
  * relocation. Without relocations libbpf does not parse the kernel BTF at
  * load time, which halves the load time of each object. Kernel-internal
- * structs, if a program ever reads one, need BPF_CORE_READ explicitly. */
+ * structs, if a program ever reads one, need BPF_CORE_READ explicitly:
+ * only the socket path's bound does (struct sock, tcp_sock, sk_psock,
+ * sk_buff), so inbound.bpf.o stays free of relocations. */
 #define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "bpfmesh.h"
 #include "maps.h"
 #include "common.h"
@@ -232,6 +237,93 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
 }
 
 /* ------------------------------------------------------------------ */
+/* Socket path state (see the sk_msg section for how it is used)       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Test-only switches, set through .rodata by the negative-control tests
+ * (test/kernel/sockpath-bound.test.ts); nothing in production writes them.
+ * Zero keeps the verifier's dead-code elimination of both branches.
+ */
+#define BPFMESH_TEST_NO_DRAIN_CHECK (1u << 0) /* switch back below the low mark alone */
+#define BPFMESH_TEST_NO_TRIM        (1u << 1) /* pass overlapping retransmissions whole */
+const volatile __u32 bpfmesh_test_knobs = 0;
+
+/*
+ * A paired socket's own kernel address and cookie, under its own tuple, so
+ * that the peer's sk_msg can read how much this socket has queued. A
+ * SOCKHASH lookup cannot be used from sk_msg (bpf_sk_release is refused
+ * there). Not pinned and BPF_F_WRONLY: user space never reads kernel
+ * addresses. A stale row is harmless: the cookie read through the address
+ * must match, else the write takes TCP. After a re-init (fresh map) the
+ * connections that were open stay on TCP.
+ */
+struct sock_addr_rec {
+	__u64 sk;
+	__u64 cookie;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BPFMESH_MAX_SOCK_PAIRS);
+	__type(key, struct sock_tuple);
+	__type(value, struct sock_addr_rec);
+	__uint(map_flags, BPF_F_WRONLY);
+} mesh_sock_addr SEC(".maps");
+
+/*
+ * Per paired socket, by socket cookie: the sk_skb verdict's cursor (the TCP
+ * sequence after the last byte it passed) and the pod's netns cookie for
+ * its counters (sk_skb has no bpf_get_netns_cookie on 6.1). Written by
+ * sockops at pairing time.
+ */
+struct skb_cursor {
+	__u64 netns_cookie;
+	__u32 next;
+	__u32 valid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BPFMESH_MAX_SOCK_PAIRS);
+	__type(key, __u64);
+	__type(value, struct skb_cursor);
+} mesh_skb_cursor SEC(".maps");
+
+/* Which path a paired socket's writes take; socket-local storage of the writer. */
+#define SOCKPATH_NEW      0 /* no write yet: take the redirect once the TCP path is drained */
+#define SOCKPATH_REDIRECT 1
+#define SOCKPATH_TCP      2
+
+struct sockpath_state {
+	__u32 path;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sockpath_state);
+} mesh_sp_state SEC(".maps");
+
+/* Record a socket that just joined mesh_sock_pairs (see mesh_sock_addr, mesh_skb_cursor). */
+static __always_inline void remember_socket(struct bpf_sock_ops *skops, const struct sock_tuple *own)
+{
+	struct skb_cursor cur = { .netns_cookie = own->netns_cookie, .next = 0, .valid = 0 };
+	struct sock_addr_rec rec;
+
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	rec.cookie = bpf_get_socket_cookie(skops);
+	rec.sk = (__u64)(unsigned long)sk;
+	bpf_map_update_elem(&mesh_sock_addr, own, &rec, BPF_ANY);
+	bpf_map_update_elem(&mesh_skb_cursor, &rec.cookie, &cur, BPF_ANY);
+}
+
+/* ------------------------------------------------------------------ */
 /* sockops                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -309,13 +401,24 @@ static __always_inline bool tuple_from_sockops(struct bpf_sock_ops *skops, struc
 	return tuple_addrs(t, family, l4, r4, l6, r6);
 }
 
-/* Insert a socket into mesh_sock_pairs under its own tuple; counted. */
-static __always_inline void pair_socket(struct bpf_sock_ops *skops, struct sock_tuple *own)
+/*
+ * Insert a socket into mesh_sock_pairs under its own tuple; counted. On a
+ * kernel that cannot bound the path it stays out (loopback TCP), counted.
+ */
+static __always_inline void pair_socket(struct bpf_sock_ops *skops, struct sock_tuple *own, __u32 flags)
 {
-	if (bpf_sock_hash_update(skops, &mesh_sock_pairs, own, BPF_ANY))
+	if (flags & BPFMESH_F_SOCKPATH_REFUSED) {
+		count(own->netns_cookie, BPFMESH_C_SOCKPATH_REFUSED);
+		return;
+	}
+	if (!(flags & BPFMESH_F_SOCKPATH))
+		return;
+	if (bpf_sock_hash_update(skops, &mesh_sock_pairs, own, BPF_ANY)) {
 		count(own->netns_cookie, BPFMESH_C_SOCKPATH_PAIR_FAILED);
-	else
-		count(own->netns_cookie, BPFMESH_C_SOCKPATH_PAIRED);
+		return;
+	}
+	count(own->netns_cookie, BPFMESH_C_SOCKPATH_PAIRED);
+	remember_socket(skops, own);
 }
 
 /* The app's connect to the proxy is established: key the record by the tuple. */
@@ -337,8 +440,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&mesh_dst_cookie, &sock_cookie);
 
 	s = settings_of(own.netns_cookie);
-	if (s && (s->flags & BPFMESH_F_SOCKPATH))
-		pair_socket(skops, &own);
+	if (s)
+		pair_socket(skops, &own, s->flags);
 }
 
 /* The proxy accepted a connection on its outbound port: is it a redirected one? */
@@ -360,8 +463,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 
 	/* Its close (STATE_CB, TCP_CLOSE) deletes the record. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-	if (flags & BPFMESH_F_SOCKPATH)
-		pair_socket(skops, &own);
+	pair_socket(skops, &own, flags);
 }
 
 /*
@@ -693,40 +795,155 @@ static __always_inline bool tuple_from_msg(struct sk_msg_md *msg, __u64 cookie, 
 }
 
 /*
+ * The peer's socket, read through the address sockops recorded: NULL when
+ * there is no record or the socket at that address is not the one recorded
+ * (closed, reused). TCP sockets are SLAB_TYPESAFE_BY_RCU and sk_msg runs
+ * under rcu_read_lock(), and the reads are probe reads, so a stale address
+ * reads a wrong cookie at worst.
+ */
+static __always_inline struct sock *peer_sock(const struct sock_tuple *peer)
+{
+	struct sock_addr_rec *rec = bpf_map_lookup_elem(&mesh_sock_addr, peer);
+	struct sock *sk;
+
+	if (!rec)
+		return NULL;
+	sk = (struct sock *)(unsigned long)rec->sk;
+	if ((__u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) != rec->cookie)
+		return NULL;
+	return sk;
+}
+
+/* Bytes the peer holds for its reader: redirected messages and TCP skbs (6.1.123+, 6.12.8+, 6.13+). */
+static __always_inline __u32 queued_at(struct sock *sk)
+{
+	int v = BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
+
+	return v < 0 ? 0 : (__u32)v;
+}
+
+/*
+ * May the writer's bytes take the redirect again without overtaking bytes
+ * it sent over TCP? Everything it sent has been acknowledged (so it is in
+ * the peer's receive queue or past it), the peer's receive queue is empty
+ * (the verdict has moved every skb to the psock's message queue, which the
+ * redirect appends to) and no skb is parked in the psock's ingress_skb
+ * backlog. The redirect then takes the peer's socket lock, after any
+ * verdict still running on the last skb has queued it.
+ */
+static __always_inline bool tcp_path_drained(struct sk_msg_md *msg, struct sock *peer)
+{
+	struct bpf_sock *own = msg->sk;
+	struct tcp_sock *tp;
+	struct sk_psock *psock;
+	unsigned long ud;
+
+	if (!own)
+		return false;
+	tp = bpf_skc_to_tcp_sock(own);
+	if (!tp || BPF_CORE_READ(tp, write_seq) != BPF_CORE_READ(tp, snd_una))
+		return false;
+	if (BPF_CORE_READ(peer, sk_receive_queue.qlen))
+		return false;
+	/* sk_user_data holds the psock with flag bits NOCOPY|BPF|PSOCK (1|2|4) in its low bits. */
+	ud = (unsigned long)BPF_CORE_READ(peer, sk_user_data);
+	psock = (struct sk_psock *)(ud & ~7UL);
+	if (psock && BPF_CORE_READ(psock, ingress_skb.qlen))
+		return false;
+	return true;
+}
+
+/*
  * Every socket in mesh_sock_pairs is one end of an app<->proxy pair; its
- * peer is the socket whose own tuple is this one swapped. Redirect to the
- * peer's receive queue; when that fails (peer not paired yet, gone, or not
- * established) the message takes the TCP path. Never drops.
+ * peer is the socket whose own tuple is this one swapped. A redirected
+ * write lands in the peer's message queue whatever its size: nothing in the
+ * kernel compares it with the peer's receive buffer, and the writer is not
+ * charged for it. So the redirect is bounded here: once the peer holds more
+ * than the high mark, the writer's bytes take loopback TCP (SK_PASS), whose
+ * flow control makes the writer wait. TCP bytes queue behind the redirected
+ * ones (the reader reads the message queue first), so that switch keeps
+ * the order. Back to the redirect only below the low mark and once the TCP
+ * path is drained (tcp_path_drained), else the redirect would overtake.
+ * Unknown peer, failed redirect: TCP. Never drops.
  */
 SEC("sk_msg")
 int mesh_sk_msg(struct sk_msg_md *msg)
 {
 	__u64 cookie = bpf_get_netns_cookie(msg);
+	struct sockpath_state *st;
 	struct sock_tuple own, peer;
 	struct pod_settings *s;
+	struct sock *psk;
+	__u32 high, queued;
 
 	s = settings_of(cookie);
 	if (!s || !(s->flags & BPFMESH_F_SOCKPATH))
 		return SK_PASS;
-	if (!tuple_from_msg(msg, cookie, &own))
+	high = s->sockpath_high ? s->sockpath_high : BPFMESH_SOCKPATH_HIGH_DEFAULT;
+	if (!tuple_from_msg(msg, cookie, &own) || !msg->sk)
 		return SK_PASS;
+	st = bpf_sk_storage_get(&mesh_sp_state, msg->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		goto tcp;
 	tuple_swap(&peer, &own);
-	if (bpf_msg_redirect_hash(msg, &mesh_sock_pairs, &peer, BPF_F_INGRESS) == SK_PASS)
+	psk = peer_sock(&peer);
+	if (!psk)
+		goto tcp;
+	queued = queued_at(psk);
+	if (st->path == SOCKPATH_REDIRECT) {
+		if (queued + msg->size > high) {
+			st->path = SOCKPATH_TCP;
+			count(cookie, BPFMESH_C_SOCKPATH_FALLBACK);
+			return SK_PASS;
+		}
+	} else {
+		if (queued > high / 4)
+			goto tcp;
+		if (!(bpfmesh_test_knobs & BPFMESH_TEST_NO_DRAIN_CHECK) && !tcp_path_drained(msg, psk))
+			goto tcp;
+		if (st->path == SOCKPATH_TCP)
+			count(cookie, BPFMESH_C_SOCKPATH_SWITCHBACK);
+		st->path = SOCKPATH_REDIRECT;
+	}
+	if (bpf_msg_redirect_hash(msg, &mesh_sock_pairs, &peer, BPF_F_INGRESS) == SK_PASS) {
 		count(cookie, BPFMESH_C_SOCKPATH_REDIRECTED);
-	else
-		count(cookie, BPFMESH_C_SOCKPATH_PASSED);
+		return SK_PASS;
+	}
+tcp:
+	if (st)
+		st->path = SOCKPATH_TCP;
+	count(cookie, BPFMESH_C_SOCKPATH_PASSED);
 	return SK_PASS;
 }
 
+/* Where struct tcp_skb_cb (seq, end_seq first) sits in the kernel's skb. */
+struct tcp_seqs {
+	__u32 seq;
+	__u32 end_seq;
+};
+
+#define TRIM_STEP      4095u /* sk_skb_adjust_room() pulls at most 0xfff bytes a call */
+#define TRIM_MAX_STEPS 160   /* 640 KiB: more than one skb of loopback TCP holds */
+
 /*
- * Pass-through SK_SKB verdict for mesh_sock_pairs. It decides nothing: it
- * exists because kernels with commit 929e30f93125 (6.6.128+, 6.12.75+,
- * 6.18.14+) can stall sockets held in a sockmap that has an sk_msg program
- * but no SK_SKB verdict: FIONREAD reads 0 and epoll misses wake-ups (libuv
- * is hit). With a verdict attached, received skbs go through the psock's
- * ingress queue, which tcp_bpf_recvmsg and the wake-ups account for. The
- * kernel fix is commit 04af4efde58a; keep this until every supported kernel
- * has it.
+ * SK_SKB verdict for mesh_sock_pairs. It passes every skb to the socket's
+ * own message queue, for two reasons:
+ *
+ * 1. Kernels with commit 929e30f93125 (6.6.128+, 6.12.75+, 6.18.14+) stall
+ *    sockets held in a sockmap that has an sk_msg program but no SK_SKB
+ *    verdict: FIONREAD reads 0 and epoll misses wake-ups (libuv is hit).
+ *    With a verdict attached, received skbs go through the psock's ingress
+ *    queue, which tcp_bpf_recvmsg and the wake-ups account for. The kernel
+ *    fix is commit 04af4efde58a; keep this until every supported kernel
+ *    has it.
+ * 2. With a verdict attached, tcp_read_skb() hands each queued skb to it
+ *    whole. A retransmitted segment that partly overlaps bytes already
+ *    received (tcp_data_queue() queues it whole: seq < rcv_nxt < end_seq)
+ *    would so deliver the overlap twice; tcp_recvmsg() would skip it with
+ *    an offset. So the verdict keeps the sequence number after the last
+ *    byte it passed and cuts what an skb repeats (see
+ *    docs/sockmap-duplicate-delivery.md). The verdict runs under the
+ *    socket's lock, so the cursor needs no atomics.
  *
  * SEC("sk_skb") rather than "sk_skb/verdict": libbpf 1.1 (Debian bookworm)
  * does not know the latter. User space attaches it to mesh_sock_pairs as
@@ -736,5 +953,41 @@ int mesh_sk_msg(struct sk_msg_md *msg)
 SEC("sk_skb")
 int mesh_sk_skb(struct __sk_buff *skb)
 {
+	__u64 sock_cookie = bpf_get_socket_cookie(skb);
+	struct skb_cursor *cur;
+	struct tcp_seqs seqs;
+	__u32 overlap, step, len;
+	bool first;
+	int i;
+
+	cur = bpf_map_lookup_elem(&mesh_skb_cursor, &sock_cookie);
+	if (!cur)
+		return SK_PASS;
+	/* The ctx is the kernel's struct sk_buff; TCP_SKB_CB() is its cb[]. */
+	if (bpf_core_read(&seqs, sizeof(seqs), &((struct sk_buff *)skb)->cb))
+		return SK_PASS;
+	len = skb->len;
+	first = !cur->valid;
+	if (first || (__s32)(seqs.seq - cur->next) >= 0 || (bpfmesh_test_knobs & BPFMESH_TEST_NO_TRIM)) {
+		if (first || (__s32)(seqs.end_seq - cur->next) > 0)
+			cur->next = seqs.end_seq;
+		cur->valid = 1;
+		return SK_PASS;
+	}
+	overlap = cur->next - seqs.seq;
+	if ((__s32)(seqs.end_seq - cur->next) > 0)
+		cur->next = seqs.end_seq;
+	if (overlap >= len) {
+		/* Only data already passed: cannot happen for a segment TCP queued (it drops full duplicates). */
+		count(cur->netns_cookie, BPFMESH_C_SOCKPATH_TRIM_FAILED);
+		return SK_PASS;
+	}
+	for (i = 0; i < TRIM_MAX_STEPS && overlap > 0; i++) {
+		step = overlap > TRIM_STEP ? TRIM_STEP : overlap;
+		if (bpf_skb_adjust_room(skb, -(__s32)step, 0, 0))
+			break;
+		overlap -= step;
+	}
+	count(cur->netns_cookie, overlap ? BPFMESH_C_SOCKPATH_TRIM_FAILED : BPFMESH_C_SOCKPATH_TRIMMED);
 	return SK_PASS;
 }

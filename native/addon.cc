@@ -142,6 +142,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("netnsAddresses", Napi::Function::New(env, NetnsAddresses, "netnsAddresses"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
+  exports.Set("tcpLoopbackPair", Napi::Function::New(env, TcpLoopbackPair, "tcpLoopbackPair"));
+  exports.Set("socketMeminfo", Napi::Function::New(env, SocketMeminfo, "socketMeminfo"));
   exports.Set("takeSocket", Napi::Function::New(env, TakeSocket, "takeSocket"));
   exports.Set("flockExclusive", Napi::Function::New(env, FlockExclusive, "flockExclusive"));
   exports.Set("flockRelease", Napi::Function::New(env, FlockRelease, "flockRelease"));

@@ -199,6 +199,8 @@ Napi::Value OriginalDst(const Napi::CallbackInfo& info);
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info);
 Napi::Value NetnsAddresses(const Napi::CallbackInfo& info);
 Napi::Value SocketCookie(const Napi::CallbackInfo& info);
+Napi::Value TcpLoopbackPair(const Napi::CallbackInfo& info);
+Napi::Value SocketMeminfo(const Napi::CallbackInfo& info);
 Napi::Value TakeSocket(const Napi::CallbackInfo& info);
 Napi::Value FlockExclusive(const Napi::CallbackInfo& info);  // lock.cc
 Napi::Value FlockRelease(const Napi::CallbackInfo& info);

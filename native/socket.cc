@@ -25,6 +25,9 @@
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
 
 namespace bpfmesh {
 
@@ -164,6 +167,51 @@ Napi::Value TakeSocket(const Napi::CallbackInfo& info) {
                "takeSocket: duplicating fd " + std::to_string(target) + " of process " + std::to_string(pid) +
                    " failed (needs CAP_SYS_PTRACE)");
   return Napi::Number::New(env, fd);
+}
+
+// A connected pair of loopback TCP sockets in the caller's netns, blocking,
+// [connecting end, accepted end]: the socket-path probe's scratch pair.
+Napi::Value TcpLoopbackPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fds[3] = {-1, -1, -1};
+  const char* failed = nullptr;
+  int err = 0;
+  sockaddr_in sin{};
+  socklen_t len = sizeof(sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if ((fds[2] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) failed = "socket";
+  else if (bind(fds[2], reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) < 0) failed = "bind";
+  else if (listen(fds[2], 1) < 0) failed = "listen";
+  else if (getsockname(fds[2], reinterpret_cast<sockaddr*>(&sin), &len) < 0) failed = "getsockname";
+  else if ((fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) failed = "socket";
+  else if (connect(fds[0], reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) < 0) failed = "connect";
+  else if ((fds[1] = accept4(fds[2], nullptr, nullptr, SOCK_CLOEXEC)) < 0) failed = "accept4";
+  if (failed != nullptr) err = errno;
+  close(fds[2]);
+  if (failed != nullptr) {
+    if (fds[0] >= 0) close(fds[0]);
+    if (fds[1] >= 0) close(fds[1]);
+    ThrowErrno(env, err, failed, "tcpLoopbackPair: making a loopback TCP connection failed");
+  }
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, fds[0]);
+  out.Set(1u, fds[1]);
+  return out;
+}
+
+// The kernel's memory accounting of a socket (SO_MEMINFO, what `ss -m` shows).
+Napi::Value SocketMeminfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0, "socketMeminfo", "fd");
+  uint32_t mem[9] = {0};  // SK_MEMINFO_VARS
+  socklen_t len = sizeof(mem);
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) < 0)
+    ThrowErrno(env, errno, "getsockopt(SO_MEMINFO)", "reading the memory accounting of socket fd " + std::to_string(fd) + " failed");
+  static const char* const names[9] = {"rmemAlloc", "rcvbuf", "wmemAlloc", "sndbuf", "fwdAlloc", "wmemQueued", "optmem", "backlog", "drops"};
+  Napi::Object out = Napi::Object::New(env);
+  for (unsigned i = 0; i < 9; i++) out.Set(names[i], i * sizeof(uint32_t) < len ? mem[i] : 0);
+  return out;
 }
 
 }  // namespace bpfmesh

@@ -25,7 +25,7 @@ export interface PodState {
   pins: string[];
   hooks: HookState[];
   netnsCookie: string | null;
-  settings: (c.PodSettings & { mode: string; socketPath: boolean }) | null;
+  settings: (c.PodSettings & { mode: string; socketPath: boolean; socketPathRefused: boolean }) | null;
   inboundPortsIgnored: string[];
   outboundPortsIgnored: string[];
   inboundPortsRedirected: string[];
@@ -119,7 +119,10 @@ function readMaps(maps: PodMaps, state: PodState, podCookie: bigint | null): voi
   }
   const [cookie, s] = first;
   state.netnsCookie = cookie.toString();
-  state.settings = { ...s, mode: s.flags & c.Flags.FAIL_OPEN ? 'fail-open' : 'fail-closed', socketPath: (s.flags & c.Flags.SOCKPATH) !== 0 };
+  state.settings = { ...s, mode: s.flags & c.Flags.FAIL_OPEN ? 'fail-open' : 'fail-closed', socketPath: (s.flags & c.Flags.SOCKPATH) !== 0,
+    socketPathRefused: (s.flags & c.Flags.SOCKPATH_REFUSED) !== 0,
+  };
+  if (state.settings.socketPathRefused) state.problems.push('socket path off: this kernel does not count redirected bytes in the receiver (needs 6.1.123+, 6.12.8+ or 6.13+), so it could not be bounded; connections use loopback TCP');
   for (const k of maps.portRules.keys()) {
     if (k.netnsCookie !== cookie) continue;
     const list = k.kind === c.RuleKind.INBOUND_IGNORE ? state.inboundPortsIgnored : k.kind === c.RuleKind.OUTBOUND_IGNORE ? state.outboundPortsIgnored : state.inboundPortsRedirected;

@@ -26,7 +26,10 @@ export const afToFamily = (af: number): Family => (af === AF_INET6 ? 6 : 4);
 
 // --- constants mirrored from bpfmesh.h ---
 export const ID_UNSET = 0xffffffff;
-export const Flags = { FAIL_OPEN: 1, SOCKPATH: 2, INBOUND_ONLY_LISTED: 4 } as const;
+export const Flags = { FAIL_OPEN: 1, SOCKPATH: 2, INBOUND_ONLY_LISTED: 4, SOCKPATH_REFUSED: 8 } as const;
+/** BPFMESH_SOCKPATH_HIGH_DEFAULT, _MIN: the socket path's high mark (bytes queued at the peer). */
+export const SOCKPATH_HIGH_DEFAULT = 4 << 20;
+export const SOCKPATH_HIGH_MIN = 64 << 10;
 export const RuleKind = { INBOUND_IGNORE: 1, OUTBOUND_IGNORE: 2, INBOUND_REDIRECT: 3, LOCAL_ADDR: 4 } as const;
 export type RuleKindValue = (typeof RuleKind)[keyof typeof RuleKind];
 export const KEY_FIXED_BITS = 32 + 64;
@@ -55,6 +58,11 @@ export const COUNTER_NAMES = [
   'sockpath_passed',
   'bind_denied',
   'listener_registered',
+  'sockpath_fallback',
+  'sockpath_switchback',
+  'sockpath_trimmed',
+  'sockpath_trim_failed',
+  'sockpath_refused',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
@@ -68,6 +76,8 @@ export interface PodSettings {
   proxyUid: number;
   proxyGid: number; // ID_UNSET when not set
   flags: number;
+  /** Socket path high mark in bytes; 0: SOCKPATH_HIGH_DEFAULT. */
+  sockpathHigh: number;
 }
 
 export const podSettings: Codec<PodSettings> = {
@@ -82,6 +92,7 @@ export const podSettings: Codec<PodSettings> = {
     w32(b, v.proxyUid, 8);
     w32(b, v.proxyGid, 12);
     w32(b, v.flags, 16);
+    w32(b, v.sockpathHigh, 20);
     return b;
   },
   decode(b) {
@@ -93,6 +104,7 @@ export const podSettings: Codec<PodSettings> = {
       proxyUid: u32(b, 8),
       proxyGid: u32(b, 12),
       flags: u32(b, 16),
+      sockpathHigh: u32(b, 20),
     };
   },
 };
@@ -287,4 +299,17 @@ export const inboundRodata: Codec<{ podNetnsCookie: bigint }> = {
   size: 8,
   encode: (v) => netnsCookieKey.encode(v.podNetnsCookie),
   decode: (b) => ({ podNetnsCookie: u64(b, 0) }),
+};
+
+/** The rodata of intercept.bpf.o: `const volatile __u32 bpfmesh_test_knobs` (negative-control tests only). */
+export const TestKnobs = { NO_DRAIN_CHECK: 1, NO_TRIM: 2 } as const;
+export const interceptRodata: Codec<{ testKnobs: number }> = {
+  name: 'intercept.bpf.o .rodata',
+  size: 4,
+  encode(v) {
+    const b = Buffer.alloc(4);
+    w32(b, v.testKnobs, 0);
+    return b;
+  },
+  decode: (b) => ({ testKnobs: u32(b, 0) }),
 };

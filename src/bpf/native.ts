@@ -131,6 +131,10 @@ export interface NativeBinding {
   netnsAddresses(netnsFd: number): string[];
   /** SO_COOKIE of a socket. */
   socketCookie(fd: number): bigint;
+  /** A connected loopback TCP pair in the caller's netns, blocking: [connecting end, accepted end]. The caller closes both. */
+  tcpLoopbackPair(): [number, number];
+  /** getsockopt(SO_MEMINFO): the socket's own memory accounting (`ss -m`), in bytes. */
+  socketMeminfo(fd: number): SocketMeminfo;
   /** pidfd_getfd: a duplicate of fd `fd` of process `pid`; the caller closes it. Needs ptrace access. */
   takeSocket(pid: number, fd: number): number;
   /** flock(fd, LOCK_EX), polling LOCK_NB until timeoutMs: true once held, false on timeout. The kernel releases it when the fd closes or the process dies. */
@@ -153,6 +157,18 @@ export interface NativeBinding {
   sockmapFionread(withSkbVerdict: boolean): { written: number; peeked: number; fionread: number };
   /** Pins a one-element ARRAY map holding a u32 pin layout version at path. */
   pinLayoutMarker(path: string, version: number): void;
+}
+
+export interface SocketMeminfo {
+  rmemAlloc: number;
+  rcvbuf: number;
+  wmemAlloc: number;
+  sndbuf: number;
+  fwdAlloc: number;
+  wmemQueued: number;
+  optmem: number;
+  backlog: number;
+  drops: number;
 }
 
 let cached: NativeBinding | undefined;

@@ -5,7 +5,7 @@
 // code 7 with a message that names the key.
 import { ErrorCodes } from '../errors.js';
 import { DEFAULT_BPFFS } from '../config/paths.js';
-import { LOG_LEVELS, type LogFormat, type LogLevel } from '../config/pod-flags.js';
+import { LOG_LEVELS, parseHighWater, type LogFormat, type LogLevel } from '../config/pod-flags.js';
 import type { PodPolicy } from '../intercept/rules.js';
 import { parseCidr, type Cidr } from '../util/ip.js';
 import { parsePort, parsePortList, type PortRange } from '../util/ports.js';
@@ -55,6 +55,7 @@ export const DEFAULT_POLICY: PodPolicy = {
   subnetsToIgnore: [],
   failOpen: false,
   sockpath: true,
+  sockpathHighWater: 4 << 20,
 };
 
 type Json = Record<string, unknown>;
@@ -171,7 +172,19 @@ function policyOf(linkerd: Json, own: Json): PodPolicy {
     subnetsToIgnore: subnetList(linkerd['subnets-to-ignore'], 'linkerd.subnets-to-ignore'),
     failOpen: optBool(own, 'fail_open', 'bpfmesh.', DEFAULT_POLICY.failOpen),
     sockpath: optBool(own, 'sockpath', 'bpfmesh.', DEFAULT_POLICY.sockpath),
+    sockpathHighWater: highWater(own),
   };
+}
+
+function highWater(own: Json): number {
+  const v = own['sockpath_high_water'];
+  if (v === undefined) return DEFAULT_POLICY.sockpathHighWater;
+  if (typeof v !== 'number' && typeof v !== 'string') throw bad('bpfmesh.sockpath_high_water', `${JSON.stringify(v)} is not a size such as 4194304 or "4Mi"`);
+  try {
+    return parseHighWater(v, 'bpfmesh.sockpath_high_water');
+  } catch (err) {
+    throw bad('bpfmesh.sockpath_high_water', (err as Error).message);
+  }
 }
 
 function bpfmeshOf(own: Json): BpfmeshSettings {

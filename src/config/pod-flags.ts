@@ -43,6 +43,8 @@ export interface InitOptions extends LogOptions, PodTarget {
   simulate: boolean;
   failOpen: boolean;
   sockpath: boolean;
+  /** Socket path high mark: bytes queued at the peer above which writes take loopback TCP. */
+  sockpathHighWater: number;
   /** proxy-init flags accepted for drop-in use that mean nothing with BPF. */
   ignoredFlags: string[];
 }
@@ -96,6 +98,7 @@ const INIT_FLAGS = {
   simulate: { type: 'boolean', default: false },
   'fail-open': { type: 'boolean', default: false },
   'no-sockpath': { type: 'boolean', default: false },
+  'sockpath-high-water': { type: 'string', default: '4Mi' },
 } as const;
 
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, command: string) {
@@ -141,6 +144,20 @@ function parseTarget(values: { cgroup?: string; netns?: string; 'pod-name'?: str
   };
 }
 
+const SOCKPATH_HIGH_MIN = 64 << 10; // BPFMESH_SOCKPATH_HIGH_MIN
+const SOCKPATH_HIGH_MAX = 1 << 30;
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, Ki: 1024, M: 1 << 20, Mi: 1 << 20, G: 1 << 30, Gi: 1 << 30 };
+
+/** The socket path's high mark: bytes, or a number with a Ki, Mi or Gi (K, M, G) suffix; 64Ki to 1Gi. */
+export function parseHighWater(text: string | number, flag: string): number {
+  const m = /^\s*(\d{1,10})\s*(Ki|Mi|Gi|K|M|G)?\s*$/.exec(String(text));
+  const n = m ? Number(m[1]) * SIZE_UNITS[m[2] ?? '']! : NaN;
+  if (!(n >= SOCKPATH_HIGH_MIN && n <= SOCKPATH_HIGH_MAX)) {
+    throw new BpfmeshError(ErrorCodes.BAD_FLAG, `${flag}: "${text}" is not a size from 64Ki to 1Gi (bytes, or with a Ki, Mi or Gi suffix, e.g. 4Mi)`);
+  }
+  return n;
+}
+
 const joinList = (v: string[] | undefined): string => (v ?? []).join(',');
 
 export function parseInitFlags(argv: string[]): InitOptions {
@@ -171,6 +188,7 @@ export function parseInitFlags(argv: string[]): InitOptions {
     simulate: v.simulate,
     failOpen: v['fail-open'],
     sockpath: !v['no-sockpath'],
+    sockpathHighWater: parseHighWater(v['sockpath-high-water'], '--sockpath-high-water'),
     ignoredFlags: Object.keys(IPTABLES_ONLY_FLAGS).filter((f) => (v as Record<string, unknown>)[f] !== undefined),
   };
 }

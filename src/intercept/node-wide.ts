@@ -19,6 +19,7 @@ import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfPinDir, MapNames, type PodMap
 import { attachOrUpdate, detachAndUnpin, openAndLoad, uninstall } from './install.js';
 import { ensureBpffs } from './mounts.js';
 import { withDirLock } from './node-lock.js';
+import { withSockpathProbe } from './probe-sockpath.js';
 import { checkCgroup, checkNetns, netnsAddressesOf, netnsCookieOf, pinRoot, withFd } from './pod.js';
 import { deletePodRows, portRulesOf, settingsOf, subnetRulesOf, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
 
@@ -246,7 +247,7 @@ export function verifyPod(scope: NodeScope, id: string, netnsPath: string, polic
   }
   withNodeMaps(scope, (maps) => {
     const have = maps.settings.get(netnsCookie);
-    const want = settingsOf(policy);
+    const want = withSockpathProbe(settingsOf(policy));
     if (have === null || (Object.keys(want) as Array<keyof typeof want>).some((f) => have[f] !== want[f])) throw mismatch('its settings row differs from the configuration');
     const sameRows = <K extends { netnsCookie: bigint }>(rows: Iterable<K>, desired: K[]): boolean => {
       const key = (k: K): string =>

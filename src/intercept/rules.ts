@@ -7,6 +7,7 @@ import type { InitOptions } from '../config/pod-flags.js';
 import { formatCidr, parseIp, type Cidr } from '../util/ip.js';
 import { rangeToPrefixes, type PortRange } from '../util/ports.js';
 import type { PodMaps } from './layout.js';
+import { withSockpathProbe } from './probe-sockpath.js';
 
 export type PodPolicy = Pick<
   InitOptions,
@@ -22,6 +23,7 @@ export type PodPolicy = Pick<
   | 'subnetsToIgnore'
   | 'failOpen'
   | 'sockpath'
+  | 'sockpathHighWater'
 >;
 
 export function settingsOf(p: PodPolicy): c.PodSettings {
@@ -36,6 +38,7 @@ export function settingsOf(p: PodPolicy): c.PodSettings {
       (p.failOpen ? c.Flags.FAIL_OPEN : 0) |
       (p.sockpath ? c.Flags.SOCKPATH : 0) |
       (p.portsToRedirect.length > 0 ? c.Flags.INBOUND_ONLY_LISTED : 0),
+    sockpathHigh: p.sockpathHighWater,
   };
 }
 
@@ -130,7 +133,7 @@ export interface PolicyWriteResult {
  * pod's own addresses (left as they are when not given), counter rows.
  */
 export function writePolicy(maps: PodMaps, netnsCookie: bigint, p: PodPolicy, localAddresses?: string[]): PolicyWriteResult {
-  maps.settings.set(netnsCookie, settingsOf(p));
+  maps.settings.set(netnsCookie, withSockpathProbe(settingsOf(p)));
   const ports = reconcileRows(maps.portRules, netnsCookie, portRulesOf(p, netnsCookie), portId);
   const subnets = rulesBoth(maps, netnsCookie, subnetRulesOf(p.subnetsToIgnore, netnsCookie), (k) => !isLocalRow(k));
   const local =

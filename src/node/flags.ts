@@ -34,6 +34,7 @@ const POD_DEFAULT_FLAGS = {
   'control-port': { type: 'string' },
   'fail-open': { type: 'boolean' },
   'no-sockpath': { type: 'boolean' },
+  'sockpath-high-water': { type: 'string' },
 } as const;
 
 const NODE_FLAGS = {
@@ -83,6 +84,7 @@ export function toPolicy(o: PodPolicy): PodPolicy {
     subnetsToIgnore: o.subnetsToIgnore,
     failOpen: o.failOpen,
     sockpath: o.sockpath,
+    sockpathHighWater: o.sockpathHighWater,
   };
 }
 

@@ -43,7 +43,8 @@ describe('same-host socket path', { skip, timeout: 240_000 }, () => {
     assert.equal(r['halfClose'], true);
     const c = counters();
     assert.ok(BigInt(c['sockpath_paired'] ?? '0') >= 2n, 'both ends were put into the sockhash');
-    assert.ok(BigInt(c['sockpath_redirected'] ?? '0') - before > 1000n, `bytes took the socket path: ${JSON.stringify(c)}`);
+    // Messages, not bytes: one redirect carries up to 17 x 32 KiB; the bound sends the rest over TCP when the echo side lags.
+    assert.ok(BigInt(c['sockpath_redirected'] ?? '0') - before > 100n, `bytes took the socket path: ${JSON.stringify(c)}`);
   });
 
   test('a Node client/server pair through the path never stalls (929e30f93125)', async () => {
