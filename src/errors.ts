@@ -72,6 +72,8 @@ export const ErrorCodes = {
   MISMATCH: 'BPFMESH_E_MISMATCH',
   /** `bpfmesh cni-install`: the host's CNI config is missing or unusable, the plugin entry (--config) is bad, or the install to copy is incomplete. */
   CNI_INSTALL: 'BPFMESH_E_CNI_INSTALL',
+  /** The proxy holds BPFMESH_PROXY_MAX_CONNECTIONS client connections: a new one is closed at accept. */
+  CONN_LIMIT: 'BPFMESH_E_CONN_LIMIT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
