@@ -86,6 +86,8 @@ export const ErrorCodes = {
   IPTABLES_LEFTOVER: 'BPFMESH_E_IPTABLES_LEFTOVER',
   /** `bpfmesh check --agent-ready`: the node agent has not reconciled its pods yet (or does not answer). */
   NOT_READY: 'BPFMESH_E_NOT_READY',
+  /** The proxy holds BPFMESH_PROXY_MAX_CONNECTIONS client connections: a new one is closed at accept. */
+  CONN_LIMIT: 'BPFMESH_E_CONN_LIMIT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

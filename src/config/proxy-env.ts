@@ -41,6 +41,14 @@ export const PROXY_ENV = {
   identitySvcAddr: 'LINKERD2_PROXY_IDENTITY_SVC_ADDR',
   identitySvcName: 'LINKERD2_PROXY_IDENTITY_SVC_NAME',
   identityLocalName: 'LINKERD2_PROXY_IDENTITY_LOCAL_NAME',
+  // Limits Linkerd has no variable for (see ProxyLimits).
+  requestHeadTimeout: 'BPFMESH_PROXY_HTTP1_REQUEST_HEAD_TIMEOUT',
+  requestBodyTimeout: 'BPFMESH_PROXY_HTTP1_REQUEST_BODY_TIMEOUT',
+  responseHeadTimeout: 'BPFMESH_PROXY_HTTP1_RESPONSE_HEAD_TIMEOUT',
+  httpIdleTimeout: 'BPFMESH_PROXY_HTTP_IDLE_TIMEOUT',
+  tcpIdleTimeout: 'BPFMESH_PROXY_TCP_IDLE_TIMEOUT',
+  maxConnections: 'BPFMESH_PROXY_MAX_CONNECTIONS',
+  maxAuthorities: 'BPFMESH_PROXY_METRICS_MAX_AUTHORITIES',
 } as const;
 
 export const DEFAULT_OPAQUE_PORTS = '25,587,3306,4444,5432,6379,9300,11211';
@@ -87,7 +95,40 @@ export interface IdentityConfig {
   dir: string | undefined;
 }
 
+/**
+ * What a client can hold, and for how long. 0 turns a timeout off. Detection
+ * (…_DETECT_TIMEOUT) bounds the first request head too: its clock runs from
+ * the connection's first byte.
+ */
+export interface ProxyLimits {
+  /** HTTP/1: a request head must be complete this long after its first byte (408). */
+  requestHeadTimeoutMs: number;
+  /** HTTP/1: a request body that moves no byte for this long is cut (408 before a response, reset after). */
+  requestBodyTimeoutMs: number;
+  /** HTTP/1 (and HTTP/1 carried over HTTP/2): from the end of the request to the response head (504). */
+  responseHeadTimeoutMs: number;
+  /** An HTTP/1 keep-alive client between requests, an HTTP/2 client without traffic: closed after this. */
+  httpIdleTimeoutMs: number;
+  /** Opaque TCP without a byte either way: both sides closed after this. */
+  tcpIdleTimeoutMs: number;
+  /** Client connections open at once, both directions together; more are closed at accept. */
+  maxConnections: number;
+  /** Distinct `authority` label values in the HTTP metrics; more are counted without one. */
+  maxAuthorities: number;
+}
+
+export const DEFAULT_LIMITS: ProxyLimits = {
+  requestHeadTimeoutMs: 10_000,
+  requestBodyTimeoutMs: 60_000,
+  responseHeadTimeoutMs: 60_000,
+  httpIdleTimeoutMs: 60_000,
+  tcpIdleTimeoutMs: 3_600_000,
+  maxConnections: 4096,
+  maxAuthorities: 256,
+};
+
 export interface ProxyConfig {
+  limits: ProxyLimits;
   inbound: ProxyDirectionConfig;
   outbound: ProxyDirectionConfig & {
     /** How long an opaque connection may wait for a ready endpoint. */
@@ -132,6 +173,12 @@ export function parseDuration(text: string, name: string): number {
     throw bad(name, text, expected);
   }
   return Math.min(n * (UNIT_MS[m[2]] ?? 1), MAX_DURATION_MS);
+}
+
+/** A positive integer (a count). */
+export function parseCount(text: string, name: string): number {
+  if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw bad(name, text, 'a positive integer such as 4096');
+  return Number(text);
 }
 
 /** "IP:PORT" or "[IPv6]:PORT"; no names, like Linkerd. Port 0 asks for an ephemeral port. */
@@ -330,7 +377,22 @@ export function parseProxyEnv(env: NodeJS.ProcessEnv): ProxyConfig {
   const shutdownEnabled = get(env, E.shutdownEndpointEnabled);
   const logFormat = get(env, E.logFormat);
 
+  const count = (name: string, dflt: number): number => {
+    const v = get(env, name);
+    return v === undefined ? dflt : parseCount(v, name);
+  };
+  const L = DEFAULT_LIMITS;
+
   return {
+    limits: {
+      requestHeadTimeoutMs: duration(E.requestHeadTimeout, L.requestHeadTimeoutMs),
+      requestBodyTimeoutMs: duration(E.requestBodyTimeout, L.requestBodyTimeoutMs),
+      responseHeadTimeoutMs: duration(E.responseHeadTimeout, L.responseHeadTimeoutMs),
+      httpIdleTimeoutMs: duration(E.httpIdleTimeout, L.httpIdleTimeoutMs),
+      tcpIdleTimeoutMs: duration(E.tcpIdleTimeout, L.tcpIdleTimeoutMs),
+      maxConnections: count(E.maxConnections, L.maxConnections),
+      maxAuthorities: count(E.maxAuthorities, L.maxAuthorities),
+    },
     inbound: {
       listenAddr: addr(E.inboundListenAddr, '0.0.0.0:4143'),
       connectTimeoutMs: duration(E.inboundConnectTimeout, 300),

@@ -5,6 +5,7 @@
 // socket for the next layer and nothing is lost. Being paused explicitly, it
 // needs resume() (or pipe()) to flow again: a new 'data' listener alone does
 // not restart it.
+import { METHODS } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Protocol } from './types.js';
 
@@ -22,6 +23,8 @@ export interface DetectResult {
   timedOut: boolean;
   /** The peer closed its side (or the socket failed) during detection; 'end' has already been emitted. */
   eof: boolean;
+  /** performance.now() of the first byte read, when there was one: an HTTP/1 head's time bound counts from it. */
+  firstByteAt?: number;
 }
 
 export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -63,6 +66,32 @@ export function classifyRequestLine(b: Buffer, n = b.length): Verdict {
   return b[i] === 0x0a ? 'http1' : 'opaque';
 }
 
+// The methods Node's HTTP parser (llhttp) accepts: whatever it would parse as
+// a request must be handled as HTTP here, or a client could skip the HTTP
+// layer (and its header filtering) by sending a request that only the app
+// reads as one.
+const KNOWN_METHODS = new Set(METHODS);
+const METHOD_PREFIXES = new Set<string>();
+for (const m of METHODS) for (let k = 1; k <= m.length; k++) METHOD_PREFIXES.add(m.slice(0, k));
+const MAX_METHOD = Math.max(...METHODS.map((m) => m.length));
+
+const isCrLf = (c: number): boolean => c === 0x0d || c === 0x0a;
+
+/**
+ * The start of an HTTP/1 request as llhttp reads one: empty lines (CR or LF)
+ * skipped, then a method it knows and a space. 'http1' once that is there,
+ * 'more' while the bytes are a prefix of it, 'opaque' otherwise.
+ */
+export function classifyRequestStart(b: Buffer, n = b.length): Verdict {
+  let i = 0;
+  while (i < n && isCrLf(b[i]!)) i++;
+  const m = i;
+  while (i < n && i - m <= MAX_METHOD && TCHAR[b[i]!] === 1) i++;
+  const method = b.toString('latin1', m, i);
+  if (i === n) return method === '' || METHOD_PREFIXES.has(method) ? 'more' : 'opaque';
+  return b[i] === 0x20 && KNOWN_METHODS.has(method) ? 'http1' : 'opaque';
+}
+
 /** Decide from the bytes so far (at most `max` of them are looked at). */
 export function classify(buf: Buffer, max = DEFAULT_MAX): Verdict {
   const n = Math.min(buf.length, max);
@@ -72,21 +101,41 @@ export function classify(buf: Buffer, max = DEFAULT_MAX): Verdict {
     if (p === H2_PREFACE.length) return 'h2';
     return n < max ? 'more' : 'opaque';
   }
+  const start = classifyRequestStart(buf, n);
+  if (start === 'http1') return 'http1';
+  // Only empty lines so far, as many as may be inspected: llhttp would still be waiting for a request.
+  if (start === 'more' && n >= max && isCrLf(buf[n - 1]!)) return 'http1';
+  // Linkerd's own test: a whole `TOKEN SP target SP HTTP/1.x CRLF` line (any token).
   const v = classifyRequestLine(buf, n);
+  if (v !== 'more') return start === 'more' && v === 'opaque' ? 'more' : v;
   // A request line longer than what we may inspect is not one we accept.
-  return v === 'more' && n >= max ? 'opaque' : v;
+  return n >= max ? 'opaque' : 'more';
+}
+
+/**
+ * Whether bytes that never made up their mind (a timeout) are the start of
+ * an HTTP request: a slow client is then served (and answered 408) as HTTP,
+ * never relayed unfiltered.
+ */
+export function isRequestPrefix(buf: Buffer): boolean {
+  if (buf.length === 0) return false;
+  const p = Math.min(buf.length, H2_PREFACE.length);
+  if (buf.compare(H2_PREFACE, 0, p, 0, p) === 0) return true;
+  return classifyRequestStart(buf, Math.min(buf.length, DEFAULT_MAX)) !== 'opaque';
 }
 
 /**
  * Detect the protocol of an accepted connection. Never rejects: a socket
  * error or an EOF gives 'opaque' with what was read (and `eof` set), a
- * timeout gives 'opaque' with `timedOut` set.
+ * timeout gives 'opaque' with `timedOut` set, or 'http1' (also `timedOut`)
+ * when what came so far is the start of a request.
  */
 export function detectProtocol(sock: Socket, opts: DetectOptions): Promise<DetectResult> {
   const max = opts.maxBytes ?? DEFAULT_MAX;
   return new Promise((resolve) => {
     let buffered: Buffer = Buffer.alloc(0);
     let settled = false;
+    let firstByteAt: number | undefined;
     const finish = (protocol: Protocol, timedOut: boolean, eof: boolean): void => {
       if (settled) return;
       settled = true;
@@ -96,9 +145,10 @@ export function detectProtocol(sock: Socket, opts: DetectOptions): Promise<Detec
       sock.removeListener('end', onEnd);
       sock.removeListener('error', onError);
       sock.removeListener('close', onEnd);
-      resolve({ protocol, buffered, timedOut, eof });
+      resolve(firstByteAt === undefined ? { protocol, buffered, timedOut, eof } : { protocol, buffered, timedOut, eof, firstByteAt });
     };
     const onData = (chunk: Buffer): void => {
+      firstByteAt ??= performance.now();
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       const v = classify(buffered, max);
       if (v !== 'more') finish(v, false, false);
@@ -107,7 +157,8 @@ export function detectProtocol(sock: Socket, opts: DetectOptions): Promise<Detec
     // error only ends detection (the socket is destroyed by then).
     const onError = (): void => finish('opaque', false, true);
     const onEnd = (): void => finish('opaque', false, true);
-    const timer = setTimeout(() => finish('opaque', true, false), opts.timeoutMs);
+    // A request that is still arriving when time is up is HTTP (slowloris gets its 408 there).
+    const timer = setTimeout(() => finish(isRequestPrefix(buffered) ? 'http1' : 'opaque', true, false), opts.timeoutMs);
     if (sock.destroyed || sock.readableEnded) return finish('opaque', false, true);
     sock.on('data', onData);
     sock.on('end', onEnd);

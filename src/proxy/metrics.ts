@@ -212,6 +212,7 @@ export class PromProxyMetrics implements ProxyMetrics {
   readonly #maxLabelSets: number;
   readonly #dropped: Counter;
   readonly #origProto: Counter<'event'>;
+  readonly #refused: Counter<'direction' | 'reason'>;
 
   constructor(registry: Registry, opts: ProxyMetricsOptions = {}) {
     this.registry = registry;
@@ -240,12 +241,22 @@ export class PromProxyMetrics implements ProxyMetrics {
       labelNames: ['event'] as const,
       registers: [registry],
     });
+    this.#refused = new Counter({
+      name: 'bpfmesh_proxy_connections_refused_total',
+      help: 'Client connections closed at accept: reason="max_connections" when BPFMESH_PROXY_MAX_CONNECTIONS were open.',
+      labelNames: ['direction', 'reason'] as const,
+      registers: [registry],
+    });
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
   }
 
   /** Distinct extra label sets in use (bounded by maxLabelSets). */
   get labelSets(): number {
     return this.#labelSets.size;
+  }
+
+  connectionRefused(direction: string, reason: 'max_connections'): void {
+    this.#refused.inc({ direction, reason });
   }
 
   origProto(event: OrigProtoEvent): void {

@@ -6,7 +6,8 @@ import type { Registry } from 'prom-client';
 import { native } from '../bpf/native.js';
 import type { Logger } from '../log/logger.js';
 import { isOpaquePort, type ProxyConfig, type ProxyDirectionConfig } from '../config/proxy-env.js';
-import { detectProtocol } from './detect.js';
+import { classify, detectProtocol, isRequestPrefix, type DetectResult } from './detect.js';
+import { ErrorCodes } from '../errors.js';
 import { drainHttp1, serveHttp1 } from './http1/proxy-http1.js';
 import { Http1Pool } from './http1/pool.js';
 import { drainH2, serveH2, H2UpstreamPool } from './h2/index.js';
@@ -63,6 +64,9 @@ export class Proxy {
   readonly #open = new Set<Socket>();
   readonly #dirs: DirectionState[] = [];
   #draining = false;
+  /** Connections refused at the cap since the last log line about it. */
+  #refusedUnlogged = 0;
+  #refusedLogAt = 0;
 
   constructor(opts: ProxyOptions) {
     this.#opts = opts;
@@ -133,6 +137,7 @@ export class Proxy {
 
   #accept(state: DirectionState, sock: Socket): void {
     if (this.#draining) return void sock.destroy();
+    if (this.#open.size >= this.#opts.config.limits.maxConnections) return this.#refuse(state, sock);
     this.#open.add(sock);
     sock.once('close', () => this.#open.delete(sock));
     sock.on('error', (err) => this.#log.debug({ err: err.message }, 'client socket error'));
@@ -148,6 +153,27 @@ export class Proxy {
       this.#log.debug({ target: labels.target_addr, err: (err as Error).message }, 'connection failed');
       sock.destroy();
     });
+  }
+
+  /** At the connection cap: close at once (RST), count it, and say so in the log at most every 10 s. */
+  #refuse(state: DirectionState, sock: Socket): void {
+    sock.on('error', () => {});
+    try {
+      sock.resetAndDestroy();
+    } catch {
+      sock.destroy();
+    }
+    this.metrics.connectionRefused(state.direction, 'max_connections');
+    this.#refusedUnlogged++;
+    const now = Date.now();
+    if (now - this.#refusedLogAt < 10_000) return;
+    this.#refusedLogAt = now;
+    const max = this.#opts.config.limits.maxConnections;
+    this.#log.warn(
+      { code: ErrorCodes.CONN_LIMIT, direction: state.direction, refused: this.#refusedUnlogged, max },
+      `${ErrorCodes.CONN_LIMIT}: ${max} client connections open (BPFMESH_PROXY_MAX_CONNECTIONS); new connections are closed at accept until some end`,
+    );
+    this.#refusedUnlogged = 0;
   }
 
   /**
@@ -198,34 +224,51 @@ export class Proxy {
         sock.unshift(peek.buffered);
       }
     }
-    const detected = opaque ? { protocol: 'opaque' as const, buffered: Buffer.alloc(0) } : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
-    const log = this.#opts.log.child({ component: `${state.direction}-${detected.protocol}` });
-    const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
-    const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
-    switch (detected.protocol) {
-      case 'http1':
-        return serveHttp1(client, detected.buffered, { ...common, pool: state.http1Pool, ...(state.origProto ? { origProto: state.origProto } : {}) });
-      case 'h2': {
-        // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
-        const h2ctx = { ...common, pool: state.h2Pool, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
-        if (client !== sock) {
-          // Over mTLS: see replay-duplex.ts.
-          const d = replayDuplex(client, detected.buffered) as unknown as Socket;
-          return void serveH2(d, Buffer.alloc(0), h2ctx);
+    const detected: DetectResult = opaque
+      ? { protocol: 'opaque', buffered: Buffer.alloc(0), timedOut: false, eof: false }
+      : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
+    const serve = (d: DetectResult): Promise<void> | void => {
+      const log = this.#opts.log.child({ component: `${state.direction}-${d.protocol}` });
+      const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
+      const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
+      const limits = this.#opts.config.limits;
+      switch (d.protocol) {
+        case 'http1':
+          return serveHttp1(
+            client,
+            d.buffered,
+            {
+              ...common,
+              pool: state.http1Pool,
+              headTimeoutMs: limits.requestHeadTimeoutMs,
+              bodyTimeoutMs: limits.requestBodyTimeoutMs,
+              responseTimeoutMs: limits.responseHeadTimeoutMs,
+              clientIdleMs: limits.httpIdleTimeoutMs,
+              ...(state.origProto ? { origProto: state.origProto } : {}),
+            },
+            d.firstByteAt,
+          );
+        case 'h2': {
+          // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
+          const h2ctx = { ...common, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
+          if (client !== sock) {
+            // Over mTLS: see replay-duplex.ts.
+            const rd = replayDuplex(client, d.buffered) as unknown as Socket;
+            return void serveH2(rd, Buffer.alloc(0), h2ctx);
+          }
+          return void serveH2(client, d.buffered, h2ctx);
         }
-        return void serveH2(client, detected.buffered, h2ctx);
+        case 'opaque':
+          return this.#opaque(state, client, d.buffered, routeTcp, labels);
       }
-      case 'opaque':
-        return this.#opaque(state, client, detected.buffered, routeTcp, labels);
-    }
+    };
+    // Nothing came within the detection timeout: a server-speaks-first protocol, or a client that waits.
+    if (detected.timedOut && detected.protocol === 'opaque' && detected.buffered.length === 0) return this.#late(state, client, routeTcp, labels, serve);
+    return serve(detected);
   }
 
-  /**
-   * Opaque TCP. The balancer's feedback: the connection counts as pending
-   * work for as long as it is open, and its connect time (TCP, plus the TLS
-   * handshake for mTLS) is the latency sample.
-   */
-  async #opaque(state: DirectionState, client: Socket, replay: Buffer, route: () => Promise<Endpoint>, labels: ConnLabels): Promise<void> {
+  /** Route and connect for opaque TCP; the caller owns the lease. */
+  async #dial(state: DirectionState, route: () => Promise<Endpoint>, labels: ConnLabels): Promise<{ upstream: Socket; dstLabels: ConnLabels; lease: Lease | undefined }> {
     let dstLabels = labels;
     let lease: Lease | undefined;
     const upstream = await route()
@@ -248,9 +291,90 @@ export class Proxy {
         this.metrics.tcpClose(labels, 'src', errnoOf(err));
         throw err;
       });
+    return { upstream, dstLabels, lease };
+  }
+
+  /**
+   * After a detection timeout with nothing read, Linkerd relays as opaque
+   * TCP (the server may speak first). Here the upstream is connected as
+   * well, but whoever speaks first decides: the server, and it is opaque
+   * TCP; the client, and its bytes are detected as before, so an HTTP
+   * request that comes late is still served (and filtered) as HTTP, never
+   * relayed past the HTTP layer.
+   */
+  async #late(state: DirectionState, client: Socket, route: () => Promise<Endpoint>, labels: ConnLabels, serve: (d: DetectResult) => Promise<void> | void): Promise<void> {
+    const { upstream, dstLabels, lease } = await this.#dial(state, route, labels);
+    upstream.on('error', () => {});
+    const limits = this.#opts.config.limits;
+    let held: Buffer = Buffer.alloc(0);
+    let firstByteAt: number | undefined;
+    const first = await new Promise<'client' | 'server' | 'opaque' | 'closed'>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const arm = (ms: number, onTime: () => void): void => {
+        clearTimeout(timer);
+        if (ms > 0) timer = setTimeout(onTime, ms);
+      };
+      const done = (v: 'client' | 'server' | 'opaque' | 'closed'): void => {
+        clearTimeout(timer);
+        client.off('data', onClient);
+        upstream.off('data', onServer);
+        for (const s of [client, upstream]) {
+          s.off('end', onClosed);
+          s.off('close', onClosed);
+        }
+        client.pause();
+        upstream.pause();
+        resolve(v);
+      };
+      const onClient = (b: Buffer): void => {
+        held = held.length === 0 ? b : Buffer.concat([held, b]);
+        if (firstByteAt === undefined) {
+          firstByteAt = performance.now();
+          // A request start that stalls is HTTP (408 there); anything else goes on as opaque.
+          arm(state.config.detectTimeoutMs, () => done(isRequestPrefix(held) ? 'client' : 'opaque'));
+        }
+        const v = classify(held);
+        if (v !== 'more') done(v === 'opaque' ? 'opaque' : 'client');
+      };
+      const onServer = (b: Buffer): void => {
+        upstream.unshift(b);
+        done('server');
+      };
+      const onClosed = (): void => done('closed');
+      arm(limits.tcpIdleTimeoutMs, () => done('closed'));
+      client.on('data', onClient);
+      upstream.on('data', onServer);
+      for (const s of [client, upstream]) {
+        s.once('end', onClosed);
+        s.once('close', onClosed);
+      }
+      client.resume();
+      upstream.resume();
+    });
+    if (first === 'closed' || first === 'client') {
+      upstream.destroy();
+      lease?.end();
+      if (first === 'closed') return void client.destroy();
+      const protocol = classify(held) === 'h2' ? 'h2' : 'http1';
+      return serve(firstByteAt === undefined ? { protocol, buffered: held, timedOut: true, eof: false } : { protocol, buffered: held, timedOut: true, eof: false, firstByteAt });
+    }
+    try {
+      return await forwardOpaque(client, held, upstream, labels, this.metrics, dstLabels, limits.tcpIdleTimeoutMs);
+    } finally {
+      lease?.end();
+    }
+  }
+
+  /**
+   * Opaque TCP. The balancer's feedback: the connection counts as pending
+   * work for as long as it is open, and its connect time (TCP, plus the TLS
+   * handshake for mTLS) is the latency sample.
+   */
+  async #opaque(state: DirectionState, client: Socket, replay: Buffer, route: () => Promise<Endpoint>, labels: ConnLabels): Promise<void> {
+    const { upstream, dstLabels, lease } = await this.#dial(state, route, labels);
     client.resume();
     try {
-      return await forwardOpaque(client, replay, upstream, labels, this.metrics, dstLabels);
+      return await forwardOpaque(client, replay, upstream, labels, this.metrics, dstLabels, this.#opts.config.limits.tcpIdleTimeoutMs);
     } finally {
       lease?.end();
     }

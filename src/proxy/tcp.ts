@@ -98,6 +98,8 @@ export function forwardOpaque(
   metrics: ProxyMetrics,
   /** The upstream's labels (the endpoint's: server_id, dst_*); default `labels`. */
   dstLabels: ConnLabels = labels,
+  /** No byte either way for this long closes both sides (counted as ETIMEDOUT); 0: never. */
+  idleMs = 0,
 ): Promise<void> {
   const of = (peer: Peer): ConnLabels => (peer === 'src' ? labels : dstLabels);
   return new Promise((resolve) => {
@@ -155,6 +157,14 @@ export function forwardOpaque(
 
     watch(client, upstream, 'src');
     watch(upstream, client, 'dst');
+    if (idleMs > 0 && Number.isFinite(idleMs)) {
+      // Each socket's timer is refreshed by its reads and writes, and a relay
+      // reads on one side what it writes on the other: either one idle means
+      // no byte moved either way.
+      const idle = (): void => fail(client, Object.assign(new Error(`opaque connection idle for ${idleMs} ms`), { code: 'ETIMEDOUT' }));
+      client.setTimeout(idleMs, idle);
+      upstream.setTimeout(idleMs, idle);
+    }
     if (client.destroyed || upstream.destroyed) {
       abort(client);
       abort(upstream);

@@ -39,18 +39,31 @@ test('classify: prefixes wait, full lines decide', () => {
   assert.equal(classify(Buffer.from('GET / HTTP/1.1\r\n')), 'http1');
   assert.equal(classify(Buffer.from('GET / HTTP/1.0\r\nHost: x\r\n\r\n')), 'http1');
   assert.equal(classify(Buffer.from('M-SEARCH * HTTP/1.1\r\n')), 'http1');
-  assert.equal(classify(Buffer.from('GET /a?b=c HTTP/1')), 'more');
+  // A method Node's parser knows and a space: HTTP/1, whatever follows (the HTTP layer judges the rest).
+  assert.equal(classify(Buffer.from('GET /a?b=c HTTP/1')), 'http1');
   assert.equal(classify(Buffer.from('GE')), 'more');
+  assert.equal(classify(Buffer.from('\r\nGET / HTTP/1.1\r\n')), 'http1'); // empty lines first (RFC 9112 §2.2)
+  assert.equal(classify(Buffer.from('\n\nGET')), 'more');
+  assert.equal(classify(Buffer.from('GET  / HTTP/1.1\r\n')), 'http1'); // llhttp takes two spaces
+  assert.equal(classify(Buffer.from('GET /x\r\n')), 'http1'); // HTTP/0.9 form: llhttp parses it
+  assert.equal(classify(Buffer.from(`POST /${'a'.repeat(4000)} HTTP/1.1\r\n`)), 'http1'); // longer than 1024 bytes
+  assert.equal(classify(Buffer.from('\r\n'.repeat(600))), 'http1'); // nothing but empty lines, past what is inspected
+  assert.equal(classify(Buffer.from('get / HTTP/1.1\r\n')), 'http1'); // llhttp refuses lower case; Linkerd's line test takes it (served as HTTP, never a bypass)
+  assert.equal(classify(Buffer.from('get /x')), 'more');
+  assert.equal(classify(Buffer.from(' GET / HTTP/1.1\r\n')), 'opaque');
+  assert.equal(classify(Buffer.from('FOO /x HTTP/1.1\r\n')), 'http1'); // any token, with a whole HTTP/1.x line (Linkerd's test)
+  assert.equal(classify(Buffer.from('FOO /x')), 'more');
+  assert.equal(classify(Buffer.from('HELO x\r\n')), 'opaque');
   assert.equal(classify(Buffer.from('PRI * HTTP/2.0\r\n')), 'more'); // a prefix of both
   assert.equal(classify(H2_PREFACE), 'h2');
-  assert.equal(classify(Buffer.from('GET / HTTP/2.0\r\n')), 'opaque');
-  assert.equal(classify(Buffer.from('GET  / HTTP/1.1\r\n')), 'opaque');
-  assert.equal(classify(Buffer.from('GET / HTTP/1.1\n')), 'opaque');
+  assert.equal(classify(Buffer.from('GET / HTTP/2.0\r\n')), 'http1'); // llhttp parses it: the HTTP layer refuses it
+  assert.equal(classify(Buffer.from('FOO / HTTP/2.0\r\n')), 'opaque');
+  assert.equal(classify(Buffer.from('FOO / HTTP/1.1\n')), 'opaque');
   assert.equal(classify(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00])), 'opaque'); // TLS ClientHello
   assert.equal(classify(Buffer.from('*1\r\n$4\r\nPING\r\n')), 'opaque'); // redis
-  // A request line that does not end within the inspected bytes is not HTTP/1.
-  assert.equal(classify(Buffer.from(`GET /${'a'.repeat(2000)} HTTP/1.1\r\n`)), 'opaque');
-  assert.equal(classify(Buffer.from(`GET /${'a'.repeat(500)}`), 1024), 'more');
+  // A request line of an unknown method that does not end within the inspected bytes is not HTTP/1.
+  assert.equal(classify(Buffer.from(`FOO /${'a'.repeat(2000)} HTTP/1.1\r\n`)), 'opaque');
+  assert.equal(classify(Buffer.from(`FOO /${'a'.repeat(500)}`), 1024), 'more');
 });
 
 test('detects the HTTP/2 preface, even split across writes, and keeps what follows', async () => {
@@ -80,7 +93,19 @@ test('detects an HTTP/1 request line split across writes', async () => {
     c.write('oad HTTP/1.1\r\nHost: a\r\n');
   });
   assert.equal(result.protocol, 'http1');
-  assert.equal(result.buffered.toString(), 'POST /upload HTTP/1.1\r\nHost: a\r\n');
+  assert.equal(result.buffered.toString(), 'POST /upl'); // decided on the method; the rest stays in the socket
+});
+
+test('a request line that trickles in is HTTP/1 as soon as the method is there', async () => {
+  const { result } = await detectWith(async (c) => {
+    for (const ch of 'GET ') {
+      c.write(ch);
+      await sleep(20);
+    }
+  });
+  assert.equal(result.protocol, 'http1');
+  assert.equal(result.buffered.toString(), 'GET ');
+  assert.equal(typeof result.firstByteAt, 'number');
 });
 
 test('anything else is opaque, decided on the first read', async () => {
@@ -93,11 +118,18 @@ test('anything else is opaque, decided on the first read', async () => {
   assert.ok(Date.now() - t0 < 1000, 'no waiting for the timeout');
 });
 
-test('a timeout gives opaque with the partial bytes read', async () => {
-  const { result } = await detectWith((c) => void c.write('GET /slow'), 200);
+test('a timeout inside a request start is HTTP/1 (the HTTP layer answers 408), not opaque', async () => {
+  const { result } = await detectWith((c) => void c.write('GE'), 200);
+  assert.equal(result.protocol, 'http1');
+  assert.equal(result.timedOut, true);
+  assert.equal(result.buffered.toString(), 'GE');
+});
+
+test('a timeout with other partial bytes gives opaque with them', async () => {
+  const { result } = await detectWith((c) => void c.write('FOO /slow'), 200);
   assert.equal(result.protocol, 'opaque');
   assert.equal(result.timedOut, true);
-  assert.equal(result.buffered.toString(), 'GET /slow');
+  assert.equal(result.buffered.toString(), 'FOO /slow');
 });
 
 test('a server-speaks-first client (nothing sent) times out with an empty buffer', async () => {
@@ -115,9 +147,9 @@ test('EOF before anything: opaque, empty, eof', async () => {
   assert.equal(result.buffered.length, 0);
 });
 
-test('EOF after a partial request line: opaque with the bytes', async () => {
-  const { result } = await detectWith((c) => void c.end('GET / HT'), 2000);
+test('EOF after a partial unknown-method line: opaque with the bytes', async () => {
+  const { result } = await detectWith((c) => void c.end('FOO / HT'), 2000);
   assert.equal(result.protocol, 'opaque');
   assert.equal(result.eof, true);
-  assert.equal(result.buffered.toString(), 'GET / HT');
+  assert.equal(result.buffered.toString(), 'FOO / HT');
 });

@@ -64,6 +64,8 @@ export interface H2Context {
   pool?: H2UpstreamPool;
   /** Inbound: the verified client identity for l5d-client-id, or null; a client-sent value is always replaced. Undefined: untouched. */
   clientId?: string | null;
+  /** A client session without a frame either way for this long gets a GOAWAY, and is closed if it is still open as long again; 0 or undefined: never. */
+  idleMs?: number;
 }
 
 export interface H2Connection {
@@ -123,6 +125,13 @@ export function serveH2(client: Socket, buffered: Buffer, ctx: H2Context): H2Con
   session.on('error', (err) => ctx.log.debug({ err }, 'h2 client session error'));
   session.on('frameError', (type: number, code: number, id: number) => ctx.log.debug({ type, code, id }, 'h2 frame error'));
 
+  const idleMs = ctx.idleMs ?? 0;
+  if (idleMs > 0) {
+    session.setTimeout(idleMs, () => {
+      if (session.closed || session.destroyed) return session.destroy();
+      session.close();
+    });
+  }
   const closed = new Promise<void>((resolve) => session.once('close', resolve));
   const conn: H2Connection = {
     session,

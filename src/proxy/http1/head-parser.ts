@@ -87,7 +87,7 @@ export class HeadReader {
   rest: Buffer = CRLFCRLF;
   private pending: Buffer | null = null;
 
-  /** skipLeadingCrlf: a server ignores empty lines before a request line (RFC 9112 §2.2). */
+  /** skipLeadingCrlf: a server ignores empty lines (CR, LF) before a request line (RFC 9112 §2.2). */
   constructor(
     readonly maxBytes = DEFAULT_MAX_HEAD_BYTES,
     private readonly skipLeadingCrlf = false,
@@ -109,8 +109,9 @@ export class HeadReader {
       from = Math.max(0, this.pending.length - 3);
       buf = Buffer.concat([this.pending, chunk]);
     } else if (this.skipLeadingCrlf) {
+      // llhttp skips any CR or LF here; so must we, or a request it reads would be refused.
       let i = 0;
-      while (i + 1 < buf.length && buf[i] === 0x0d && buf[i + 1] === 0x0a) i += 2;
+      while (i < buf.length && (buf[i] === 0x0d || buf[i] === 0x0a)) i++;
       if (i > 0) buf = buf.subarray(i);
       if (buf.length === 0) return false;
     }

@@ -69,8 +69,10 @@ export interface Http1Context {
   pool?: Http1Pool;
   /** Idle timeout of the connection's own pool (when `pool` is not given). Linkerd: 3 s. */
   poolIdleMs?: number;
-  /** From the end of the request to the response head; none when undefined. */
+  /** From the end of the request to the response head; none when undefined or 0. */
   responseTimeoutMs?: number;
+  /** A request body that moves no byte for this long (while the proxy reads) is cut: 408, or a reset after the response began. Default 60 s; 0: none. */
+  bodyTimeoutMs?: number;
   /** A keep-alive client that sends nothing for this long is closed; default 60 s. */
   clientIdleMs?: number;
   /** A request head must arrive in full within this long of its first byte (408 after); default 10 s. */
@@ -91,9 +93,13 @@ export interface Http1Context {
   track?: Track;
 }
 
-/** Serve HTTP/1 on an accepted client connection; `buffered` are the bytes protocol detection read. */
-export function serveHttp1(client: Socket, buffered: Buffer, ctx: Http1Context): void {
-  new ClientConn(client, ctx).start(buffered);
+/**
+ * Serve HTTP/1 on an accepted client connection; `buffered` are the bytes
+ * protocol detection read, `firstByteAt` (performance.now()) when the first
+ * of them came: the first head's time bound counts from it.
+ */
+export function serveHttp1(client: Socket, buffered: Buffer, ctx: Http1Context, firstByteAt?: number): void {
+  new ClientConn(client, ctx).start(buffered, firstByteAt);
 }
 
 /** Client connections being served, for the drain. */
@@ -126,6 +132,7 @@ const FLUSH_MS = 1000;
 const LINGER_MS = 5000;
 const CLIENT_IDLE_MS = 60_000;
 const HEAD_TIMEOUT_MS = 10_000;
+const BODY_TIMEOUT_MS = 60_000;
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const DROP_REQUEST = HeaderFlag.HOP | HeaderFlag.UPGRADE;
@@ -170,6 +177,10 @@ class ClientConn implements UpstreamOwner {
   private timer: NodeJS.Timeout | null = null;
   /** Runs from the first byte of a request head that did not arrive in one read (slow-header clients). */
   private headTimer: NodeJS.Timeout | null = null;
+  /** When the first head's first byte came (during protocol detection), if before start(). */
+  private headSince: number | undefined;
+  /** Runs while a request body is expected; refreshed by every client byte. */
+  private bodyTimer: NodeJS.Timeout | null = null;
 
   // The exchange over HTTP/2 (St.H2).
   private h2: ClientHttp2Stream | null = null;
@@ -196,8 +207,9 @@ class ClientConn implements UpstreamOwner {
     this.pool = ctx.pool ?? new Http1Pool({ idleMs: ctx.poolIdleMs ?? 3000 });
   }
 
-  start(buffered: Buffer): void {
+  start(buffered: Buffer, firstByteAt?: number): void {
     const c = this.client;
+    this.headSince = firstByteAt;
     live.add(this);
     c.setNoDelay(true);
     c.on('data', this.onClientData);
@@ -216,6 +228,7 @@ class ClientConn implements UpstreamOwner {
   // ---- client side ----
 
   private readonly onClientData = (chunk: Buffer): void => {
+    this.bodyTimer?.refresh();
     switch (this.state) {
       case St.HEAD:
         return this.consumeHead(chunk);
@@ -268,6 +281,7 @@ class ClientConn implements UpstreamOwner {
     this.pending = rest;
     this.keepClient = head.keepAlive && !this.clientEnded && !this.draining;
     this.reqDone = head.framing === 'none';
+    if (!this.reqDone) this.armBodyTimer();
     this.retried = false;
     this.ep = null;
     this.settleLease(undefined);
@@ -428,6 +442,7 @@ class ClientConn implements UpstreamOwner {
 
   private requestDone(): void {
     this.reqDone = true;
+    this.clearBodyTimer();
     this.reqPump = null;
     if (this.resDone) return this.exchangeDone();
     if (this.res === null) this.startTimer();
@@ -471,6 +486,7 @@ class ClientConn implements UpstreamOwner {
   private stopExchange(): void {
     this.state = St.CLOSED;
     this.clearTimer();
+    this.clearBodyTimer();
     this.clearHeadTimer();
     this.settleLease(undefined); // cut short: no sample
     this.reqPump?.stop();
@@ -496,6 +512,7 @@ class ClientConn implements UpstreamOwner {
     this.state = St.CLOSED;
     this.pending = null;
     this.clearTimer();
+    this.clearBodyTimer();
     this.clearHeadTimer();
     const c = this.client;
     c.resume(); // read and drop until the client closes its side
@@ -757,6 +774,7 @@ class ClientConn implements UpstreamOwner {
     if (!done) return;
     if (used < chunk.length) this.hold(chunk.subarray(used));
     this.reqDone = true;
+    this.clearBodyTimer();
     stream.end();
     if (this.resDone) return this.h2Done();
     if (this.h2Framing === null) this.startTimer();
@@ -833,6 +851,10 @@ class ClientConn implements UpstreamOwner {
   private armHeadTimer(): void {
     if (this.headTimer !== null) return;
     const ms = this.ctx.headTimeoutMs ?? HEAD_TIMEOUT_MS;
+    if (ms <= 0) return;
+    const since = this.headSince;
+    this.headSince = undefined;
+    const left = since === undefined ? ms : Math.max(0, ms - (performance.now() - since));
     this.headTimer = setTimeout(() => {
       this.headTimer = null;
       if (this.state !== St.HEAD) return;
@@ -841,7 +863,7 @@ class ClientConn implements UpstreamOwner {
       this.labels = this.ctx.labels;
       this.ctx.metrics.request(this.labels);
       this.proxyError(408, 'request_header_timeout', `no complete request head within ${ms} ms`, true);
-    }, ms);
+    }, left);
     this.headTimer.unref();
   }
 
@@ -915,6 +937,7 @@ class ClientConn implements UpstreamOwner {
   /** Answer with an error of the proxy's own; `close` forces the client connection closed after it. */
   private proxyError(status: number, error: string, message: string, close = false): void {
     this.clearTimer();
+    this.clearBodyTimer();
     const responded = this.h2Framing !== null;
     this.h2Framing = null;
     this.dropH2();
@@ -964,9 +987,31 @@ class ClientConn implements UpstreamOwner {
 
   // ---- timers and byte counters ----
 
+  private armBodyTimer(): void {
+    const ms = this.ctx.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
+    if (ms <= 0 || this.bodyTimer !== null) return;
+    this.bodyTimer = setTimeout(() => {
+      const t = this.bodyTimer;
+      if (t === null) return;
+      // Paused by the proxy (the upstream is slow to read): not the client's stall.
+      if (this.client.isPaused()) return void t.refresh();
+      this.bodyTimer = null;
+      if (this.reqDone || this.state === St.HEAD || this.state === St.CLOSED || this.state === St.TUNNEL) return;
+      this.proxyError(408, 'request_body_timeout', `no request body byte for ${ms} ms`, true);
+    }, ms);
+    this.bodyTimer.unref();
+  }
+
+  private clearBodyTimer(): void {
+    if (this.bodyTimer !== null) {
+      clearTimeout(this.bodyTimer);
+      this.bodyTimer = null;
+    }
+  }
+
   private startTimer(): void {
     const ms = this.ctx.responseTimeoutMs;
-    if (ms === undefined || this.timer !== null) return;
+    if (ms === undefined || ms <= 0 || this.timer !== null) return;
     this.timer = setTimeout(this.onResponseTimeout, ms);
   }
 
