@@ -31,9 +31,12 @@ export type ControlTls =
   /** Destination, policy: mTLS with the workload certificate of the store (rebuilt on rotation). */
   | { kind: 'mtls'; store: TlsStore };
 
+/** What a control client must offer: gRPC's generated clients, also with methods narrowed by Omit (which drops Client's private members). */
+export type ClosableClient = Pick<grpc.Client, 'close'>;
+
 export type ControlClientCtor<C> = new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => C;
 
-export interface ControlClientOptions<C extends grpc.Client> {
+export interface ControlClientOptions<C extends ClosableClient> {
   svc: ControlAddr;
   /** identity, destination, policy: names the service in logs, metrics and hints (LINKERD2_PROXY_<SERVICE>_SVC_NAME). */
   service: string;
@@ -49,7 +52,7 @@ export interface ControlClientOptions<C extends grpc.Client> {
   probeTimeoutMs?: number;
 }
 
-export interface ControlClient<C extends grpc.Client> {
+export interface ControlClient<C extends ClosableClient> {
   /** "host:port" dialled. */
   readonly target: string;
   /** TLS (or mTLS) rather than loopback plaintext. */
@@ -122,7 +125,7 @@ function namesMatch(cert: PeerCertificate | undefined, expected: string): boolea
  * get their transport: Identity, Destination, and the policy API use it.
  * Throws BPFMESH_E_CONTROL_TLS_UNSUPPORTED off loopback without `tls`.
  */
-export function openControlClient<C extends grpc.Client>(opts: ControlClientOptions<C>): ControlClient<C> {
+export function openControlClient<C extends ClosableClient>(opts: ControlClientOptions<C>): ControlClient<C> {
   const { svc, service } = opts;
   const target = formatAddr(svc.addr);
   const log = opts.log.child({ component: `${service}-channel` });
