@@ -97,7 +97,7 @@ describe('node lock (flock in bpffs) between processes', { skip }, () => {
     a.release();
     const released = await a.next('released');
     const locked = await b.next('locked');
-    assert.ok(locked.at - released.at < 200, `B locked ${locked.at - released.at} ms after A released`);
+    assert.ok(locked.at - released.at < 1000, `B locked ${locked.at - released.at} ms after A released`);
     b.release();
     await b.next('released');
     assert.equal(existsSync(lock), false, 'released: nothing left in bpffs');
@@ -115,7 +115,8 @@ describe('node lock (flock in bpffs) between processes', { skip }, () => {
     const killedAt = Date.now();
     a.child.kill('SIGKILL');
     const locked = await b.next('locked');
-    assert.ok(locked.at - killedAt < 500, `B locked ${locked.at - killedAt} ms after A was killed (the old lock waited 30 s)`);
+    // Well under the 30 s the old staleness rule waited, with room for slow (emulated) machines.
+    assert.ok(locked.at - killedAt < 3000, `B locked ${locked.at - killedAt} ms after A was killed (the old lock waited 30 s)`);
     b.release();
     await b.next('released');
     await b.end();
