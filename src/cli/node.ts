@@ -12,7 +12,7 @@ import { NodeAgent } from '../node/agent.js';
 export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
 
   --node-name NAME              this node (default $NODE_NAME; required)
-  --kubeconfig PATH             Kubernetes access (default: the in-cluster service account)
+  --kubeconfig PATH[:PATH]      Kubernetes access, files merged as kubectl does (default: $KUBECONFIG, else the in-cluster service account)
   --cgroup-root DIR             cgroup the node-wide programs attach to, above every pod (default: the cgroup2 mount)
   --host-proc DIR               the host's /proc, to find pods' network namespaces (default /proc; run with hostPID)
   --bpffs DIR                   bpf filesystem (default /sys/fs/bpf, mounted if missing)

@@ -68,7 +68,7 @@ const SPEC_CODES: Record<string, number> = {
 };
 
 /** Codes of conditions that pass: the runtime should retry the sandbox (the API server is down, the node lock is busy). */
-const TRANSIENT = new Set<string>([ErrorCodes.KUBE_API, ErrorCodes.KUBE_EXPIRED, ErrorCodes.BUSY]);
+const TRANSIENT = new Set<string>([ErrorCodes.KUBE_API, ErrorCodes.KUBE_EXPIRED, ErrorCodes.KUBE_EXEC, ErrorCodes.BUSY]);
 
 export interface CniErrorJson {
   cniVersion: string;

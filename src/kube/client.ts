@@ -292,8 +292,13 @@ export class KubeClient {
     const exec = this.access.exec;
     if (exec === undefined) return this.access.token();
     const creds = await exec.get();
-    if (creds.cert !== undefined && creds.cert !== this.#agentCert) {
+    if (creds.cert !== undefined && !(this.#agentCert?.equals(creds.cert) ?? false)) {
       // New connections present the new certificate; open ones (a watch) finish on the old.
+      // Old pools with nothing in use are closed now, so rotations do not pile them up.
+      for (const a of this.#retired.splice(0)) {
+        if (Object.keys(a.sockets).length === 0) a.destroy();
+        else this.#retired.push(a);
+      }
       this.#retired.push(this.#agent);
       this.#agent = createKubeAgent(this.access, { cert: creds.cert, key: creds.key });
       this.#agentCert = creds.cert;
