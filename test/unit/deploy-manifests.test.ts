@@ -2,7 +2,8 @@
 // (a meshed workload) with one overlay per interception mode; each overlay is
 // rendered with kubectl's kustomize, and every rendered object is validated
 // against the Kubernetes API's own schemas (the kubernetes-models package:
-// types, required fields, enums, formats), every container of the bpfmesh
+// types, required fields, enums, formats; kubernetes-types for unknown
+// fields), every container of the bpfmesh
 // image runs a real `bpfmesh` command with flags that command lists, the
 // sidecar sets only variables the proxy reads, probes hit the admin ports,
 // and the Dockerfile copies what exists. No cluster and no Docker engine needed.
@@ -11,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import ts from 'typescript';
 import { parseAllDocuments } from 'yaml';
 import { REPO_ROOT } from '../../src/config/paths.js';
 import { PROXY_ENV } from '../../src/config/proxy-env.js';
@@ -184,6 +186,39 @@ describe('deploy/ manifests', { skip: KUSTOMIZE_SKIP }, () => {
       ['a bad mountPropagation', broken((c) => (c.volumeMounts![0]!.mountPropagation = 'Sideways')), /mountPropagation must be equal to one of the allowed values/],
     ];
     for (const [what, doc, want] of bad) await assert.rejects(validate(doc), want, what);
+  });
+
+  test('no rendered object has a field the API does not know (kubernetes-types, TypeScript excess-property checks)', () => {
+    // kubernetes-models does not flag unknown fields; the API server's strict field validation would.
+    // Each object becomes a TypeScript literal typed as its kind from kubernetes-types (generated from
+    // the API's OpenAPI): a misspelt or misplaced field is an excess property, a wrong type an error.
+    const typePath = (apiVersion: string): string => (apiVersion.includes('/') ? `${apiVersion.split('/')[0]!.split('.')[0]}/${apiVersion.split('/')[1]}` : `core/${apiVersion}`);
+    const literal = (d: Doc, i: number): string => {
+      const obj: Record<string, unknown> = { ...d };
+      delete obj['file'];
+      return `export const o${i}: import('kubernetes-types/${typePath(d.apiVersion)}').${d.kind} = ${JSON.stringify(obj)};\n`;
+    };
+    const ds = DOCS.find((d) => d.kind === 'DaemonSet')!;
+    const typo = structuredClone(ds);
+    const c0 = (typo.spec as { template: { spec: PodSpec } }).template.spec.containers[0]! as unknown as Record<string, unknown>;
+    c0['imagePullPolicyy'] = 'Always';
+    const dir = join(REPO_ROOT, 'dist');
+    const good = join(dir, `.manifest-types-${process.pid}.ts`);
+    const bad = join(dir, `.manifest-types-bad-${process.pid}.ts`);
+    writeFileSync(good, DOCS.map(literal).join(''));
+    writeFileSync(bad, literal(typo, 0));
+    try {
+      const program = ts.createProgram([good, bad], { strict: true, noEmit: true, skipLibCheck: true, module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16, types: [] });
+      const messages = (file: string): string[] =>
+        ts.getPreEmitDiagnostics(program, program.getSourceFile(file)).map((x) => `${x.file?.fileName === file ? 'line ' + (x.file.getLineAndCharacterOfPosition(x.start ?? 0).line + 1) + ': ' : ''}${ts.flattenDiagnosticMessageText(x.messageText, ' ')}`);
+      const errs = messages(good);
+      assert.deepEqual(errs, [], `object i of the rendered list (o<i>): ${errs.join('\n')}`);
+      assert.ok(DOCS.length >= 10, 'every overlay\'s objects were typed');
+      assert.match(messages(bad).join('\n'), /imagePullPolicyy/, 'and a misspelt field is caught');
+    } finally {
+      rmSync(good, { force: true });
+      rmSync(bad, { force: true });
+    }
   });
 
   test('every document is a Kubernetes object (apiVersion, kind, metadata.name)', () => {
