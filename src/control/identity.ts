@@ -155,7 +155,7 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
     if (this.#started) return;
     this.#started = true;
     // Node 24's KeyUsage adds KEM usages the DOM lib (which @peculiar/x509 types against) lacks; only sign/verify here.
-    const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']));
+    const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
     const keyPem = toPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
     const spki = Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey));
     const csr = await x509.Pkcs10CertificateRequestGenerator.create({

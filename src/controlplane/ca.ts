@@ -43,7 +43,7 @@ const pemBlocks = (text: string): string[] => text.match(/-----BEGIN CERTIFICATE
 async function importSigningKey(pem: string, file: string): Promise<CryptoKey> {
   try {
     const der = createPrivateKey(pem).export({ type: 'pkcs8', format: 'der' });
-    return (await webcrypto.subtle.importKey('pkcs8', der, EC, true, ['sign'])); // Node's KeyUsage is wider than the DOM lib's
+    return (await webcrypto.subtle.importKey('pkcs8', der, EC, true, ['sign'])) as CryptoKey; // Node's KeyUsage is wider than the DOM lib's
   } catch (err) {
     throw configError(`${file}: not an ECDSA P-256 private key (${(err as Error).message})`, err);
   }
@@ -64,7 +64,7 @@ async function exportKeyPem(key: CryptoKey): Promise<string> {
 }
 
 async function generateKeys(): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])); // Node's KeyUsage is wider than the DOM lib's
+  return (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair; // Node's KeyUsage is wider than the DOM lib's
 }
 
 /** A 16-byte positive serial number. */

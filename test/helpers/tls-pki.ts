@@ -20,7 +20,7 @@ export interface Issued {
 }
 
 async function keyPair(): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])); // Node's KeyUsage is wider than the DOM lib's
+  return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair; // Node's KeyUsage is wider than the DOM lib's
 }
 
 async function pkcs8Pem(key: CryptoKey): Promise<string> {
