@@ -52,7 +52,8 @@ function expectFail(r: CheckReport, id: string, code: string): CheckLine {
   return l;
 }
 
-describe('bpfmesh check', { skip, timeout: 180_000 }, () => {
+// Under emulation (vagrant/kernels/run.sh, TCG) each CLI run takes seconds: the bound is generous.
+describe('bpfmesh check', { skip, timeout: 600_000 }, () => {
   let mesh: MeshLab;
   let pod: LabPod;
   let bpffs: string; // a folder of this run on the real bpffs
