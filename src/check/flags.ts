@@ -32,8 +32,8 @@ export function parseCheckFlags(argv: string[]): CheckFlags {
     throw new BpfmeshError(ErrorCodes.BAD_FLAG, `bpfmesh check: ${(err as Error).message}; see "bpfmesh check --help"`);
   }
   const agentReady = v['agent-ready'];
-  if (agentReady !== undefined && !/^https?:\/\/[^/\s]+\/\S*$/.test(agentReady)) {
-    throw new BpfmeshError(ErrorCodes.BAD_FLAG, `--agent-ready: "${agentReady}" is not an http URL such as http://127.0.0.1:4192/ready`);
+  if (agentReady !== undefined && !/^http:\/\/[^/\s]+\/\S*$/.test(agentReady)) {
+    throw new BpfmeshError(ErrorCodes.BAD_FLAG, `--agent-ready: "${agentReady}" is not an http:// URL such as http://127.0.0.1:4192/ready`);
   }
   const podName = v['pod-name'];
   if (podName !== undefined && !/^(node\/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/.test(podName)) {

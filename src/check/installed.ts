@@ -2,6 +2,7 @@
 // pinned and still attached (a link whose cgroup or netns is gone reports
 // target 0), and the node-wide links sit on --cgroup-root.
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import { get } from 'node:http';
 import { join } from 'node:path';
 import { ErrorCodes } from '../errors.js';
 import { native } from '../bpf/native.js';
@@ -75,14 +76,28 @@ export function checkInstalled(bpffs: string, cgroupRoot: string, node: boolean,
   return names.map((n) => (n === NODE_DIR_NAME ? checkNodeInstall(bpffs, cgroupRoot) : checkPodInstall(bpffs, n)));
 }
 
-/** The node agent's /ready: 200 once its first pod list is reconciled. Bounded: 2 s. */
+/** How long the agent's /ready may take: the probe as a whole must fit Kubernetes' timeoutSeconds (5 in deploy/). */
+export const AGENT_READY_TIMEOUT_MS = 3000;
+
+/** The status of a GET, or why there is none. node:http, not fetch: loading undici costs seconds on slow machines. */
+function getStatus(url: string, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.once('error', reject);
+  });
+}
+
+/** The node agent's /ready: 200 once its first pod list is reconciled. */
 export async function checkAgentReady(url: string): Promise<CheckLine> {
   const title = 'node agent ready';
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-    await res.body?.cancel();
-    if (res.status === 200) return pass('agent_ready', title, `${url} answers 200`);
-    return fail('agent_ready', title, `${url} answers ${res.status}`, ErrorCodes.NOT_READY, 'wait: the agent has not reconciled its pods yet; see its log if it stays so');
+    const status = await getStatus(url, AGENT_READY_TIMEOUT_MS);
+    if (status === 200) return pass('agent_ready', title, `${url} answers 200`);
+    return fail('agent_ready', title, `${url} answers ${status}`, ErrorCodes.NOT_READY, 'wait: the agent has not reconciled its pods yet; see its log if it stays so');
   } catch (err) {
     return fail('agent_ready', title, `${url}: ${(err as Error).message}`, ErrorCodes.NOT_READY, 'is bpfmesh node running with this --admin-addr?');
   }

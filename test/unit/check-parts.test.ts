@@ -12,6 +12,9 @@ import { checkBpffs, checkCapabilities, effectiveCaps } from '../../src/check/ho
 import { mkdtempSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { proxyInitChains } from '../../src/check/iptables.js';
+import { AGENT_READY_TIMEOUT_MS, checkAgentReady } from '../../src/check/installed.js';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 describe('check parts', () => {
   test('every helper bpf/ calls is probed', () => {
@@ -55,6 +58,33 @@ describe('check parts', () => {
       assert.equal(checkBpffs(dir, true, true).code, 'BPFMESH_E_NO_BPFFS', 'an explicit --bpffs must be one');
     } finally {
       rmdirSync(dir);
+    }
+  });
+
+  test('agent /ready: 200 passes; 503, silence and a closed port fail with NOT_READY, bounded in time', async () => {
+    const listen = (s: Server): Promise<string> =>
+      new Promise((resolve) => s.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(s.address() as AddressInfo).port}/ready`)));
+    const ok = createServer((_q, r) => r.writeHead(200).end('ready\n'));
+    const notYet = createServer((_q, r) => r.writeHead(503).end());
+    const silent = createServer(() => undefined); // accepts, never answers
+    const closed = createServer();
+    try {
+      assert.equal((await checkAgentReady(await listen(ok))).ok, true);
+      const l503 = await checkAgentReady(await listen(notYet));
+      assert.equal(l503.code, 'BPFMESH_E_NOT_READY');
+      assert.match(l503.detail, /answers 503/);
+      const started = Date.now();
+      const quiet = await checkAgentReady(await listen(silent));
+      assert.match(quiet.detail, /no answer within/);
+      assert.ok(Date.now() - started < AGENT_READY_TIMEOUT_MS + 2000, 'bounded');
+      const url = await listen(closed);
+      await new Promise((resolve) => closed.close(resolve));
+      assert.equal((await checkAgentReady(url)).code, 'BPFMESH_E_NOT_READY');
+    } finally {
+      for (const s of [ok, notYet, silent]) {
+        s.closeAllConnections();
+        s.close();
+      }
     }
   });
 
