@@ -119,7 +119,7 @@ export async function run(argv: string[]): Promise<number> {
       const env = {
         ...process.env,
         LINKERD2_PROXY_LOG: 'warn',
-        // deploy/sidecar.yaml's variables, pointed at the control plane's pod.
+        // deploy/base/sidecar.yaml's variables, pointed at the control plane's pod.
         LINKERD2_PROXY_DESTINATION_SVC_ADDR: `${cp.ip4}:8086`,
         LINKERD2_PROXY_DESTINATION_SVC_NAME: CP_NAMES.destination,
         LINKERD2_PROXY_IDENTITY_SVC_ADDR: `${cp.ip4}:8080`,

@@ -166,7 +166,7 @@ export interface ControlPlanePod extends ControlPlaneAddrs {
 
 /**
  * Environment of `bpfmesh proxy`: the control plane in a pod of its own
- * (deploy/sidecar.yaml's variables: addresses off loopback and the identities
+ * (deploy/base/sidecar.yaml's variables: addresses off loopback and the identities
  * TLS expects), or on the pod's loopback ("127.0.0.1:8086", plaintext).
  */
 export function meshProxyEnv(opts: { identity: string; tokenFile: string; trustAnchorsPem: string; controlPlane: ControlPlaneAddrs | string }): NodeJS.ProcessEnv {

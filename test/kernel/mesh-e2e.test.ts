@@ -1,6 +1,6 @@
 // The mesh end to end: `bpfmesh control-plane` (Destination + Identity from
 // a mesh.yaml) in a pod of its own, reached by every proxy over the lab
-// network with deploy/sidecar.yaml's variables (TLS for Identity, mTLS for
+// network with deploy/base/sidecar.yaml's variables (TLS for Identity, mTLS for
 // Destination); the proxies get certificates, discover endpoints and talk
 // mTLS to each other.
 import { after, before, describe, test } from 'node:test';

@@ -51,11 +51,14 @@ test('defaults: an empty file', () => {
   assert.equal(c.identity.leafLifetimeMs, 24 * 3_600_000);
   assert.equal(c.tokens, undefined, 'any token');
   assert.equal(c.services.size, 0);
+  assert.equal(c.identityListen, undefined, 'Identity shares the loopback port');
+  assert.deepEqual(parse('listen: 0.0.0.0:8086\nidentityListen: 0.0.0.0:8080').identityListen, { host: '0.0.0.0', port: 8080 });
 });
 
 test('mistakes are errors that say where', () => {
   const cases: Array<[string, RegExp]> = [
     ['listen: localhost:1', /^listen:/],
+    ['identityListen: identity:8080', /^identityListen:/],
     ['servics: []', /unknown key "servics"/],
     ['services: [ { name: web } ]', /services\[0\]\.name: "web" is not host:port/],
     ['services: [ { name: "a:1", endpoints: [ { addr: "web:80" } ] } ]', /endpoints\[0\]\.addr/],
