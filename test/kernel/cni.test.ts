@@ -253,7 +253,7 @@ describe('bpfmesh-cni chained with bridge + host-local', { skip, timeout: 180_00
     }
     assert.deepEqual(listEnrolled(scope).map((e) => e.id).sort(), pods.map((a) => a.containerId).sort());
     const attached = JSON.parse(sh('bpftool', ['-j', 'cgroup', 'show', cgroupRoot]).trim() || '[]') as unknown[];
-    assert.equal(attached.length, 6, 'the programs are attached once at cgroup_root');
+    assert.equal(attached.length, 8, 'the programs are attached once at cgroup_root');
     const quietEntry = { ...entry, log_level: 'error' };
     const dels = await Promise.all(pods.map((a) => callBpfmesh('DEL', a, JSON.stringify(pluginConfig(list, quietEntry, prev)))));
     for (const r of dels) assert.deepEqual([r.code, r.stdout, r.stderr], [0, '', ''], 'log_level error: nothing logged');

@@ -194,7 +194,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     await agent.waitLog((r) => r.msg === 'reconciled; ready', 'ready');
     assert.equal((await agent.get('/ready')).status, 200);
     assert.equal((await agent.get('/live')).status, 200);
-    assert.equal(counts().cgroupProgs, 6);
+    assert.equal(counts().cgroupProgs, 8);
     assert.deepEqual(enrolledIds(), []);
   });
 
@@ -414,7 +414,7 @@ describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
     assert.deepEqual(rowsOf(a), aRows, "a's rows unchanged");
     assert.equal(listEnrolled(scope).find((x) => x.id === hUid)?.netnsCookie, netnsCookieOf(h2.netns), 'h moved to its new netns');
     const c = counts();
-    assert.equal(c.cgroupProgs, 6, 'the programs are attached once');
+    assert.equal(c.cgroupProgs, 8, 'the programs are attached once');
     assert.equal(c.pods, 3);
     assert.equal(c.settingsRows, 3, 'one settings row per enrolled pod: no leak from f or the old h');
     const text = await agent.metrics();
