@@ -72,6 +72,10 @@ export const ErrorCodes = {
   MISMATCH: 'BPFMESH_E_MISMATCH',
   /** `bpfmesh cni-install`: the host's CNI config is missing or unusable, the plugin entry (--config) is bad, or the install to copy is incomplete. */
   CNI_INSTALL: 'BPFMESH_E_CNI_INSTALL',
+  /** Inbound policy: no authorization admits the client (HTTP 403, gRPC PERMISSION_DENIED, TCP closed). */
+  FORBIDDEN: 'BPFMESH_E_FORBIDDEN',
+  /** Inbound policy: the port's server has HTTP routes and none matches the request (404). */
+  ROUTE_NOT_FOUND: 'BPFMESH_E_ROUTE_NOT_FOUND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

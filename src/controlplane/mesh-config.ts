@@ -7,6 +7,7 @@ import { parseDuration, parseListenAddr } from '../config/proxy-env.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { formatAddr, type Addr } from '../proxy/types.js';
 import { formatIp, parseIp } from '../util/ip.js';
+import { parsePolicySection, type PolicySection } from './policy-config.js';
 
 export interface MeshEndpoint {
   addr: Addr;
@@ -37,6 +38,8 @@ export interface MeshConfig {
   /** token → the identity it may certify; undefined = any token, any identity of the trust domain. */
   tokens: Map<string, string> | undefined;
   services: Map<string, MeshService>;
+  /** Inbound policies served on InboundServerPolicies (policy-config.ts). */
+  policy: PolicySection;
 }
 
 export const DEFAULT_WEIGHT = 10_000;
@@ -145,7 +148,7 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
   } catch (err) {
     throw bad(file, `not YAML: ${(err as Error).message}`, err);
   }
-  const o = object(doc ?? {}, file, ['listen', 'trustDomain', 'identity', 'tokens', 'services']);
+  const o = object(doc ?? {}, file, ['listen', 'trustDomain', 'identity', 'tokens', 'services', 'policy']);
   const listenText = o['listen'] === undefined ? DEFAULT_LISTEN : str(o['listen'], 'listen');
   let listen: Addr;
   try {
@@ -189,5 +192,6 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
     if (services.has(svc.name)) throw bad(`services[${i}].name`, `${svc.name} is listed twice`);
     services.set(svc.name, svc);
   });
-  return { listen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services };
+  const policy = parsePolicySection(o['policy']);
+  return { listen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services, policy };
 }

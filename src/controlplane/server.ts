@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { destinationService, identityService } from '../control/protos.js';
+import { destinationService, identityService, inboundPolicyService } from '../control/protos.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { formatAddr, type Addr } from '../proxy/types.js';
@@ -15,6 +15,7 @@ import { loadIssuer } from './ca.js';
 import { DestinationService } from './destination-service.js';
 import { IdentityService, type CertifyEvent } from './identity-service.js';
 import { parseMeshConfig, type MeshConfig } from './mesh-config.js';
+import { PolicyService } from './policy-service.js';
 
 export interface ControlPlaneOptions {
   configPath: string;
@@ -92,18 +93,20 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     count,
     ...(opts.onCertify !== undefined ? { onCertify: opts.onCertify } : {}),
   });
+  const policy = new PolicyService(config, log.child({ component: 'policy' }), { count });
   new Gauge({
     name: 'bpfmesh_controlplane_streams',
-    help: 'Open Get and GetProfile streams.',
+    help: 'Open Get, GetProfile and WatchPort streams.',
     registers: [opts.registry],
     collect() {
-      this.set(destination.streams);
+      this.set(destination.streams + policy.streams);
     },
   });
 
   const server = new grpc.Server();
   server.addService(destinationService(), destination.handlers);
   server.addService(identityService(), identity.handlers);
+  server.addService(inboundPolicyService(), policy.handlers);
   const listen = opts.listen ?? config.listen;
   const port = await bind(server, listen);
   const address = { host: listen.host, port };
@@ -121,6 +124,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       config = next.config;
       destination.update(config);
       identity.update(config);
+      policy.update(config);
       reloads.inc({ result: 'ok' });
       log.info({ services: config.services.size }, 'configuration reloaded');
       return true;

@@ -19,6 +19,7 @@ import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminat
 import { endpointLabeler, type EndpointLabeler } from './endpoint-labels.js';
 import { OrigProtoUpgrader } from './orig-proto.js';
 import { formatAddr } from './types.js';
+import { admitConnection, authorizeRequestH1, authorizeRequestH2, inboundConn, type InboundAuthorizer, type InboundConn } from '../policy/index.js';
 
 /** A resolver that can also wait for its first answer (discovery); FallbackResolver cannot. */
 export type ProxyResolver = Resolver & {
@@ -34,6 +35,8 @@ export interface ProxyOptions {
   resolver?: ProxyResolver;
   /** mTLS: outbound to endpoints with an identity, inbound for our own SNI. */
   tls?: TlsStore;
+  /** Inbound authorization policy (src/policy/); without it every inbound client is allowed. */
+  authorizer?: InboundAuthorizer;
 }
 
 interface DirectionState {
@@ -167,6 +170,10 @@ export class Proxy {
   }
 
   async #serve(state: DirectionState, sock: Socket, target: Addr, labels: ConnLabels): Promise<void> {
+    const authz = state.direction === 'inbound' ? this.#opts.authorizer : undefined;
+    // The port's policy first (bounded wait for the policy API's first answer).
+    await authz?.ready(target.port);
+    let conn: InboundConn | undefined;
     const opaque = isOpaquePort(this.#opts.config, target.port);
     // An empty endpoint set is waited on up to the failfast timeout (Router.routeWhenReady).
     const routeWithin =
@@ -193,21 +200,26 @@ export class Proxy {
       } else if (peek.isTls) {
         // TLS for another name is not ours to terminate: pass it through.
         Object.assign(labels, serverTlsLabels(inboundTls(peek)));
+        if (authz !== undefined && !admitConnection(authz, inboundConn(sock, target, false, undefined), sock)) return;
         return this.#opaque(state, sock, peek.buffered, routeTcp, labels);
       } else if (peek.buffered.length > 0) {
         sock.unshift(peek.buffered);
       }
     }
+    if (authz !== undefined) conn = inboundConn(sock, target, client !== sock, clientId ?? undefined);
     const detected = opaque ? { protocol: 'opaque' as const, buffered: Buffer.alloc(0) } : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
     const log = this.#opts.log.child({ component: `${state.direction}-${detected.protocol}` });
     const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
     const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
     switch (detected.protocol) {
-      case 'http1':
-        return serveHttp1(client, detected.buffered, { ...common, pool: state.http1Pool, ...(state.origProto ? { origProto: state.origProto } : {}) });
+      case 'http1': {
+        const h1route = authz !== undefined && conn !== undefined ? authorizeRequestH1(authz, conn, route) : route;
+        return serveHttp1(client, detected.buffered, { ...common, route: h1route, pool: state.http1Pool, ...(state.origProto ? { origProto: state.origProto } : {}) });
+      }
       case 'h2': {
         // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
-        const h2ctx = { ...common, pool: state.h2Pool, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
+        const h2route = authz !== undefined && conn !== undefined ? authorizeRequestH2(authz, conn, route) : route;
+        const h2ctx = { ...common, route: h2route, pool: state.h2Pool, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
         if (client !== sock) {
           // Over mTLS: see replay-duplex.ts.
           const d = replayDuplex(client, detected.buffered) as unknown as Socket;
@@ -216,6 +228,7 @@ export class Proxy {
         return void serveH2(client, detected.buffered, h2ctx);
       }
       case 'opaque':
+        if (authz !== undefined && conn !== undefined && !admitConnection(authz, conn, client)) return;
         return this.#opaque(state, client, detected.buffered, routeTcp, labels);
     }
   }
