@@ -30,7 +30,7 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
   const cps: PodProcess[] = [];
 
   /** b's mesh.yaml policy: 8080 for identity a (or nobody), 8081 for another identity, 9000 from pod u's address only. */
-  const meshYaml = (allowA: boolean): string =>
+  const meshYaml = (allowA: boolean, echoFrom: LabPod = u): string =>
     [
       'listen: 127.0.0.1:8086',
       'services:',
@@ -53,7 +53,7 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
       '      workload: default:b',
       '      port: 9000',
       '      authorizations:',
-      `        - { name: from-u, networks: ["${u.ip4}/32"], authentication: unauthenticated }`,
+      `        - { name: from-u, networks: ["${echoFrom.ip4}/32"], authentication: unauthenticated }`,
       '',
     ].join('\n');
 
@@ -157,6 +157,26 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
     const deadline = Date.now() + 5000;
     while (status(await http(a, `http://${b.ip4}:8080/x`)) !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     assert.equal(status(await http(a, `http://${b.ip4}:8080/x`)), 200);
+  });
+
+  test('a policy change closes the open TCP connections it no longer allows, within 1 s', async () => {
+    // A client in pod u that keeps one connection open and reports what happens to it (epoch ms).
+    const script = `const s = require('node:net').connect(9000, '${b.ip4}', () => s.write('ping\\n'));
+      s.on('data', (d) => process.stdout.write(JSON.stringify({ event: 'data', text: String(d).trim(), t: Date.now() }) + '\\n'));
+      s.on('error', () => {});
+      s.on('close', () => process.stdout.write(JSON.stringify({ event: 'close', t: Date.now() }) + '\\n'));`;
+    const client = new PodProcess(mesh.lab.spawn(u, process.execPath, ['-e', script], APP));
+    await client.waitFor((e) => e.event === 'data');
+    writeFileSync(join(dir, 'mesh.yaml'), meshYaml(true, a));
+    const changedAt = Date.now();
+    const closed = (await client.waitFor((e) => e.event === 'close', 5000)) as unknown as { t: number };
+    assert.ok(closed.t - changedAt < 1000, `closed ${closed.t - changedAt} ms after the change`);
+    assert.ok(promSample(await metrics(b), 'inbound_tcp_authz_terminate_total', { srv_name: 'echo', tls: 'no_identity' }) >= 1);
+    writeFileSync(join(dir, 'mesh.yaml'), meshYaml(true));
+    const deadline = Date.now() + 5000;
+    let echoed = '';
+    while (echoed !== 'hello' && Date.now() < deadline) echoed = await mesh.nc(u, b.ip4, 9000).catch(() => '');
+    assert.equal(echoed, 'hello', 'pod u is allowed again');
   });
 
   test('the policy API down: the last policy holds; a proxy started meanwhile follows its default policy', async () => {
