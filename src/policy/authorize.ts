@@ -1,7 +1,7 @@
 // The decisions: is this client allowed on this port (a connection), and on
 // which route, by which authorization, is this request allowed. Pure
 // functions of a ServerPolicy and what is known about the client.
-import { parseIp } from '../util/ip.js';
+import { parseIp, type IpAddress } from '../util/ip.js';
 import { defaultMeta, type Authn, type Authorization, type HostRule, type RequestMatch, type Route, type ServerPolicy, type StringMatch } from './model.js';
 
 export interface ClientInfo {
@@ -23,9 +23,7 @@ export interface RequestInfo {
   header(name: string): string | undefined;
 }
 
-function inNetwork(ipText: string, a: Authorization): boolean {
-  const ip = parseIp(ipText);
-  if (ip === null) return false;
+function inNetwork(ip: IpAddress, a: Authorization): boolean {
   const contains = (c: { family: number; bytes: Buffer; prefix: number }): boolean => {
     if (c.family !== ip.family) return false;
     const full = c.prefix >> 3;
@@ -55,7 +53,10 @@ function identityMatches(authn: Authn, c: ClientInfo): boolean {
 
 /** The first authorization that admits the client, or null. */
 export function findAuthorization(authorizations: readonly Authorization[], c: ClientInfo): Authorization | null {
-  return authorizations.find((a) => inNetwork(c.ip, a) && identityMatches(a.authn, c)) ?? null;
+  if (authorizations.length === 0) return null;
+  const ip = parseIp(c.ip);
+  if (ip === null) return null;
+  return authorizations.find((a) => inNetwork(ip, a) && identityMatches(a.authn, c)) ?? null;
 }
 
 const stringMatches = (m: StringMatch, v: string | undefined): boolean => v !== undefined && ('exact' in m ? m.exact === v : m.regex.test(v));
