@@ -88,6 +88,10 @@ export const ErrorCodes = {
   NOT_READY: 'BPFMESH_E_NOT_READY',
   /** The proxy holds BPFMESH_PROXY_MAX_CONNECTIONS client connections: a new one is closed at accept. */
   CONN_LIMIT: 'BPFMESH_E_CONN_LIMIT',
+  /** Inbound policy: no authorization admits the client (HTTP 403, gRPC PERMISSION_DENIED, TCP closed). */
+  FORBIDDEN: 'BPFMESH_E_FORBIDDEN',
+  /** Inbound policy: the port's server has HTTP routes and none matches the request (404). */
+  ROUTE_NOT_FOUND: 'BPFMESH_E_ROUTE_NOT_FOUND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

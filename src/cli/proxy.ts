@@ -12,6 +12,7 @@ import { formatAddr } from '../proxy/types.js';
 import { DestinationResolver } from '../control/destination.js';
 import { IdentityClient, type WorkloadCertificate } from '../control/identity.js';
 import { TlsStore } from '../tls/index.js';
+import { InboundAuthorizer } from '../policy/index.js';
 
 export const usage = `bpfmesh proxy [--pod-name NAME | --netns PATH] [--bpffs DIR]   the sidecar proxy
   Configured by LINKERD2_PROXY_* (outbound 127.0.0.1:4140, inbound 0.0.0.0:4143, admin 127.0.0.1:4191, ...).
@@ -36,7 +37,9 @@ export async function run(argv: string[]): Promise<number> {
   }
   // Off loopback, discovery is mTLS with the workload certificate (rebuilt on every rotation).
   const resolver = config.destination === undefined ? undefined : new DestinationResolver({ config: config.destination, registry, log, ...(tls ? { tls } : {}) });
-  const proxy = new Proxy({ config, registry, log, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}) });
+  // Inbound authorization: the policy API when configured, else the default policy (LINKERD2_PROXY_INBOUND_DEFAULT_POLICY).
+  const authorizer = config.policy === undefined ? undefined : new InboundAuthorizer({ config: config.policy, registry, log, readyTimeoutMs: config.inbound.httpFailfastTimeoutMs, ...(tls ? { tls } : {}) });
+  const proxy = new Proxy({ config, registry, log, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}), ...(authorizer ? { authorizer } : {}) });
   await proxy.start();
   await identity?.start();
   const counters = podCounterReader(flags);
@@ -54,6 +57,7 @@ export async function run(argv: string[]): Promise<number> {
       log.info({ why, graceMs: config.shutdownGracePeriodMs, open: proxy.openConnections }, 'shutting down');
       await proxy.shutdown(config.shutdownGracePeriodMs);
       identity?.close();
+      authorizer?.close();
       await admin.close();
       stopped();
     })());

@@ -8,6 +8,7 @@ import { BpfmeshError } from '../errors.js';
 import type { Addr } from '../proxy/types.js';
 import { formatPortRange, parsePortList, type PortRange } from '../util/ports.js';
 import type { LogLevel, LogOptions } from './pod-flags.js';
+import { parsePolicyEnv, type PolicyConfig } from './policy-env.js';
 
 /** Not in ErrorCodes yet; listed for the README. */
 export const BAD_ENV = 'BPFMESH_E_BAD_ENV';
@@ -148,6 +149,8 @@ export interface ProxyConfig {
   destination: DestinationConfig | undefined;
   /** Undefined when LINKERD2_PROXY_IDENTITY_DISABLED is set or no identity variable is: no mTLS. */
   identity: IdentityConfig | undefined;
+  /** Inbound authorization (src/policy/); see policy-env.ts. */
+  policy?: PolicyConfig;
 }
 
 function bad(name: string, value: string, expected: string, cause?: unknown): BpfmeshError {
@@ -423,5 +426,6 @@ export function parseProxyEnv(env: NodeJS.ProcessEnv): ProxyConfig {
       return svc === undefined ? undefined : { ...svc, contextToken: get(env, E.destinationContext) ?? '' };
     })(),
     identity: parseIdentity(env),
+    policy: parsePolicyEnv(env, parseControlAddr),
   };
 }

@@ -7,6 +7,7 @@ import { parseDuration, parseListenAddr } from '../config/proxy-env.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { formatAddr, type Addr } from '../proxy/types.js';
 import { formatIp, parseIp } from '../util/ip.js';
+import { parsePolicySection, type PolicySection } from './policy-config.js';
 
 export interface MeshEndpoint {
   addr: Addr;
@@ -40,6 +41,8 @@ export interface MeshConfig {
   /** token → the identity it may certify; undefined = any token, any identity of the trust domain. */
   tokens: Map<string, string> | undefined;
   services: Map<string, MeshService>;
+  /** Inbound policies served on InboundServerPolicies (policy-config.ts). */
+  policy: PolicySection;
 }
 
 export const DEFAULT_WEIGHT = 10_000;
@@ -148,7 +151,7 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
   } catch (err) {
     throw bad(file, `not YAML: ${(err as Error).message}`, err);
   }
-  const o = object(doc ?? {}, file, ['listen', 'identityListen', 'trustDomain', 'identity', 'tokens', 'services']);
+  const o = object(doc ?? {}, file, ['listen', 'identityListen', 'trustDomain', 'identity', 'tokens', 'services', 'policy']);
   const listenText = o['listen'] === undefined ? DEFAULT_LISTEN : str(o['listen'], 'listen');
   let listen: Addr;
   try {
@@ -201,5 +204,6 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
     if (services.has(svc.name)) throw bad(`services[${i}].name`, `${svc.name} is listed twice`);
     services.set(svc.name, svc);
   });
-  return { listen, identityListen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services };
+  const policy = parsePolicySection(o['policy']);
+  return { listen, identityListen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services, policy };
 }

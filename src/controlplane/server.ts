@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { destinationService, identityService } from '../control/protos.js';
+import { destinationService, identityService, inboundPolicyService } from '../control/protos.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { formatAddr, type Addr } from '../proxy/types.js';
@@ -22,6 +22,7 @@ import { IdentityService, type CertifyEvent } from './identity-service.js';
 import { parseMeshConfig, type MeshConfig } from './mesh-config.js';
 import { defaultServerNames, startServerTls, type ServerNames, type ServerTls } from './server-tls.js';
 import { isLoopbackHost } from '../config/proxy-env.js';
+import { PolicyService } from './policy-service.js';
 
 export interface ControlPlaneOptions {
   configPath: string;
@@ -116,12 +117,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     count,
     ...(opts.onCertify !== undefined ? { onCertify: opts.onCertify } : {}),
   });
+  const policy = new PolicyService(config, log.child({ component: 'policy' }), { count });
   new Gauge({
     name: 'bpfmesh_controlplane_streams',
-    help: 'Open Get and GetProfile streams.',
+    help: 'Open Get, GetProfile and WatchPort streams.',
     registers: [opts.registry],
     collect() {
-      this.set(destination.streams);
+      this.set(destination.streams + policy.streams);
     },
   });
 
@@ -148,6 +150,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     servers.push(identityServer);
   }
   identityServer.addService(identityService(), identity.handlers);
+  server.addService(inboundPolicyService(), policy.handlers);
   let address: Addr;
   let identityAddress: Addr;
   try {
@@ -183,6 +186,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       config = next.config;
       destination.update(config);
       identity.update(config);
+      policy.update(config);
       reloads.inc({ result: 'ok' });
       log.info({ services: config.services.size }, 'configuration reloaded');
       return true;

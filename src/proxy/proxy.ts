@@ -20,6 +20,7 @@ import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminat
 import { endpointLabeler, type EndpointLabeler } from './endpoint-labels.js';
 import { OrigProtoUpgrader } from './orig-proto.js';
 import { formatAddr } from './types.js';
+import { admitConnection, authorizeRequestH1, authorizeRequestH2, inboundConn, type InboundAuthorizer, type InboundConn } from '../policy/index.js';
 
 /** A resolver that can also wait for its first answer (discovery); FallbackResolver cannot. */
 export type ProxyResolver = Resolver & {
@@ -35,6 +36,8 @@ export interface ProxyOptions {
   resolver?: ProxyResolver;
   /** mTLS: outbound to endpoints with an identity, inbound for our own SNI. */
   tls?: TlsStore;
+  /** Inbound authorization policy (src/policy/); without it every inbound client is allowed. */
+  authorizer?: InboundAuthorizer;
 }
 
 interface DirectionState {
@@ -193,6 +196,10 @@ export class Proxy {
   }
 
   async #serve(state: DirectionState, sock: Socket, target: Addr, labels: ConnLabels): Promise<void> {
+    const authz = state.direction === 'inbound' ? this.#opts.authorizer : undefined;
+    // The port's policy first (bounded wait for the policy API's first answer).
+    await authz?.ready(target.port);
+    let conn: InboundConn | undefined;
     const opaque = isOpaquePort(this.#opts.config, target.port);
     // An empty endpoint set is waited on up to the failfast timeout (Router.routeWhenReady).
     const routeWithin =
@@ -219,11 +226,13 @@ export class Proxy {
       } else if (peek.isTls) {
         // TLS for another name is not ours to terminate: pass it through.
         Object.assign(labels, serverTlsLabels(inboundTls(peek)));
+        if (authz !== undefined && !admitConnection(authz, inboundConn(sock, target, false, undefined), sock)) return;
         return this.#opaque(state, sock, peek.buffered, routeTcp, labels);
       } else if (peek.buffered.length > 0) {
         sock.unshift(peek.buffered);
       }
     }
+    if (authz !== undefined) conn = inboundConn(sock, target, client !== sock, clientId ?? undefined);
     const detected: DetectResult = opaque
       ? { protocol: 'opaque', buffered: Buffer.alloc(0), timedOut: false, eof: false }
       : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
@@ -233,12 +242,14 @@ export class Proxy {
       const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
       const limits = this.#opts.config.limits;
       switch (d.protocol) {
-        case 'http1':
+        case 'http1': {
+          const h1route = authz !== undefined && conn !== undefined ? authorizeRequestH1(authz, conn, route) : route;
           return serveHttp1(
             client,
             d.buffered,
             {
               ...common,
+              route: h1route,
               pool: state.http1Pool,
               headTimeoutMs: limits.requestHeadTimeoutMs,
               bodyTimeoutMs: limits.requestBodyTimeoutMs,
@@ -248,9 +259,11 @@ export class Proxy {
             },
             d.firstByteAt,
           );
+        }
         case 'h2': {
           // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
-          const h2ctx = { ...common, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
+          const h2route = authz !== undefined && conn !== undefined ? authorizeRequestH2(authz, conn, route) : route;
+          const h2ctx = { ...common, route: h2route, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
           if (client !== sock) {
             // Over mTLS: see replay-duplex.ts.
             const rd = replayDuplex(client, d.buffered) as unknown as Socket;
@@ -259,6 +272,7 @@ export class Proxy {
           return void serveH2(client, d.buffered, h2ctx);
         }
         case 'opaque':
+          if (authz !== undefined && conn !== undefined && !admitConnection(authz, conn, client)) return;
           return this.#opaque(state, client, d.buffered, routeTcp, labels);
       }
     };

@@ -18,13 +18,18 @@ export const H2ErrorCodes = {
   CONNECT_TIMEOUT: 'BPFMESH_E_CONNECT_TIMEOUT',
 } as const;
 
-export type ProxyStatus = 502 | 503 | 504;
+export type ProxyStatus = 502 | 503 | 504 | 403 | 404;
 
 /** Linkerd's error responses: load shed 503, fail-fast and timeouts 504, connect errors 502. */
 export function statusFor(err: unknown): ProxyStatus {
   switch (errorCode(err)) {
     case H2ErrorCodes.UNAVAILABLE:
       return 503;
+    // Inbound policy (src/policy/): not authorized; no route of the server matches.
+    case 'BPFMESH_E_FORBIDDEN':
+      return 403;
+    case 'BPFMESH_E_ROUTE_NOT_FOUND':
+      return 404;
     case H2ErrorCodes.FAILFAST:
     case H2ErrorCodes.CONNECT_TIMEOUT:
       return 504;
@@ -33,9 +38,16 @@ export function statusFor(err: unknown): ProxyStatus {
   }
 }
 
+/** The gRPC status of a proxy-generated error: PERMISSION_DENIED (7) for 403, NOT_FOUND (5) for 404, else UNAVAILABLE (14). */
+export function grpcStatusFor(status: ProxyStatus | 400): number {
+  return status === 403 ? 7 : status === 404 ? 5 : 14;
+}
+
 /** The `error` metric label of a proxy-generated response. */
 export function errorKind(status: ProxyStatus | 400): string {
   if (status === 400) return 'bad_request';
+  if (status === 403) return 'forbidden';
+  if (status === 404) return 'route_not_found';
   return status === 503 ? 'unavailable' : status === 504 ? 'timeout' : 'bad_gateway';
 }
 

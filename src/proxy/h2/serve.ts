@@ -24,6 +24,7 @@ import {
   passBeforeResponse,
   resetName,
   statusFor,
+  grpcStatusFor,
   upstreamResetToClient,
   type ProxyStatus,
 } from './codes.js';
@@ -472,10 +473,10 @@ class Exchange {
     this.latencyMs = performance.now() - this.startedAt;
     this.settle(this.latencyMs, status !== 400);
     const headers: OutgoingHttpHeaders = this.grpc
-      ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': grpcMessage(reason), 'l5d-proxy-error': reason }
+      ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusFor(status)), 'grpc-message': grpcMessage(reason), 'l5d-proxy-error': reason }
       : { ':status': status, 'content-length': '0', 'l5d-proxy-error': reason };
     this.statusCode = this.grpc ? 200 : status;
-    if (this.grpc) this.grpcStatus = 14;
+    if (this.grpc) this.grpcStatus = grpcStatusFor(status);
     this.responseEnded = true;
     down.respond(headers, { endStream: true });
     if (!this.requestEnded) this.dropRequestBody();

@@ -339,6 +339,9 @@ class ClientConn implements UpstreamOwner {
     if (this.state !== St.ROUTE) return;
     this.ctx.metrics.request(this.labels);
     if (errorCode(err) === Http1ErrorCodes.UNAVAILABLE) return this.proxyError(503, 'unavailable', `service unavailable: ${errMessage(err)}`);
+    // Inbound policy (src/policy/): not authorized, or no route of the server matches.
+    if (errorCode(err) === 'BPFMESH_E_FORBIDDEN') return this.proxyError(403, 'forbidden', errMessage(err));
+    if (errorCode(err) === 'BPFMESH_E_ROUTE_NOT_FOUND') return this.proxyError(404, 'route_not_found', errMessage(err));
     this.ctx.log.warn({ err: errMessage(err) }, 'route failed');
     this.proxyError(502, 'route_error', `routing failed: ${errMessage(err)}`);
   }

@@ -1,0 +1,145 @@
+// Inbound authorization for the proxy: the policy of the connection's port
+// (from the policy API, else the default policy), Linkerd's decisions and
+// metrics, and the re-check of open TCP connections when a port's policy
+// changes (those no longer authorized are closed, as Linkerd does).
+//
+// The proxy calls: ready(port) before serving a connection (bounded wait for
+// the port's first policy), connection() for opaque TCP, request() for each
+// HTTP request, and watch() to have an allowed TCP connection re-checked.
+import type { Registry } from 'prom-client';
+import type { PolicyConfig } from '../config/policy-env.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import type { TlsStore } from '../tls/tls-store.js';
+import { findAuthorization, findRoute, type ClientInfo, type RequestInfo } from './authorize.js';
+import { PolicyMetrics, type AuthzSubject } from './metrics.js';
+import { defaultServerPolicy, type ServerPolicy } from './model.js';
+import { PolicyWatcher } from './watcher.js';
+
+/** What the proxy knows about an inbound connection when it asks. */
+export interface InboundConn {
+  targetIp: string;
+  targetPort: number;
+  targetAddr: string;
+  client: ClientInfo;
+}
+
+export interface InboundAuthorizerOptions {
+  config: PolicyConfig;
+  registry: Registry;
+  log: Logger;
+  /** How long a connection waits for its port's first policy before the default applies (the inbound failfast, 1 s). */
+  readyTimeoutMs: number;
+  /** The workload's TLS store: the policy API off loopback is reached over mTLS with it. */
+  tls?: TlsStore;
+  /** Reconnect schedule of the policy streams (tests shorten it). */
+  backoff?: { minMs?: number; maxMs?: number };
+}
+
+interface Tracked {
+  conn: InboundConn;
+  revoke: () => void;
+}
+
+const subject = (c: InboundConn): AuthzSubject => ({ targetAddr: c.targetAddr, targetIp: c.targetIp, targetPort: c.targetPort, tls: c.client.tls, clientId: c.client.identity });
+
+function denied(c: InboundConn, server: ServerPolicy, what: string): BpfmeshError {
+  const who = c.client.identity !== undefined ? `client ${c.client.identity}` : `unauthenticated client ${c.client.ip}`;
+  return new BpfmeshError(ErrorCodes.FORBIDDEN, `${who} is not authorized ${what} on server ${server.meta.kind}/${server.meta.name}`);
+}
+
+export class InboundAuthorizer {
+  readonly metrics: PolicyMetrics;
+  readonly #default: ServerPolicy;
+  readonly #watcher: PolicyWatcher | undefined;
+  readonly #readyTimeoutMs: number;
+  readonly #log: Logger;
+  /** Open TCP connections by port, re-checked when the port's policy changes. */
+  readonly #tracked = new Map<number, Set<Tracked>>();
+
+  constructor(opts: InboundAuthorizerOptions) {
+    this.#log = opts.log.child({ component: 'authz' });
+    this.metrics = new PolicyMetrics(opts.registry);
+    this.#default = defaultServerPolicy(opts.config.defaultPolicy, opts.config.clusterNetworks);
+    this.#readyTimeoutMs = opts.readyTimeoutMs;
+    const svc = opts.config.svc;
+    if (svc !== undefined) {
+      this.#watcher = new PolicyWatcher({
+        config: { svc, workload: opts.config.workload },
+        registry: opts.registry,
+        log: opts.log,
+        ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
+        ...(opts.backoff !== undefined ? { backoff: opts.backoff } : {}),
+        onChange: (port, policy) => this.#recheck(port, policy),
+      });
+      for (const port of opts.config.ports) void this.#watcher.ready(port, 0);
+    }
+  }
+
+  /** The policy in force on a port now. */
+  policy(port: number): ServerPolicy {
+    return this.#watcher?.policy(port) ?? this.#default;
+  }
+
+  async ready(port: number): Promise<void> {
+    await this.#watcher?.ready(port, this.#readyTimeoutMs);
+  }
+
+  /** Opaque TCP: null when allowed; the denial otherwise (counted; the caller closes the connection). */
+  connection(c: InboundConn): BpfmeshError | null {
+    const server = this.policy(c.targetPort);
+    const authz = findAuthorization(server.authorizations, c.client);
+    if (authz === null) {
+      this.metrics.tcpDeny(subject(c), server);
+      this.#log.debug({ target: c.targetAddr, client: c.client }, 'connection denied');
+      return denied(c, server, 'to connect');
+    }
+    this.metrics.tcpAllow(subject(c), server, authz);
+    return null;
+  }
+
+  /** HTTP: null when allowed; BPFMESH_E_FORBIDDEN (403) or BPFMESH_E_ROUTE_NOT_FOUND (404) otherwise (counted). */
+  request(c: InboundConn, r: RequestInfo): BpfmeshError | null {
+    const server = this.policy(c.targetPort);
+    const route = findRoute(server, r);
+    if (route === null) {
+      this.metrics.routeNotFound(subject(c), server);
+      return new BpfmeshError(ErrorCodes.ROUTE_NOT_FOUND, `no route of server ${server.meta.kind}/${server.meta.name} matches ${r.method} ${r.path}`);
+    }
+    const authz = findAuthorization(route.authorizations, c.client);
+    if (authz === null) {
+      this.metrics.httpDeny(subject(c), server, route);
+      return denied(c, server, `for route ${route.meta.kind}/${route.meta.name}`);
+    }
+    this.metrics.httpAllow(subject(c), server, route, authz);
+    return null;
+  }
+
+  /** Re-checks an allowed TCP connection at every policy change of its port; `revoke` closes it. Returns the untrack function. */
+  watch(c: InboundConn, revoke: () => void): () => void {
+    let set = this.#tracked.get(c.targetPort);
+    if (set === undefined) this.#tracked.set(c.targetPort, (set = new Set()));
+    const t: Tracked = { conn: c, revoke };
+    set.add(t);
+    return () => {
+      set.delete(t);
+      if (set.size === 0 && this.#tracked.get(c.targetPort) === set) this.#tracked.delete(c.targetPort);
+    };
+  }
+
+  close(): void {
+    this.#watcher?.close();
+  }
+
+  #recheck(port: number, policy: ServerPolicy): void {
+    const set = this.#tracked.get(port);
+    if (set === undefined) return;
+    for (const t of [...set]) {
+      if (findAuthorization(policy.authorizations, t.conn.client) !== null) continue;
+      set.delete(t);
+      this.metrics.tcpTerminate(subject(t.conn), policy);
+      this.#log.info({ target: t.conn.targetAddr, client: t.conn.client }, 'connection no longer authorized by the updated policy; closing');
+      t.revoke();
+    }
+  }
+}

@@ -1,0 +1,57 @@
+// What route matching reads of a request, from an HTTP/1 head or HTTP/2 headers.
+import type { IncomingHttpHeaders } from 'node:http2';
+import type { RequestHead } from '../proxy/http1/head-parser.js';
+import type { RequestInfo } from './authorize.js';
+
+/** Host without port, lower case, from an authority ("web:8080", "[::1]:80"). */
+export function hostOf(authority: string | undefined): string {
+  if (authority === undefined) return '';
+  const a = authority.trim().toLowerCase();
+  if (a.startsWith('[')) return a.slice(1, a.indexOf(']') > 0 ? a.indexOf(']') : undefined);
+  const colon = a.lastIndexOf(':');
+  return colon < 0 ? a : a.slice(0, colon);
+}
+
+/** Path and query of a request target (origin-form, or absolute-form "http://h/p?q"). */
+export function splitTarget(target: string): { path: string; query: string; authority: string | undefined } {
+  let t = target;
+  let authority: string | undefined;
+  const abs = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(t);
+  if (abs !== null) {
+    authority = abs[1];
+    t = t.slice(abs[0].length) || '/';
+  }
+  const hash = t.indexOf('#');
+  if (hash >= 0) t = t.slice(0, hash);
+  const q = t.indexOf('?');
+  return q < 0 ? { path: t, query: '', authority } : { path: t.slice(0, q), query: t.slice(q + 1), authority };
+}
+
+export function requestInfoOfH1(head: RequestHead): RequestInfo {
+  const { path, query, authority } = splitTarget(head.target);
+  const h = head.headers;
+  return {
+    method: head.method,
+    path,
+    query,
+    host: hostOf(authority ?? head.host),
+    header(name: string): string | undefined {
+      for (let i = 0; i + 1 < h.length; i += 2) if (h[i]!.toLowerCase() === name) return h[i + 1];
+      return undefined;
+    },
+  };
+}
+
+export function requestInfoOfH2(headers: IncomingHttpHeaders): RequestInfo {
+  const { path, query } = splitTarget(String(headers[':path'] ?? '/'));
+  return {
+    method: String(headers[':method'] ?? 'GET'),
+    path,
+    query,
+    host: hostOf(headers[':authority'] ?? headers.host),
+    header(name: string): string | undefined {
+      const v = headers[name];
+      return Array.isArray(v) ? v.join(',') : v;
+    },
+  };
+}
