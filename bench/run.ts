@@ -38,6 +38,7 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
   const bpf: number[] = [];
   const lib: number[] = [];
   const ipt: number[] = [];
+  const bare: number[] = [];
   const log = createLogger({ logFormat: 'plain', logLevel: 'warn' });
   for (let i = 0; i < INIT_ROUNDS; i++) {
     const p1 = mesh.pod(`i${i}`);
@@ -51,6 +52,9 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
     bpf.push(ms(t));
     if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
     t = process.hrtime.bigint();
+    spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+    bare.push(ms(t));
+    t = process.hrtime.bigint();
     for (const cmd of proxyInitCommands(DEFAULT_RULES)) {
       const res = spawnSync('nsenter', [`--net=${p2.netns}`, '--', ...cmd], { stdio: 'pipe' });
       if (res.status !== 0) throw new Error(`${cmd.join(' ')}: ${res.stderr.toString()}`);
@@ -61,6 +65,7 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
     bpfmeshInitMs: round(median(bpf)),
     bpfmeshInstallMs: round(median(lib)),
     iptablesInitMs: round(median(ipt)),
+    nodeStartMs: round(median(bare)),
     ratio: round(median(bpf) / median(ipt)),
     installRatio: round(median(lib) / median(ipt)),
   };
@@ -68,6 +73,7 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
     ['bpfmesh init (CLI process: Node start-up, load, attach, pin)', result.bpfmeshInitMs, result.ratio],
     ['bpfmesh install, in process (what a node agent pays per pod)', result.bpfmeshInstallMs, result.installRatio],
     ['proxy-init rules (iptables + ip6tables, one call per rule)', result.iptablesInitMs, 1],
+    ['Node start-up alone (node -e 0: the floor of any CLI process)', result.nodeStartMs, round(result.nodeStartMs / result.iptablesInitMs)],
   ]);
   return result;
 }

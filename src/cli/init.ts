@@ -1,6 +1,6 @@
 // bpfmesh init: attach and pin interception for one pod, then exit.
 import { parseInitFlags } from '../config/pod-flags.js';
-import { createLogger } from '../log/logger.js';
+import { createCliLogger } from '../log/cli-logger.js';
 import { install } from '../intercept/install.js';
 import { formatPlan, planInstall } from '../intercept/plan.js';
 import { netnsCookieOf, resolvePod } from '../intercept/pod.js';
@@ -30,7 +30,7 @@ export const usage = `bpfmesh init [flags]   steer a pod's TCP traffic through i
 
 export async function run(argv: string[]): Promise<number> {
   const opts = parseInitFlags(argv);
-  const log = createLogger(opts).child({ component: 'init' });
+  const log = createCliLogger(opts).child({ component: 'init' });
   const pod = resolvePod(opts);
   const plan = planInstall(pod, opts);
   if (opts.ignoredFlags.length > 0) log.info({ flags: opts.ignoredFlags }, 'iptables-only flags accepted and ignored');

@@ -1,4 +1,5 @@
 // bpfmesh <command>: dispatch, and the one place errors become exit codes.
+import './compile-cache.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 
 interface Command {

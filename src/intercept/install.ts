@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfmeshError, ErrorCodes, errorCode, withContext } from '../errors.js';
 import { bpfObjectPath } from '../config/paths.js';
-import type { Logger } from '../log/logger.js';
+import type { LogFns, Logger } from '../log/logger.js';
 import { native, type NativeLink, type NativeObject } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfObject, mapsOfPinDir, MapNames, type LinkSpec } from './layout.js';
@@ -84,7 +84,7 @@ export function attachOrUpdate(spec: LinkSpec, obj: NativeObject, pinDir: string
   return 'attached';
 }
 
-export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; explicit: boolean }, log: Logger): InstallResult {
+export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; explicit: boolean }, log: LogFns): InstallResult {
   ensureBpffs(bpffs.dir, bpffs.explicit);
   const netnsCookie = netnsCookieOf(pod.netnsPath);
   const fresh = !existsSync(pod.pinDir) || readdirSync(pod.pinDir).length === 0;
@@ -159,7 +159,7 @@ function restoreSettings(pinDir: string, netnsCookie: bigint, s: c.PodSettings):
   }
 }
 
-export function detachAndUnpin(path: string, log: Logger): void {
+export function detachAndUnpin(path: string, log: LogFns): void {
   try {
     if (native().pinnedKind(path) === 'link') {
       const link = native().openPinnedLink(path);
@@ -176,7 +176,7 @@ export function detachAndUnpin(path: string, log: Logger): void {
 }
 
 /** Detaches every link pinned in pinDir, unpins everything, removes the folder. */
-export function removePins(pinDir: string, log: Logger): string[] {
+export function removePins(pinDir: string, log: LogFns): string[] {
   if (!existsSync(pinDir)) return [];
   const names = readdirSync(pinDir);
   // Links first, so nothing steers into maps that are going away.
