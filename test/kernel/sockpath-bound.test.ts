@@ -17,6 +17,7 @@ import { native } from '../../src/bpf/native.js';
 import * as c from '../../src/bpf/codecs.js';
 import { MapNames, SOCKMAP_PROGRAMS } from '../../src/intercept/layout.js';
 import { probeSockpath } from '../../src/intercept/probe-sockpath.js';
+import { skmem } from '../helpers/skmem.js';
 
 const skip = kernelSkipReason();
 const STRESS = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'sockpath-stress.js');
@@ -24,27 +25,6 @@ const RUNS = Number(process.env['BPFMESH_SOCKPATH_STRESS_RUNS'] ?? 160);
 const MIB = 2;
 const SUBNET = 84;
 const DEST = `10.${SUBNET}.0.99`;
-
-/** skmem of the TCP sockets in a pod's netns, by "local peer" address pair (`ss -tmnH`). */
-async function skmem(mesh: MeshLab, pod: LabPod): Promise<Array<{ local: string; peer: string; mem: Record<string, number> }>> {
-  const r = await mesh.lab.exec(pod, 'ss', ['-tmnH'], {});
-  assert.equal(r.code, 0, r.stderr);
-  const out: Array<{ local: string; peer: string; mem: Record<string, number> }> = [];
-  const lines = r.stdout.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const f = lines[i]!.trim().split(/\s+/);
-    if (f.length < 5) continue;
-    const m = /skmem:\(([^)]*)\)/.exec(lines[i]! + ' ' + (lines[i + 1] ?? ''));
-    if (!m) continue;
-    const mem: Record<string, number> = {};
-    for (const kv of m[1]!.split(',')) {
-      const k = /^([a-z_]+?)(\d+)$/.exec(kv);
-      if (k) mem[k[1]!] = Number(k[2]);
-    }
-    out.push({ local: f[3]!, peer: f[4]!, mem });
-  }
-  return out;
-}
 
 /**
  * Loads intercept.bpf.o on the pod's pinned maps with test knobs in its
@@ -129,7 +109,7 @@ describe('socket path bound', { skip, timeout: 300_000 }, () => {
     servers.push(writer);
     const e = await writer.waitFor((ev) => ev.event === 'pushed-back' || ev.event === 'error', 60_000);
     assert.equal(e.event, 'pushed-back', JSON.stringify(e));
-    const mem = await skmem(mesh, pod);
+    const mem = await skmem(mesh.lab, pod);
     const reader = mem.find((s) => s.local.endsWith(':4140'));
     const app = mem.find((s) => s.peer.endsWith(':4140'));
     assert.ok(reader && app, `both sockets in ss: ${JSON.stringify(mem)}`);

@@ -38,7 +38,7 @@ HERE=$REPO/vagrant/kernels
 # and sockpath cover (proxy-e2e alone takes about 3.5 minutes under TCG;
 # BPFMESH_KERNEL_TESTS runs it: it passed on 6.1, once after one failure of
 # its SIGTERM-drain test).
-DEFAULT_TESTS="dist/test/kernel/errors.test.js dist/test/kernel/outbound.test.js dist/test/kernel/inbound.test.js dist/test/kernel/sockpath.test.js dist/test/kernel/collide.test.js dist/test/kernel/lifecycle.test.js dist/test/kernel/node-wide.test.js"
+DEFAULT_TESTS="dist/test/kernel/errors.test.js dist/test/kernel/outbound.test.js dist/test/kernel/inbound.test.js dist/test/kernel/sockpath.test.js dist/test/kernel/sockpath-bound.test.js dist/test/kernel/collide.test.js dist/test/kernel/lifecycle.test.js dist/test/kernel/node-wide.test.js"
 TESTS=${BPFMESH_KERNEL_TESTS:-$DEFAULT_TESTS}
 TIMEOUT=${BPFMESH_VM_TIMEOUT:-780}
 CPUS=${BPFMESH_VM_CPUS:-2}
@@ -160,6 +160,8 @@ build_initramfs() {
     printf 'REPO=%q\n' "$REPO"
     printf 'KROOT=%q\n' "$root"
     printf 'TESTS=%q\n' "$TESTS"
+    # The socket-path stress runs fewer seeded transfers under emulation.
+    printf 'export BPFMESH_SOCKPATH_STRESS_RUNS=%q\n' "${BPFMESH_SOCKPATH_STRESS_RUNS:-40}"
     # node --test picks its reporter from its own stdout, a serial port in
     # the guest: follow ours instead (spec on a terminal, TAP in CI logs).
     if [ -t 1 ]; then echo 'export BPFMESH_TEST_REPORTER=spec'; else echo 'export BPFMESH_TEST_REPORTER=tap'; fi
