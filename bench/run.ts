@@ -138,15 +138,16 @@ async function benchSlowReader(mesh: MeshLab): Promise<Record<string, number>> {
     const pod = mesh.pod(meshed ? 'srb' : 'srd');
     if (meshed) await mesh.init(pod);
     const srv = new PodProcess(mesh.lab.spawn(pod, process.execPath, [SOCKPATH_STRESS, 'hold-server', '4140'], PROXY));
-    const writer = new PodProcess(mesh.lab.spawn(pod, process.execPath, [SOCKPATH_STRESS, 'hold-client', meshed ? pod.ip4.replace(/\.\d+$/, '.250') : '127.0.0.1', meshed ? '7000' : '4140'], APP));
+    let writer: PodProcess | null = null;
     try {
       await srv.waitFor((e) => e.event === 'listening');
+      writer = new PodProcess(mesh.lab.spawn(pod, process.execPath, [SOCKPATH_STRESS, 'hold-client', meshed ? pod.ip4.replace(/\.\d+$/, '.250') : '127.0.0.1', meshed ? '7000' : '4140'], APP));
       const e = (await writer.waitFor((ev) => ev.event === 'pushed-back' || ev.event === 'error', 60_000)) as unknown as Record<string, unknown>;
       if (e['event'] !== 'pushed-back') throw new Error(`slow reader (${name}): ${JSON.stringify(e)}`);
       const pair = (await skmem(mesh.lab, pod)).filter((x) => x.local.endsWith(':4140') || x.peer.endsWith(':4140'));
       rows.push([name, pair.reduce((sum, x) => sum + heldBytes(x), 0), e['accepted'] as number]);
     } finally {
-      writer.stop();
+      writer?.stop();
       srv.stop();
     }
   }

@@ -30,7 +30,7 @@
 #define BPFMESH_F_SOCKPATH_REFUSED   (1u << 3)
 
 /* Socket path marks (bytes queued at the peer, its sk_rmem_alloc): above HIGH a write takes loopback TCP. */
-#define BPFMESH_SOCKPATH_HIGH_DEFAULT (4u << 20)
+#define BPFMESH_SOCKPATH_HIGH_DEFAULT (2u << 20)
 #define BPFMESH_SOCKPATH_HIGH_MIN     (64u << 10)
 
 /* Settings of one pod; map mesh_settings, key: __u64 netns cookie. */

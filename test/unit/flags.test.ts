@@ -49,9 +49,9 @@ test('bad flags give stable codes', () => {
   assert.equal(parseInspectFlags(['--json']).json, true);
 });
 
-test('--sockpath-high-water: the socket path high mark, 4Mi by default, 64Ki to 1Gi', () => {
-  assert.equal(parseInitFlags([]).sockpathHighWater, 4 << 20);
-  assert.equal(settingsOf(parseInitFlags([])).sockpathHigh, 4 << 20);
+test('--sockpath-high-water: the socket path high mark, 2Mi by default, 64Ki to 1Gi', () => {
+  assert.equal(parseInitFlags([]).sockpathHighWater, 2 << 20);
+  assert.equal(settingsOf(parseInitFlags([])).sockpathHigh, 2 << 20);
   assert.equal(parseInitFlags(['--sockpath-high-water', '64Ki']).sockpathHighWater, 65536);
   assert.equal(parseInitFlags(['--sockpath-high-water', '16M']).sockpathHighWater, 16 << 20);
   assert.equal(parseInitFlags(['--sockpath-high-water', '1048576']).sockpathHighWater, 1 << 20);

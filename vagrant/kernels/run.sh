@@ -161,7 +161,7 @@ build_initramfs() {
     printf 'KROOT=%q\n' "$root"
     printf 'TESTS=%q\n' "$TESTS"
     # The socket-path stress runs fewer seeded transfers under emulation.
-    printf 'export BPFMESH_SOCKPATH_STRESS_RUNS=%q\n' "${BPFMESH_SOCKPATH_STRESS_RUNS:-40}"
+    printf 'export BPFMESH_SOCKPATH_STRESS_RUNS=%q\n' "${BPFMESH_SOCKPATH_STRESS_RUNS:-12}"
     # node --test picks its reporter from its own stdout, a serial port in
     # the guest: follow ours instead (spec on a terminal, TAP in CI logs).
     if [ -t 1 ]; then echo 'export BPFMESH_TEST_REPORTER=spec'; else echo 'export BPFMESH_TEST_REPORTER=tap'; fi
