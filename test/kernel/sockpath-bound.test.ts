@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { REPO_ROOT, bpfObjectPath } from '../../src/config/paths.js';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, MeshLab, PROXY, PodProcess } from '../helpers/mesh.js';
+import { APP, MeshLab, PROXY, PodProcess, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { inspectPod } from '../../src/admin/inspect.js';
 import { native } from '../../src/bpf/native.js';
@@ -99,6 +99,34 @@ describe('socket path bound', { skip, timeout: 600_000 }, () => {
     const p = probeSockpath();
     assert.equal(p.bounded, true, p.detail);
     assert.ok(p.receiverRmemAlloc >= 64 * 1024, p.detail);
+  });
+
+  test('a kernel that does not count redirected bytes: the path stays off, counted and shown by inspect', async () => {
+    // A probe object whose redirect leaves the receiver empty, as on kernels before 6.1.123 / 6.12.8 / 6.13.
+    const fixture = join(REPO_ROOT, 'build', 'bpf', 'testdata', 'probe-unaccounted.bpf.o');
+    const saved = process.env['BPFMESH_OBJECT_PROBE'];
+    process.env['BPFMESH_OBJECT_PROBE'] = fixture;
+    try {
+      const p = probeSockpath();
+      assert.equal(p.bounded, false, p.detail);
+      assert.match(p.detail, /54f89b3178d5/);
+    } finally {
+      if (saved === undefined) delete process.env['BPFMESH_OBJECT_PROBE'];
+      else process.env['BPFMESH_OBJECT_PROBE'] = saved;
+    }
+    const pod = mesh.pod('refused');
+    const r = await runCli(['init', '--netns', pod.netns, '--cgroup', pod.cgroup, '--log-level', 'warn'], {}, { BPFMESH_OBJECT_PROBE: fixture });
+    assert.equal(r.code, 0, r.stderr);
+    const srv = await server(pod, 'server');
+    const res = await stress(pod, srv, 2, 500);
+    assert.deepEqual([res.failures, res.upstreamBad], [[], []], 'bytes still flow, over loopback TCP');
+    const st = inspectPod(mesh.pinDir(pod), pod.netnsName);
+    assert.equal(st.settings?.socketPath, false);
+    assert.equal(st.settings?.socketPathRefused, true);
+    assert.ok(st.problems.some((x) => x.startsWith('socket path off')), JSON.stringify(st.problems));
+    assert.equal(st.socketPathSockets, 0, 'no socket joined the sockhash');
+    assert.ok(BigInt(st.counters['sockpath_refused'] ?? '0') >= 4n, `both ends of both connections counted: ${JSON.stringify(st.counters)}`);
+    assert.equal(st.counters['sockpath_paired'], '0');
   });
 
   test('a reader that stops: the writer is pushed back within the bound, never ENOMEM', async () => {
