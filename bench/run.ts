@@ -4,6 +4,8 @@
 //   2. the app<->proxy hop: loopback TCP (direct) vs bpfmesh's socket path
 //      vs bpfmesh without it vs iptables REDIRECT, for a Node client/server
 //      pair: ping-pong latency of 100-byte messages and bulk throughput.
+//      Plus a reader that stops: the memory the pair holds once the writer
+//      is pushed back (the socket path is bounded; loopback TCP is the baseline).
 //   3. the proxy: direct vs bpfmesh vs iptables under HTTP/1.1, HTTP/2,
 //      new connections, opaque TCP, a fixed rate, and 1000 open connections.
 //   4. mTLS between the proxies vs plaintext between the same proxies.
@@ -14,7 +16,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/config/paths.js';
-import { MeshLab, APP, BPFFS, runCli } from '../test/helpers/mesh.js';
+import { MeshLab, APP, BPFFS, PROXY, PodProcess, runCli } from '../test/helpers/mesh.js';
+import { heldBytes, skmem } from '../test/helpers/skmem.js';
 import { install } from '../src/intercept/install.js';
 import { resolvePod } from '../src/intercept/pod.js';
 import { parseInitFlags } from '../src/config/pod-flags.js';
@@ -27,6 +30,7 @@ import { runNodeAttachBench } from './node-attach.js';
 import { runMtlsBench } from './mtls.js';
 
 const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
+const SOCKPATH_STRESS = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'sockpath-stress.js');
 const INIT_ROUNDS = Number(process.env['BENCH_INIT_ROUNDS'] ?? 8);
 const PATH_ROUNDS = Number(process.env['BENCH_PATH_ROUNDS'] ?? 3);
 const PINGPONG_N = 5000;
@@ -119,12 +123,43 @@ async function benchPath(mesh: MeshLab): Promise<Record<string, Record<string, n
     const t = median(tput[s.name]!);
     out[s.name] = { usPerRoundTrip: round(l, 1), latencyVsDirect: round(l / base.lat), mibPerSecond: round(t, 0), throughputVsDirect: round(t / base.tput) };
   }
+  out['slowReader'] = await benchSlowReader(mesh);
   printTable(
     `app <-> proxy hop, Node client and echo proxy, median of ${PATH_ROUNDS} (${PINGPONG_N} round trips of 100 B; ${BULK_MIB} MiB each way)`,
     ['path', 'us/round trip', 'vs direct', 'MiB/s', 'vs direct'],
     scenarios.map((s) => [s.name, out[s.name]!['usPerRoundTrip']!, out[s.name]!['latencyVsDirect']!, out[s.name]!['mibPerSecond']!, out[s.name]!['throughputVsDirect']!]),
   );
   return out;
+}
+
+/**
+ * A reader that stops: the app writes until the kernel pushes back, to a
+ * proxy-side server that never reads. Memory of the pair from the sockets'
+ * own accounting (ss skmem: bytes received and unread + queued to send),
+ * loopback TCP (no mesh) vs bpfmesh's socket path.
+ */
+async function benchSlowReader(mesh: MeshLab): Promise<Record<string, number>> {
+  const rows: Array<[string, number, number]> = [];
+  for (const [name, meshed] of [['loopback TCP', false], ['bpfmesh socket path', true]] as const) {
+    const pod = mesh.pod(meshed ? 'srb' : 'srd');
+    if (meshed) await mesh.init(pod);
+    const srv = new PodProcess(mesh.lab.spawn(pod, process.execPath, [SOCKPATH_STRESS, 'hold-server', '4140'], PROXY));
+    let writer: PodProcess | null = null;
+    try {
+      await srv.waitFor((e) => e.event === 'listening');
+      writer = new PodProcess(mesh.lab.spawn(pod, process.execPath, [SOCKPATH_STRESS, 'hold-client', meshed ? pod.ip4.replace(/\.\d+$/, '.250') : '127.0.0.1', meshed ? '7000' : '4140'], APP));
+      const e = (await writer.waitFor((ev) => ev.event === 'pushed-back' || ev.event === 'error', 60_000)) as unknown as Record<string, unknown>;
+      if (e['event'] !== 'pushed-back') throw new Error(`slow reader (${name}): ${JSON.stringify(e)}`);
+      const pair = (await skmem(mesh.lab, pod)).filter((x) => x.local.endsWith(':4140') || x.peer.endsWith(':4140'));
+      rows.push([name, pair.reduce((sum, x) => sum + heldBytes(x), 0), e['accepted'] as number]);
+    } finally {
+      writer?.stop();
+      srv.stop();
+    }
+  }
+  const mib = (b: number): number => round(b / (1 << 20), 2);
+  printTable('a reader that stops: memory the app<->proxy pair holds once the writer is pushed back (lower is better)', ['path', 'MiB held (ss skmem r+w)', 'MiB the writer got in', 'vs loopback TCP'], rows.map(([n, held, acc]) => [n, mib(held), mib(acc), round(held / rows[0]![1])]));
+  return { tcpHeldBytes: rows[0]![1], bpfmeshHeldBytes: rows[1]![1], tcpAcceptedBytes: rows[0]![2], bpfmeshAcceptedBytes: rows[1]![2], heldVsTcp: round(rows[1]![1] / rows[0]![1]) };
 }
 
 function streamN(mesh: MeshLab, s: PathScenario, mode: 'pingpong' | 'bulk', n: number): Promise<Record<string, number>> {

@@ -30,7 +30,7 @@
 #define BPFMESH_F_SOCKPATH_REFUSED   (1u << 3)
 
 /* Socket path marks (bytes queued at the peer, its sk_rmem_alloc): above HIGH a write takes loopback TCP. */
-#define BPFMESH_SOCKPATH_HIGH_DEFAULT (4u << 20)
+#define BPFMESH_SOCKPATH_HIGH_DEFAULT (2u << 20)
 #define BPFMESH_SOCKPATH_HIGH_MIN     (64u << 10)
 
 /* Settings of one pod; map mesh_settings, key: __u64 netns cookie. */
@@ -144,7 +144,7 @@ enum bpfmesh_counter {
 	BPFMESH_C_SOCKPATH_PAIRED,        /* sockets put into mesh_sock_pairs */
 	BPFMESH_C_SOCKPATH_PAIR_FAILED,   /* sock_hash_update failed */
 	BPFMESH_C_SOCKPATH_REDIRECTED,    /* sk_msg: message redirected to the peer */
-	BPFMESH_C_SOCKPATH_PASSED,        /* sk_msg: peer not in the map, TCP path */
+	BPFMESH_C_SOCKPATH_PASSED,        /* sk_msg: message took TCP (peer unknown, above the mark, not drained) */
 	BPFMESH_C_BIND_DENIED,            /* bind to a proxy port by another uid */
 	BPFMESH_C_LISTENER_REGISTERED,    /* proxy's inbound listener put into mesh_listeners */
 	BPFMESH_C_SOCKPATH_FALLBACK,      /* sk_msg: peer above the high mark, writer moved to TCP */

@@ -922,8 +922,14 @@ struct tcp_seqs {
 	__u32 end_seq;
 };
 
-#define TRIM_STEP      4095u /* sk_skb_adjust_room() pulls at most 0xfff bytes a call */
-#define TRIM_MAX_STEPS 160   /* 640 KiB: more than one skb of loopback TCP holds */
+/*
+ * sk_skb_adjust_room() pulls at most 0xfff bytes a call. An overlap is the
+ * head of one retransmitted segment, at most 64 KiB on loopback (its GSO
+ * limit), so 17 calls cover it; the verifier walks every step, and each
+ * costs load time.
+ */
+#define TRIM_STEP      4095u
+#define TRIM_MAX_STEPS 17
 
 /*
  * SK_SKB verdict for mesh_sock_pairs. It passes every skb to the socket's
@@ -941,9 +947,8 @@ struct tcp_seqs {
  *    received (tcp_data_queue() queues it whole: seq < rcv_nxt < end_seq)
  *    would so deliver the overlap twice; tcp_recvmsg() would skip it with
  *    an offset. So the verdict keeps the sequence number after the last
- *    byte it passed and cuts what an skb repeats (see
- *    docs/sockmap-duplicate-delivery.md). The verdict runs under the
- *    socket's lock, so the cursor needs no atomics.
+ *    byte it passed and cuts what an skb repeats. The verdict runs under
+ *    the socket's lock, so the cursor needs no atomics.
  *
  * SEC("sk_skb") rather than "sk_skb/verdict": libbpf 1.1 (Debian bookworm)
  * does not know the latter. User space attaches it to mesh_sock_pairs as

@@ -28,7 +28,7 @@ export const afToFamily = (af: number): Family => (af === AF_INET6 ? 6 : 4);
 export const ID_UNSET = 0xffffffff;
 export const Flags = { FAIL_OPEN: 1, SOCKPATH: 2, INBOUND_ONLY_LISTED: 4, SOCKPATH_REFUSED: 8 } as const;
 /** BPFMESH_SOCKPATH_HIGH_DEFAULT, _MIN: the socket path's high mark (bytes queued at the peer). */
-export const SOCKPATH_HIGH_DEFAULT = 4 << 20;
+export const SOCKPATH_HIGH_DEFAULT = 2 << 20;
 export const SOCKPATH_HIGH_MIN = 64 << 10;
 export const RuleKind = { INBOUND_IGNORE: 1, OUTBOUND_IGNORE: 2, INBOUND_REDIRECT: 3, LOCAL_ADDR: 4 } as const;
 export type RuleKindValue = (typeof RuleKind)[keyof typeof RuleKind];

@@ -23,6 +23,7 @@ export const usage = `bpfmesh init [flags]   steer a pod's TCP traffic through i
   --subnets-to-ignore L         CIDRs: inbound sources and outbound destinations that bypass the proxy
   --fail-open                   pass connections untouched until the proxy listens (default: fail-closed)
   --no-sockpath                 keep app<->proxy bytes on loopback TCP (no sk_msg socket path)
+  --sockpath-high-water SIZE    bytes queued at the peer above which the socket path uses TCP (2Mi)
   --bpffs DIR                   bpf filesystem (default /sys/fs/bpf, mounted if missing)
   --simulate                    print what would be done; change nothing
   --log-format plain|json, --log-level LEVEL

@@ -17,7 +17,7 @@ export function formatPod(p: PodState): string {
   out.push(table([['HOOK', 'PROGRAM', 'PROG ID', 'LINK ID', 'ATTACHED TO'], ...p.hooks.map((h) => [h.attachType, h.program, String(h.progId), String(h.linkId), h.target])]));
   if (s !== null) {
     out.push(`  settings     inbound ${s.incomingPort}, outbound ${s.outgoingPort}, admin ${s.adminPort}, control ${s.controlPort}; proxy uid ${s.proxyUid}` +
-      `${s.proxyGid === 0xffffffff ? '' : `, gid ${s.proxyGid}`}; ${s.mode}; socket path ${s.socketPath ? `on (high mark ${s.sockpathHigh || 4 << 20} B)` : s.socketPathRefused ? 'off (kernel cannot bound it)' : 'off'}`);
+      `${s.proxyGid === 0xffffffff ? '' : `, gid ${s.proxyGid}`}; ${s.mode}; socket path ${s.socketPath ? `on (high mark ${s.sockpathHigh || 2 << 20} B)` : s.socketPathRefused ? 'off (kernel cannot bound it)' : 'off'}`);
   }
   const list = (xs: string[]): string => (xs.length ? xs.join(', ') : '-');
   out.push(`  inbound      ignored ${list(p.inboundPortsIgnored)}; steered ${p.inboundPortsRedirected.length ? list(p.inboundPortsRedirected) : 'all other ports'}`);

@@ -20,7 +20,8 @@ export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every me
   Pod defaults, as for bpfmesh init (annotations config.linkerd.io/skip-inbound-ports,
   skip-outbound-ports, skip-subnets, proxy-uid, proxy-gid override them per pod):
   --incoming-proxy-port N (4143), --outgoing-proxy-port N (4140), --proxy-uid N (2102), --proxy-gid N,
-  --admin-port N (4191), --control-port N (4190), --fail-open, --no-sockpath
+  --admin-port N (4191), --control-port N (4190), --fail-open, --no-sockpath,
+  --sockpath-high-water SIZE (2Mi)
   --log-format plain|json, --log-level LEVEL
 
   Meshed pods: annotated linkerd.io/inject: enabled, or with a linkerd-proxy container

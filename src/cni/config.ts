@@ -55,7 +55,7 @@ export const DEFAULT_POLICY: PodPolicy = {
   subnetsToIgnore: [],
   failOpen: false,
   sockpath: true,
-  sockpathHighWater: 4 << 20,
+  sockpathHighWater: 2 << 20,
 };
 
 type Json = Record<string, unknown>;

@@ -98,7 +98,7 @@ const INIT_FLAGS = {
   simulate: { type: 'boolean', default: false },
   'fail-open': { type: 'boolean', default: false },
   'no-sockpath': { type: 'boolean', default: false },
-  'sockpath-high-water': { type: 'string', default: '4Mi' },
+  'sockpath-high-water': { type: 'string', default: '2Mi' },
 } as const;
 
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, command: string) {

@@ -14,7 +14,7 @@ import { inspectPod } from '../../src/admin/inspect.js';
 const skip = kernelSkipReason();
 const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
 
-describe('same-host socket path', { skip, timeout: 240_000 }, () => {
+describe('same-host socket path', { skip, timeout: 600_000 }, () => {
   let mesh: MeshLab;
   let pod: LabPod;
 
@@ -27,7 +27,7 @@ describe('same-host socket path', { skip, timeout: 240_000 }, () => {
   after(() => mesh?.cleanup());
 
   async function stream(args: string[]): Promise<Record<string, unknown>> {
-    const r = await mesh.lab.exec(pod, process.execPath, [STREAM, ...args], APP, 180_000);
+    const r = await mesh.lab.exec(pod, process.execPath, [STREAM, ...args], APP, 330_000);
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as Record<string, unknown>;
   }

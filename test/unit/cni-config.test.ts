@@ -64,6 +64,14 @@ describe('network configuration', () => {
     assert.deepEqual(c.bpfmesh, { cgroupRoot: '/sys/fs/cgroup/test', bpffs: '/tmp/bpffs', bpffsExplicit: true, logFile: undefined, logFormat: 'plain' });
   });
 
+  test('bpfmesh.sockpath_high_water: bytes or a size string; a bad one is a configuration error', () => {
+    const conf = (v: unknown): Record<string, unknown> => ({ cniVersion: '1.0.0', name: 'n', type: 'bpfmesh-cni', bpfmesh: { sockpath_high_water: v } });
+    assert.equal(parseNetConf(conf(1 << 20)).policy.sockpathHighWater, 1 << 20);
+    assert.equal(parseNetConf(conf('8Mi')).policy.sockpathHighWater, 8 << 20);
+    assert.throws(() => parseNetConf(conf('lots')), /sockpath_high_water/);
+    assert.throws(() => parseNetConf(conf(true)), /sockpath_high_water/);
+  });
+
   test("without linkerd and bpfmesh blocks: proxy-init's defaults, the host's bpffs, no kubernetes lookup", () => {
     const c = parseNetConf({ cniVersion: '0.4.0', name: 'n', type: 'bpfmesh-cni' });
     assert.deepEqual(c.policy, DEFAULT_POLICY);

@@ -48,3 +48,14 @@ test('bad flags give stable codes', () => {
   assert.throws(() => parseResetFlags(['--simulate']), { code: 'BPFMESH_E_BAD_FLAG' });
   assert.equal(parseInspectFlags(['--json']).json, true);
 });
+
+test('--sockpath-high-water: the socket path high mark, 2Mi by default, 64Ki to 1Gi', () => {
+  assert.equal(parseInitFlags([]).sockpathHighWater, 2 << 20);
+  assert.equal(settingsOf(parseInitFlags([])).sockpathHigh, 2 << 20);
+  assert.equal(parseInitFlags(['--sockpath-high-water', '64Ki']).sockpathHighWater, 65536);
+  assert.equal(parseInitFlags(['--sockpath-high-water', '16M']).sockpathHighWater, 16 << 20);
+  assert.equal(parseInitFlags(['--sockpath-high-water', '1048576']).sockpathHighWater, 1 << 20);
+  for (const bad of ['64K1', '1', '65535', '2Gi', '-1', '4 MiB', '']) {
+    assert.throws(() => parseInitFlags(['--sockpath-high-water', bad]), (e: Error & { code?: string }) => e.code === 'BPFMESH_E_BAD_FLAG' && e.message.includes('--sockpath-high-water'), bad);
+  }
+});
