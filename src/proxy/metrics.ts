@@ -213,6 +213,7 @@ export class PromProxyMetrics implements ProxyMetrics {
   readonly #dropped: Counter;
   readonly #origProto: Counter<'event'>;
   readonly #refused: Counter<'direction' | 'reason'>;
+  readonly #detected: Counter<'direction' | 'protocol' | 'timed_out'>;
 
   constructor(registry: Registry, opts: ProxyMetricsOptions = {}) {
     this.registry = registry;
@@ -247,12 +248,22 @@ export class PromProxyMetrics implements ProxyMetrics {
       labelNames: ['direction', 'reason'] as const,
       registers: [registry],
     });
+    this.#detected = new Counter({
+      name: 'bpfmesh_proxy_protocol_detected_total',
+      help: 'Client connections by detected protocol (http1, h2, opaque); timed_out="true" when the detection timeout decided.',
+      labelNames: ['direction', 'protocol', 'timed_out'] as const,
+      registers: [registry],
+    });
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
   }
 
   /** Distinct extra label sets in use (bounded by maxLabelSets). */
   get labelSets(): number {
     return this.#labelSets.size;
+  }
+
+  detected(direction: string, protocol: string, timedOut: boolean): void {
+    this.#detected.inc({ direction, protocol, timed_out: timedOut ? 'true' : 'false' });
   }
 
   connectionRefused(direction: string, reason: 'max_connections'): void {
