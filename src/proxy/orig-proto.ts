@@ -142,12 +142,12 @@ export function h2ResponseToH1(
   return { head: `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n${lines}\r\n`, framing, keepAlive, status };
 }
 
-/** Trailers as the end of a chunked body ("0\r\n" + fields + "\r\n"). */
-export function lastChunk(trailers: IncomingHttpHeaders | undefined): string {
+/** Trailers as the end of a chunked body ("0\r\n" + fields + "\r\n"); `stripL5d`: without l5d-* fields (inbound). */
+export function lastChunk(trailers: IncomingHttpHeaders | undefined, stripL5d = false): string {
   let out = '0\r\n';
   if (trailers !== undefined) {
     for (const [name, value] of Object.entries(trailers)) {
-      if (name.startsWith(':') || value === undefined || CONNECTION_FIELDS.has(name)) continue;
+      if (name.startsWith(':') || value === undefined || CONNECTION_FIELDS.has(name) || name === 'content-length' || (stripL5d && name.startsWith('l5d-'))) continue;
       for (const v of Array.isArray(value) ? value : [value]) out += `${name}: ${String(v)}\r\n`;
     }
   }
@@ -262,7 +262,8 @@ export function h2RequestToH1(
   let lines = authority === '' ? '' : `host: ${authority}\r\n`;
   let hasLength = false;
   for (const [name, v] of Object.entries(h)) {
-    if (name.startsWith(':') || v === undefined || HOP_REQ.has(name)) continue;
+    // l5d-*: the inbound proxy is the only one that sets them for the app.
+    if (name.startsWith(':') || v === undefined || HOP_REQ.has(name) || name.startsWith('l5d-')) continue;
     if (name === 'content-length') hasLength = true;
     // HTTP/2 may split cookies into crumbs; HTTP/1 wants one field (RFC 9113 §8.2.3).
     if (name === 'cookie' && Array.isArray(v)) lines += `cookie: ${v.join('; ')}\r\n`;
@@ -398,7 +399,7 @@ export class Downgrade implements UpstreamOwner {
     down.once('end', () => {
       if ((down.rstCode ?? h2c.NGHTTP2_NO_ERROR) !== h2c.NGHTTP2_NO_ERROR) return;
       if (this.#up === null || this.#up.socket !== sock) return;
-      if (this.#chunked) sock.write(lastChunk(this.#trailers));
+      if (this.#chunked) sock.write(lastChunk(this.#trailers, true));
       this.#reqDone = true;
       if (this.#resDone) this.#exchangeDone();
     });

@@ -397,8 +397,8 @@ class ClientConn implements UpstreamOwner {
     // so upstream connections stay reusable; a 1.0 request may lack Host.
     let startLine: string | undefined;
     let extra = '';
+    if (req.wireMinor !== 1) startLine = `${req.method} ${req.target} HTTP/1.1`;
     if (req.versionMinor === 0) {
-      startLine = `${req.method} ${req.target} HTTP/1.1`;
       if (req.host === undefined) extra = `Host: ${this.ctx.labels.authority ?? this.ctx.labels.target_addr}\r\n`;
     }
     if (req.upgrade) extra += 'Connection: upgrade\r\n';
@@ -407,7 +407,7 @@ class ClientConn implements UpstreamOwner {
     const drop = (req.upgrade ? DROP_REQUEST_UPGRADE : DROP_REQUEST) | (clientId === undefined ? 0 : HeaderFlag.CLIENT_ID);
     const head = rewriteHead(req, drop, startLine, extra);
     if (req.framing !== 'none') {
-      this.reqPump = new BodyPump(this.client, sock, req.framing, req.contentLength);
+      this.reqPump = new BodyPump(this.client, sock, req.framing, req.contentLength, false, clientId !== undefined);
       const p = this.pending;
       this.pending = null;
       this.pushRequestBody(p ?? EMPTY, head);
@@ -598,7 +598,7 @@ class ClientConn implements UpstreamOwner {
     let conn = '';
     if (!this.keepClient) conn = 'Connection: close\r\n';
     else if (req.versionMinor === 0) conn = 'Connection: keep-alive\r\n';
-    const startLine = head.versionMinor === 0 ? `HTTP/1.1 ${head.statusCode} ${head.reason}` : undefined;
+    const startLine = head.wireMinor !== 1 ? `HTTP/1.1 ${head.statusCode} ${head.reason}` : undefined;
     const drop = HeaderFlag.HOP | HeaderFlag.UPGRADE | (dechunk ? HeaderFlag.TRANSFER_ENCODING : 0);
     const out = rewriteHead(head, drop, startLine, conn);
     const c = this.client;
