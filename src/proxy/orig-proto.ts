@@ -25,9 +25,9 @@
 import { STATUS_CODES } from 'node:http';
 import { constants as h2c, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { BpfmeshError, errorCode } from '../errors.js';
-import { ChunkedDecoder } from './http1/body.js';
+import { ChunkedDecoder, writeChunk } from './http1/body.js';
 import { HeadReader, HeaderFlag, HttpErrorCodes, parseResponseHead, type RequestHead, type ResponseHead } from './http1/head-parser.js';
-import { Http1Pool, UpstreamConn, type UpstreamOwner } from './http1/pool.js';
+import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './http1/pool.js';
 import { H2UpstreamPool, PEER_NOT_H2 } from './h2/pool.js';
 import { endpointKey, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics } from './types.js';
 
@@ -350,18 +350,8 @@ export class Downgrade implements UpstreamOwner {
 
   #connect(): void {
     const { labels, metrics } = this.ctx;
-    this.ctx.connect(this.ep.addr, this.ep).then(
-      (sock) => {
-        const up = new UpstreamConn(sock, endpointKey(this.ep, 'http1'));
-        sock.setNoDelay(true);
-        metrics.tcpOpen(labels, 'dst');
-        up.onClosed = (u): void => {
-          const r = u.socket.bytesRead - u.reportedRead;
-          const w = u.socket.bytesWritten - u.reportedWritten;
-          if (r > 0) metrics.tcpRead(labels, 'dst', r);
-          if (w > 0) metrics.tcpWrite(labels, 'dst', w);
-          metrics.tcpClose(labels, 'dst', errorCode(u.error));
-        };
+    dialUpstream(this.ep, this.ctx.connect, metrics, labels).then(
+      (up) => {
         if (this.#done) return up.destroy();
         up.owner = this;
         this.#attach(up, false);
@@ -389,7 +379,7 @@ export class Downgrade implements UpstreamOwner {
     const down = this.down;
     down.on('data', (chunk: Buffer) => {
       if (this.#up === null || this.#up.socket !== sock) return;
-      const ok = this.#chunked ? sock.write(`${chunk.length.toString(16)}\r\n`) && sock.write(chunk) && sock.write('\r\n') : sock.write(chunk);
+      const ok = this.#chunked ? writeChunk(sock, chunk) : sock.write(chunk);
       if (!ok && !down.isPaused()) {
         down.pause();
         sock.once('drain', () => down.resume());

@@ -7,6 +7,7 @@
 // HTTP/1.0 client. Backpressure: when the destination's write() returns
 // false the source is paused until 'drain'.
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { HttpErrorCodes, httpError, type BodyFraming } from './head-parser.js';
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -222,6 +223,22 @@ export class ChunkedDecoder {
     }
     return n;
   }
+}
+
+/**
+ * One chunk of a chunked body (size line, data, CRLF) as one corked write.
+ * Every part is always written; the result is write()'s for the whole: false
+ * when `dst` is over its high-water mark and the source should wait for
+ * 'drain'. (Chaining the three writes with && stopped at the first false and
+ * dropped the rest of the chunk.)
+ */
+export function writeChunk(dst: Writable, data: Buffer): boolean {
+  dst.cork();
+  dst.write(`${data.length.toString(16)}\r\n`, 'latin1');
+  dst.write(data);
+  const ok = dst.write('\r\n', 'latin1');
+  dst.uncork();
+  return ok;
 }
 
 /**

@@ -26,7 +26,7 @@ import type { Socket } from 'node:net';
 import { errorCode } from '../../errors.js';
 import { asEndpoint, endpointKey, type Classification, type ConnLabels, type Connector, type Endpoint, type Lease, type ProxyMetrics, type RouteTarget, type Track } from '../types.js';
 import { h1RequestToH2, h2ResponseToH1, isPeerNotH2, L5D_ORIG_PROTO, lastChunk, parseOrigProto, type H1ResponseFraming, type OrigProtoUpgrader } from '../orig-proto.js';
-import { BodyPump, ChunkedDecoder } from './body.js';
+import { BodyPump, ChunkedDecoder, writeChunk } from './body.js';
 import {
   DEFAULT_MAX_HEAD_BYTES,
   HeadReader,
@@ -38,7 +38,7 @@ import {
   type RequestHead,
   type ResponseHead,
 } from './head-parser.js';
-import { Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
+import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
 
 export const Http1ErrorCodes = {
   /** No endpoint to send to (load shed, NoEndpoints): 503. */
@@ -347,21 +347,8 @@ class ClientConn implements UpstreamOwner {
     const ep = this.ep!;
     const labels = this.labels;
     const metrics = this.ctx.metrics;
-    this.ctx.connect(ep.addr, ep).then(
-      (sock) => {
-        const up = new UpstreamConn(sock, endpointKey(ep, 'http1'));
-        sock.setNoDelay(true);
-        metrics.tcpOpen(labels, 'dst');
-        up.onClosed = (u): void => {
-          // What the exchanges did not report yet (see flushBytes).
-          const r = u.socket.bytesRead - u.reportedRead;
-          const w = u.socket.bytesWritten - u.reportedWritten;
-          u.reportedRead += r;
-          u.reportedWritten += w;
-          if (r > 0) metrics.tcpRead(labels, 'dst', r);
-          if (w > 0) metrics.tcpWrite(labels, 'dst', w);
-          metrics.tcpClose(labels, 'dst', errorCode(u.error));
-        };
+    dialUpstream(ep, this.ctx.connect, metrics, labels).then(
+      (up) => {
         if (this.state !== St.ROUTE) return up.destroy();
         up.owner = this;
         this.attach(up, false);
@@ -798,15 +785,8 @@ class ClientConn implements UpstreamOwner {
     if (stream !== this.h2 || this.h2Framing === null || this.h2Framing === 'none' || chunk.length === 0) return;
     const c = this.client;
     let ok: boolean;
-    if (this.h2Framing === 'chunked') {
-      c.cork();
-      c.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-      c.write(chunk);
-      ok = c.write('\r\n', 'latin1');
-      c.uncork();
-    } else {
-      ok = c.write(chunk);
-    }
+    if (this.h2Framing === 'chunked') ok = writeChunk(c, chunk);
+    else ok = c.write(chunk);
     if (!ok && !stream.isPaused()) {
       stream.pause();
       c.once('drain', () => stream.resume());
