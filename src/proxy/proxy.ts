@@ -77,7 +77,7 @@ export class Proxy {
   constructor(opts: ProxyOptions) {
     this.#opts = opts;
     this.#log = opts.log.child({ component: 'proxy' });
-    this.metrics = createProxyMetrics(opts.registry);
+    this.metrics = createProxyMetrics(opts.registry, { maxAuthorities: opts.config.limits.maxAuthorities });
   }
 
   /** Addresses actually listened on, per direction. */

@@ -225,6 +225,20 @@ class ClientConn implements UpstreamOwner {
     if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
   }
 
+  /** Labels with the request's authority (Host, or an absolute-form target's); one object per (labels, authority) in a row, so keep-alive requests hit the metrics cache. */
+  private authLabels: { base: ConnLabels; authority: string; labels: ConnLabels } | null = null;
+
+  private withAuthority(base: ConnLabels, req: RequestHead): ConnLabels {
+    const abs = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/.exec(req.target);
+    const authority = abs !== null ? abs[1]! : req.host;
+    if (authority === undefined || authority === '' || base.authority !== undefined) return base;
+    const c = this.authLabels;
+    if (c !== null && c.base === base && c.authority === authority) return c.labels;
+    const labels = { ...base, authority };
+    this.authLabels = { base, authority, labels };
+    return labels;
+  }
+
   // ---- client side ----
 
   private readonly onClientData = (chunk: Buffer): void => {
@@ -285,7 +299,7 @@ class ClientConn implements UpstreamOwner {
     this.retried = false;
     this.ep = null;
     this.settleLease(undefined);
-    this.labels = this.ctx.labels;
+    this.labels = this.withAuthority(this.ctx.labels, head);
     let target: RouteTarget | Promise<RouteTarget>;
     try {
       target = this.ctx.route(head);
@@ -307,7 +321,7 @@ class ClientConn implements UpstreamOwner {
     const ep = asEndpoint(target);
     this.ep = ep;
     this.lease = this.ctx.track?.(ep) ?? null;
-    if (this.ctx.endpointLabels !== undefined) this.labels = this.ctx.endpointLabels(ep, this.ctx.labels);
+    if (this.ctx.endpointLabels !== undefined) this.labels = this.withAuthority(this.ctx.endpointLabels(ep, this.ctx.labels), this.req!);
     this.ctx.metrics.request(this.labels);
     const op = this.ctx.origProto;
     const how = op === undefined ? 'http1' : op.decide(ep, this.req!);
