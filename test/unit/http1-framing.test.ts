@@ -85,13 +85,28 @@ test('HTTP/1.0 with chunked is served, then the connection closes (no second req
 });
 
 for (const v of ['1.2', '1.9']) {
-  test(`HTTP/${v} goes to the app as the proxy's own HTTP/1.1`, async () => {
+  test(`HTTP/${v} is refused (400), as llhttp refuses it, never forwarded with the client's version`, async () => {
     const n = chain.app.seen.length;
     const r = await exchange(chain.inboundPort, [b(`GET /v HTTP/${v}\r\nHost: a\r\n\r\n`)], { untilMs: 800 });
-    assert.match(r.text, /^HTTP\/1\.1 200 /);
-    assert.equal(chain.app.seen[n]?.version, '1.1');
+    assert.match(r.text, /^HTTP\/1\.1 400 /);
+    assert.equal(chain.app.seen.length, n);
   });
 }
+
+test('an upstream answering HTTP/1.2 reaches the client as the proxy\'s own HTTP/1.1', async () => {
+  const { createServer } = await import('node:net');
+  const odd = createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => s.end('HTTP/1.2 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok'));
+  });
+  const c2 = await startChain({}, { listen: async () => { await new Promise<void>((r) => odd.listen(0, '127.0.0.1', r)); return (odd.address() as { port: number }).port; }, close: () => new Promise<void>((r) => odd.close(() => r())) });
+  try {
+    const r = await exchange(c2.inboundPort, [b('GET / HTTP/1.1\r\nHost: a\r\n\r\n')], { untilMs: 800 });
+    assert.match(r.text, /^HTTP\/1\.1 200 OK\r\n/);
+  } finally {
+    await c2.close();
+  }
+});
 
 test('checkTrailers and the decoder: the trailer section is held back and rewritten only when a field is dropped', () => {
   const raw = b('x-a: 1\r\nl5d-x: 2\r\n\r\n');

@@ -290,7 +290,10 @@ export function parseRequestHead(raw: Buffer): RequestHead {
   if (m === null) throw malformed('bad request line');
   const p = parseFields(text, sl + 2);
   const wireMinor = Number(m[3]);
-  const minor = Math.min(wireMinor, 1);
+  // HTTP/1.2-1.9 requests are refused, as llhttp refuses them: a request the
+  // app's own parser would not read must not reach it rewritten as 1.1.
+  if (wireMinor > 1) throw malformed(`unsupported version HTTP/1.${wireMinor}`);
+  const minor = wireMinor;
   if (p.hostCount > 1) throw malformed('more than one Host header');
   if (minor === 1 && p.hostCount === 0) throw malformed('HTTP/1.1 request without Host');
   let framing: BodyFraming = 'none';
