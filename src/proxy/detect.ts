@@ -70,10 +70,14 @@ export function classifyRequestLine(b: Buffer, n = b.length): Verdict {
 // a request must be handled as HTTP here, or a client could skip the HTTP
 // layer (and its header filtering) by sending a request that only the app
 // reads as one.
-const KNOWN_METHODS = new Set(METHODS);
+// PRI is not in http.METHODS, but llhttp reads "PRI *\r\n" as a request
+// (found by test/unit/http1-differential.test.ts); the HTTP/2 preface is
+// told apart before this.
+const LLHTTP_METHODS = [...METHODS, 'PRI'];
+const KNOWN_METHODS = new Set(LLHTTP_METHODS);
 const METHOD_PREFIXES = new Set<string>();
-for (const m of METHODS) for (let k = 1; k <= m.length; k++) METHOD_PREFIXES.add(m.slice(0, k));
-const MAX_METHOD = Math.max(...METHODS.map((m) => m.length));
+for (const m of LLHTTP_METHODS) for (let k = 1; k <= m.length; k++) METHOD_PREFIXES.add(m.slice(0, k));
+const MAX_METHOD = Math.max(...LLHTTP_METHODS.map((m) => m.length));
 
 const isCrLf = (c: number): boolean => c === 0x0d || c === 0x0a;
 

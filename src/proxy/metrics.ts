@@ -63,6 +63,8 @@ export function dstLabels(labels: Record<string, string>): Readonly<Labels> | un
 interface Cell {
   labels: Labels;
   value: number;
+  /** Evicted from its family (an idle authority): whoever holds it makes a new one. */
+  dead?: boolean;
 }
 
 /** Series of one family, keyed by their label values joined with NUL. */
@@ -104,6 +106,7 @@ class CellFamily extends Family {
 }
 
 interface HistSeries {
+  dead?: boolean;
   labels: Labels;
   counts: number[];
   sum: number;
@@ -174,6 +177,8 @@ interface ConnEntry {
   target_addr: string;
   tls: string;
   authority: string | undefined;
+  /** The authority label written: the value cut to 255 characters, or "" past maxAuthorities. */
+  authorityLabel: string;
   client_id: string | undefined;
   server_id: string | undefined;
   no_tls_reason: string | undefined;
@@ -193,7 +198,14 @@ export interface ProxyMetricsOptions {
   processMetrics?: boolean;
   /** Distinct TLS-detail + dst_* label sets ever used (see the top of this file). Default 1000. */
   maxLabelSets?: number;
+  /** Distinct `authority` values (client-chosen: Host, :authority) in the HTTP series at once. Default 256. */
+  maxAuthorities?: number;
+  /** An authority without a request for this long is evicted with its series when room is needed. Default 10 min. */
+  authorityIdleMs?: number;
+  now?: () => number;
 }
+
+export const DEFAULT_MAX_AUTHORITIES = 256;
 
 const EMPTY: Labels = Object.freeze({});
 
@@ -211,12 +223,23 @@ export class PromProxyMetrics implements ProxyMetrics {
   readonly #labelSets = new Map<string, Labels>();
   readonly #maxLabelSets: number;
   readonly #dropped: Counter;
+  /** authority -> when a request last used it. */
+  readonly #authorities = new Map<string, number>();
+  readonly #maxAuthorities: number;
+  readonly #authorityIdleMs: number;
+  readonly #now: () => number;
+  readonly #labelValuesDropped: Counter<'label'>;
+  readonly #evicted: Counter<'label'>;
   readonly #origProto: Counter<'event'>;
   readonly #refused: Counter<'direction' | 'reason'>;
+  readonly #detected: Counter<'direction' | 'protocol' | 'timed_out'>;
 
   constructor(registry: Registry, opts: ProxyMetricsOptions = {}) {
     this.registry = registry;
     this.#maxLabelSets = opts.maxLabelSets ?? DEFAULT_MAX_LABEL_SETS;
+    this.#maxAuthorities = opts.maxAuthorities ?? DEFAULT_MAX_AUTHORITIES;
+    this.#authorityIdleMs = opts.authorityIdleMs ?? 600_000;
+    this.#now = opts.now ?? Date.now;
     this.#requests = new CellFamily(registry, 'request_total', 'Total count of HTTP requests.', 'counter');
     this.#responses = new CellFamily(registry, 'response_total', 'Total count of HTTP responses.', 'counter');
     this.#latency = new HistogramFamily(
@@ -241,10 +264,28 @@ export class PromProxyMetrics implements ProxyMetrics {
       labelNames: ['event'] as const,
       registers: [registry],
     });
+    this.#labelValuesDropped = new Counter({
+      name: 'bpfmesh_metric_label_values_dropped_total',
+      help: 'Requests counted with authority="" because maxAuthorities (BPFMESH_PROXY_METRICS_MAX_AUTHORITIES) distinct values were in use.',
+      labelNames: ['label'] as const,
+      registers: [registry],
+    });
+    this.#evicted = new Counter({
+      name: 'bpfmesh_metric_label_values_evicted_total',
+      help: 'Authority values evicted with their series after going idle, to make room for new ones.',
+      labelNames: ['label'] as const,
+      registers: [registry],
+    });
     this.#refused = new Counter({
       name: 'bpfmesh_proxy_connections_refused_total',
       help: 'Client connections closed at accept: reason="max_connections" when BPFMESH_PROXY_MAX_CONNECTIONS were open.',
       labelNames: ['direction', 'reason'] as const,
+      registers: [registry],
+    });
+    this.#detected = new Counter({
+      name: 'bpfmesh_proxy_protocol_detected_total',
+      help: 'Client connections by detected protocol (http1, h2, opaque); timed_out="true" when the detection timeout decided.',
+      labelNames: ['direction', 'protocol', 'timed_out'] as const,
       registers: [registry],
     });
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
@@ -253,6 +294,10 @@ export class PromProxyMetrics implements ProxyMetrics {
   /** Distinct extra label sets in use (bounded by maxLabelSets). */
   get labelSets(): number {
     return this.#labelSets.size;
+  }
+
+  detected(direction: string, protocol: string, timedOut: boolean): void {
+    this.#detected.inc({ direction, protocol, timed_out: timedOut ? 'true' : 'false' });
   }
 
   connectionRefused(direction: string, reason: 'max_connections'): void {
@@ -303,6 +348,7 @@ export class PromProxyMetrics implements ProxyMetrics {
         target_addr: l.target_addr,
         tls: l.tls,
         authority: l.authority,
+        authorityLabel: this.#authorityLabel(l.authority),
         client_id: l.client_id,
         server_id: l.server_id,
         no_tls_reason: l.no_tls_reason,
@@ -317,6 +363,49 @@ export class PromProxyMetrics implements ProxyMetrics {
       this.#entries.set(l, e);
     }
     return e;
+  }
+
+  /** The authority label for a value: kept while fewer than maxAuthorities are in use (idle ones evicted for room), else "". */
+  #authorityLabel(a: string | undefined): string {
+    if (a === undefined || a === '') return '';
+    const v = a.length > 255 ? a.slice(0, 255) : a;
+    if (this.#authorities.has(v)) return v;
+    if (this.#authorities.size >= this.#maxAuthorities) this.#evictIdleAuthorities();
+    if (this.#authorities.size >= this.#maxAuthorities) {
+      this.#labelValuesDropped.inc({ label: 'authority' });
+      return '';
+    }
+    this.#authorities.set(v, this.#now());
+    return v;
+  }
+
+  /** Drops the authorities idle for authorityIdleMs, and every HTTP series that carries one. */
+  #evictIdleAuthorities(): void {
+    const cutoff = this.#now() - this.#authorityIdleMs;
+    const gone = new Set<string>();
+    for (const [a, t] of this.#authorities) if (t <= cutoff) gone.add(a);
+    if (gone.size === 0) return;
+    for (const a of gone) this.#authorities.delete(a);
+    this.#evicted.inc({ label: 'authority' }, gone.size);
+    for (const cells of [this.#requests.cells, this.#responses.cells]) {
+      for (const [k, c] of cells) {
+        if (gone.has(c.labels['authority'] ?? '')) {
+          c.dead = true;
+          cells.delete(k);
+        }
+      }
+    }
+    for (const [k, h] of this.#latency.series) {
+      if (gone.has(h.labels['authority'] ?? '')) {
+        h.dead = true;
+        this.#latency.series.delete(k);
+      }
+    }
+  }
+
+  /** Distinct authority values in use (bounded by maxAuthorities). */
+  get authorities(): number {
+    return this.#authorities.size;
   }
 
   #peer(l: ConnLabels, peer: Peer): PeerCells {
@@ -366,16 +455,31 @@ export class PromProxyMetrics implements ProxyMetrics {
   }
 
   #httpLabels(e: ConnEntry): Labels {
-    return { direction: e.direction, authority: e.authority ?? '', target_addr: e.target_addr, tls: e.tls, ...e.extras };
+    return { direction: e.direction, authority: e.authorityLabel, target_addr: e.target_addr, tls: e.tls, ...e.extras };
   }
 
   #httpKey(e: ConnEntry): string {
-    return `${e.direction}\0${e.authority ?? ''}\0${e.target_addr}\0${e.tls}\0${e.extrasKey}`;
+    return `${e.direction}\0${e.authorityLabel}\0${e.target_addr}\0${e.tls}\0${e.extrasKey}`;
+  }
+
+  /** The entry for HTTP series; one whose authority was evicted takes it (or "") again. */
+  #httpEntry(l: ConnLabels): ConnEntry {
+    const e = this.#entry(l);
+    const a = e.authorityLabel;
+    if (a !== '') {
+      if (this.#authorities.has(a)) this.#authorities.set(a, this.#now());
+      else {
+        e.authorityLabel = this.#authorityLabel(e.authority);
+        e.request = undefined;
+        e.responses.clear();
+      }
+    }
+    return e;
   }
 
   request(l: ConnLabels): void {
-    const e = this.#entry(l);
-    e.request ??= cell(this.#requests.cells, this.#httpKey(e), () => this.#httpLabels(e));
+    const e = this.#httpEntry(l);
+    if (e.request === undefined || e.request.dead === true) e.request = cell(this.#requests.cells, this.#httpKey(e), () => this.#httpLabels(e));
     e.request.value++;
   }
 
@@ -383,12 +487,12 @@ export class PromProxyMetrics implements ProxyMetrics {
     l: ConnLabels,
     r: { statusCode: number; classification: Classification; grpcStatus?: number; error?: string; latencyMs: number },
   ): void {
-    const e = this.#entry(l);
+    const e = this.#httpEntry(l);
     const grpc = r.grpcStatus === undefined ? '' : String(r.grpcStatus);
     const error = r.error ?? '';
     const rkey = `${r.statusCode}\0${r.classification}\0${grpc}\0${error}`;
     let s = e.responses.get(rkey);
-    if (s === undefined) {
+    if (s === undefined || s.total.dead === true || s.latency.dead === true) {
       const http = this.#httpLabels(e);
       const status = String(r.statusCode);
       const key = this.#httpKey(e);

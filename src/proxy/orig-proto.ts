@@ -25,9 +25,9 @@
 import { STATUS_CODES } from 'node:http';
 import { constants as h2c, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { BpfmeshError, errorCode } from '../errors.js';
-import { ChunkedDecoder } from './http1/body.js';
+import { ChunkedDecoder, writeChunk } from './http1/body.js';
 import { HeadReader, HeaderFlag, HttpErrorCodes, parseResponseHead, type RequestHead, type ResponseHead } from './http1/head-parser.js';
-import { Http1Pool, UpstreamConn, type UpstreamOwner } from './http1/pool.js';
+import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './http1/pool.js';
 import { H2UpstreamPool, PEER_NOT_H2 } from './h2/pool.js';
 import { endpointKey, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics } from './types.js';
 
@@ -142,12 +142,12 @@ export function h2ResponseToH1(
   return { head: `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n${lines}\r\n`, framing, keepAlive, status };
 }
 
-/** Trailers as the end of a chunked body ("0\r\n" + fields + "\r\n"). */
-export function lastChunk(trailers: IncomingHttpHeaders | undefined): string {
+/** Trailers as the end of a chunked body ("0\r\n" + fields + "\r\n"); `stripL5d`: without l5d-* fields (inbound). */
+export function lastChunk(trailers: IncomingHttpHeaders | undefined, stripL5d = false): string {
   let out = '0\r\n';
   if (trailers !== undefined) {
     for (const [name, value] of Object.entries(trailers)) {
-      if (name.startsWith(':') || value === undefined || CONNECTION_FIELDS.has(name)) continue;
+      if (name.startsWith(':') || value === undefined || CONNECTION_FIELDS.has(name) || name === 'content-length' || (stripL5d && name.startsWith('l5d-'))) continue;
       for (const v of Array.isArray(value) ? value : [value]) out += `${name}: ${String(v)}\r\n`;
     }
   }
@@ -262,7 +262,8 @@ export function h2RequestToH1(
   let lines = authority === '' ? '' : `host: ${authority}\r\n`;
   let hasLength = false;
   for (const [name, v] of Object.entries(h)) {
-    if (name.startsWith(':') || v === undefined || HOP_REQ.has(name)) continue;
+    // l5d-*: the inbound proxy is the only one that sets them for the app.
+    if (name.startsWith(':') || v === undefined || HOP_REQ.has(name) || name.startsWith('l5d-')) continue;
     if (name === 'content-length') hasLength = true;
     // HTTP/2 may split cookies into crumbs; HTTP/1 wants one field (RFC 9113 §8.2.3).
     if (name === 'cookie' && Array.isArray(v)) lines += `cookie: ${v.join('; ')}\r\n`;
@@ -349,18 +350,8 @@ export class Downgrade implements UpstreamOwner {
 
   #connect(): void {
     const { labels, metrics } = this.ctx;
-    this.ctx.connect(this.ep.addr, this.ep).then(
-      (sock) => {
-        const up = new UpstreamConn(sock, endpointKey(this.ep, 'http1'));
-        sock.setNoDelay(true);
-        metrics.tcpOpen(labels, 'dst');
-        up.onClosed = (u): void => {
-          const r = u.socket.bytesRead - u.reportedRead;
-          const w = u.socket.bytesWritten - u.reportedWritten;
-          if (r > 0) metrics.tcpRead(labels, 'dst', r);
-          if (w > 0) metrics.tcpWrite(labels, 'dst', w);
-          metrics.tcpClose(labels, 'dst', errorCode(u.error));
-        };
+    dialUpstream(this.ep, this.ctx.connect, metrics, labels).then(
+      (up) => {
         if (this.#done) return up.destroy();
         up.owner = this;
         this.#attach(up, false);
@@ -388,7 +379,7 @@ export class Downgrade implements UpstreamOwner {
     const down = this.down;
     down.on('data', (chunk: Buffer) => {
       if (this.#up === null || this.#up.socket !== sock) return;
-      const ok = this.#chunked ? sock.write(`${chunk.length.toString(16)}\r\n`) && sock.write(chunk) && sock.write('\r\n') : sock.write(chunk);
+      const ok = this.#chunked ? writeChunk(sock, chunk) : sock.write(chunk);
       if (!ok && !down.isPaused()) {
         down.pause();
         sock.once('drain', () => down.resume());
@@ -398,7 +389,7 @@ export class Downgrade implements UpstreamOwner {
     down.once('end', () => {
       if ((down.rstCode ?? h2c.NGHTTP2_NO_ERROR) !== h2c.NGHTTP2_NO_ERROR) return;
       if (this.#up === null || this.#up.socket !== sock) return;
-      if (this.#chunked) sock.write(lastChunk(this.#trailers));
+      if (this.#chunked) sock.write(lastChunk(this.#trailers, true));
       this.#reqDone = true;
       if (this.#resDone) this.#exchangeDone();
     });

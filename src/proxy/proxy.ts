@@ -38,6 +38,12 @@ export interface ProxyOptions {
   tls?: TlsStore;
   /** Inbound authorization policy (src/policy/); without it every inbound client is allowed. */
   authorizer?: InboundAuthorizer;
+  /**
+   * Where an accepted connection was going, instead of SO_ORIGINAL_DST / the
+   * local address: lets proxies chain on loopback without the kernel path
+   * (test/helpers/proxy-chain.ts). Null closes the connection.
+   */
+  originalDst?: (sock: Socket, direction: Direction) => Addr | null;
 }
 
 interface DirectionState {
@@ -74,7 +80,7 @@ export class Proxy {
   constructor(opts: ProxyOptions) {
     this.#opts = opts;
     this.#log = opts.log.child({ component: 'proxy' });
-    this.metrics = createProxyMetrics(opts.registry);
+    this.metrics = createProxyMetrics(opts.registry, { maxAuthorities: opts.config.limits.maxAuthorities });
   }
 
   /** Addresses actually listened on, per direction. */
@@ -115,8 +121,11 @@ export class Proxy {
       this.#dirs.push(state);
       for (const addr of listenAddrs(dc.listenAddr)) {
         try {
-          state.servers.push(await this.#listen(addr, (s) => this.#accept(state, s)));
-          this.listening[direction].push(addr);
+          const server = await this.#listen(addr, (s) => this.#accept(state, s));
+          state.servers.push(server);
+          // The port actually bound (a configured port 0 picks one).
+          const bound = server.address();
+          this.listening[direction].push(typeof bound === 'object' && bound !== null ? { host: addr.host, port: bound.port } : addr);
         } catch (err) {
           // The IPv6 twin of a listener is optional: a pod may have IPv6 off.
           if (addr === dc.listenAddr) throw err;
@@ -187,6 +196,7 @@ export class Proxy {
    * brought it and SO_ORIGINAL_DST has the destination.
    */
   #targetOf(state: DirectionState, sock: Socket): Addr | null {
+    if (this.#opts.originalDst !== undefined) return this.#opts.originalDst(sock, state.direction);
     const local = { host: stripMapped(sock.localAddress ?? ''), port: sock.localPort ?? 0 };
     if (state.direction === 'inbound' && local.port !== state.config.listenAddr.port) return local;
     const fd = fdOf(sock);
@@ -237,6 +247,7 @@ export class Proxy {
       ? { protocol: 'opaque', buffered: Buffer.alloc(0), timedOut: false, eof: false }
       : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
     const serve = (d: DetectResult): Promise<void> | void => {
+      this.metrics.detected(state.direction, d.protocol, d.timedOut);
       const log = this.#opts.log.child({ component: `${state.direction}-${d.protocol}` });
       const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
       const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
@@ -351,8 +362,8 @@ export class Proxy {
         if (v !== 'more') done(v === 'opaque' ? 'opaque' : 'client');
       };
       const onServer = (b: Buffer): void => {
+        done('server'); // paused and without this listener first: unshift() into a flowing stream re-emits at once
         upstream.unshift(b);
-        done('server');
       };
       const onClosed = (): void => done('closed');
       arm(limits.tcpIdleTimeoutMs, () => done('closed'));
@@ -372,6 +383,7 @@ export class Proxy {
       const protocol = classify(held) === 'h2' ? 'h2' : 'http1';
       return serve(firstByteAt === undefined ? { protocol, buffered: held, timedOut: true, eof: false } : { protocol, buffered: held, timedOut: true, eof: false, firstByteAt });
     }
+    this.metrics.detected(state.direction, 'opaque', true);
     try {
       return await forwardOpaque(client, held, upstream, labels, this.metrics, dstLabels, limits.tcpIdleTimeoutMs);
     } finally {

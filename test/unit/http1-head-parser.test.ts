@@ -37,7 +37,9 @@ test('request framing: none, chunked, 1.0 keep-alive, upgrade, expect', () => {
   assert.equal(u.upgrade, true);
   assert.equal(parseRequestHead(b('GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n')).upgrade, false);
   assert.equal(parseRequestHead(b('PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n')).expectContinue, true);
-  assert.equal(parseRequestHead(b('PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n')).contentLength, 5);
+  // HTTP/1.0 with Transfer-Encoding: served, then the connection closes (RFC 9112 §6.1).
+  assert.equal(parseRequestHead(b('PUT / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n')).keepAlive, false);
+  assert.throws(() => parseRequestHead(b('GET / HTTP/1.5\r\nHost: a\r\n\r\n')), MALFORMED);
 });
 
 test('malformed requests are refused with BPFMESH_E_HTTP_MALFORMED', () => {
@@ -54,6 +56,9 @@ test('malformed requests are refused with BPFMESH_E_HTTP_MALFORMED', () => {
     'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n',
     'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n',
     'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n',
+    // Lists and repeats, even of one value: refused as llhttp does, never forwarded as received.
+    'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n',
     'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n',
     'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n',
     'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n',

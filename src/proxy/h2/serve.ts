@@ -100,7 +100,8 @@ export async function drainH2(graceMs?: number): Promise<void> {
  */
 function withClientId(h: OutgoingHttpHeaders, clientId: string | null | undefined): OutgoingHttpHeaders {
   if (clientId === undefined) return h;
-  delete h['l5d-client-id'];
+  // Inbound: only this proxy sets l5d-* fields for the app.
+  for (const k of Object.keys(h)) if (k.startsWith('l5d-')) delete h[k];
   if (clientId !== null) h['l5d-client-id'] = clientId;
   return h;
 }
@@ -225,7 +226,7 @@ class Exchange {
   start(): void {
     const { down } = this;
     down.on('error', (err) => this.conn.log.debug({ err, stream: down.id }, 'h2 client stream error'));
-    down.on('trailers', (t: IncomingHttpHeaders) => (this.reqTrailers = trailerHeaders(t)));
+    down.on('trailers', (t: IncomingHttpHeaders) => (this.reqTrailers = withClientId(trailerHeaders(t), this.conn.ctx.clientId === undefined ? undefined : null)));
     down.once('end', () => this.onRequestEnd());
     // The client reset the stream while the response was open.
     down.once('aborted', () => this.cancelUpstream());

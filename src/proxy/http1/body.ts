@@ -7,7 +7,50 @@
 // HTTP/1.0 client. Backpressure: when the destination's write() returns
 // false the source is paused until 'drain'.
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { HttpErrorCodes, httpError, type BodyFraming } from './head-parser.js';
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// eslint-disable-next-line no-control-regex -- field values may not hold controls other than HTAB
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** Framing fields have no meaning in trailers (RFC 9110 §6.5.1); llhttp refuses them there too. */
+const FRAMING = new Set(['content-length', 'transfer-encoding']);
+
+/**
+ * A trailer section (field lines and the empty line that ends it) checked
+ * line by line like header fields (RFC 9112 §7.1.2): a name that is a token,
+ * a value without controls, no obs-fold, no framing field; throws
+ * BPFMESH_E_HTTP_MALFORMED otherwise. `stripL5d`: l5d-* fields are left out
+ * (inbound: only the proxy sets them). Returns the bytes to forward.
+ */
+export function checkTrailers(raw: Buffer, stripL5d: boolean): Buffer {
+  const text = raw.toString('latin1');
+  if (text === '\r\n') return raw;
+  let out = '';
+  let dropped = false;
+  let pos = 0;
+  const end = text.length - 2;
+  while (pos < end) {
+    const eol = text.indexOf('\r\n', pos);
+    const line = text.slice(pos, eol);
+    pos = eol + 2;
+    const c0 = line.charCodeAt(0);
+    if (c0 === 0x20 || c0 === 0x09) throw malformedChunk('obs-fold in trailers');
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw malformedChunk('trailer line without a field name');
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) throw malformedChunk(`bad trailer name ${JSON.stringify(name.slice(0, 40))}`);
+    if (BAD_VALUE.test(line.slice(colon + 1))) throw malformedChunk(`bad value for trailer ${name}`);
+    const lower = name.toLowerCase();
+    if (FRAMING.has(lower)) throw malformedChunk(`${lower} in trailers`);
+    if (stripL5d && lower.startsWith('l5d-')) {
+      dropped = true;
+      continue;
+    }
+    out += `${line}\r\n`;
+  }
+  return dropped ? Buffer.from(`${out}\r\n`, 'latin1') : raw;
+}
 
 /** A chunk-size line (size and extensions) longer than this is refused. */
 const MAX_SIZE_LINE = 4096;
@@ -50,9 +93,22 @@ export class ChunkedDecoder {
   private digits = 0;
   private lineLen = 0;
   private trailerLen = 0;
+  /** The trailer section's bytes (held, not forwarded: see feed()). */
+  private trailer: Buffer[] = [];
+  /** Set by feed(): where in its input the bytes to forward as received end (the trailer section starts there). */
+  forwardEnd = 0;
 
   get done(): boolean {
     return this.state === S.DONE;
+  }
+
+  /** The trailer section as received (field lines and the final CRLF), once done. */
+  get trailerBytes(): Buffer {
+    return this.trailer.length === 1 ? this.trailer[0]! : Buffer.concat(this.trailer);
+  }
+
+  private inTrailer(): boolean {
+    return this.state === S.TRAILER_START || this.state === S.TRAILER || this.state === S.TRAILER_LF || this.state === S.END_LF || this.state === S.DONE;
   }
 
   /**
@@ -62,6 +118,20 @@ export class ChunkedDecoder {
    * BPFMESH_E_HTTP_MALFORMED on a framing error.
    */
   feed(buf: Buffer, start = 0, data?: Buffer[]): number {
+    const wasTrailer = this.inTrailer();
+    this.cut = -1;
+    const used = this.scan(buf, start, data);
+    // The trailer section is held back for checkTrailers(); what comes before it is forwarded as received.
+    const from = wasTrailer ? start : this.cut;
+    this.forwardEnd = from === -1 ? used : from;
+    if (from !== -1 && used > from) this.trailer.push(buf.subarray(from, used));
+    return used;
+  }
+
+  /** Where the trailer section began in the current feed() input, or -1. */
+  private cut = -1;
+
+  private scan(buf: Buffer, start: number, data?: Buffer[]): number {
     const n = buf.length;
     let i = start;
     while (i < n) {
@@ -85,8 +155,10 @@ export class ChunkedDecoder {
             throw malformedChunk('expected a chunk size');
           } else if (c === 0x0d) {
             this.state = S.SIZE_LF;
-          } else if (c === 0x3b || c === 0x20 || c === 0x09) {
-            this.state = S.EXT; // ";ext" (with optional whitespace before it)
+          } else if (c === 0x3b) {
+            // ";ext". Whitespace between the size and ";" (BWS) is refused, as llhttp does:
+            // "5 ", "5 junk" and "5 6" must not mean different sizes to different hops.
+            this.state = S.EXT;
           } else {
             throw malformedChunk('bad chunk size');
           }
@@ -108,6 +180,7 @@ export class ChunkedDecoder {
           this.lineLen = 0;
           this.digits = 0;
           this.state = this.size === 0 ? S.TRAILER_START : S.DATA;
+          if (this.size === 0) this.cut = i;
           continue;
         case S.DATA_CR:
           if (buf[i] !== 0x0d) throw malformedChunk('expected CRLF after chunk data');
@@ -153,6 +226,22 @@ export class ChunkedDecoder {
 }
 
 /**
+ * One chunk of a chunked body (size line, data, CRLF) as one corked write.
+ * Every part is always written; the result is write()'s for the whole: false
+ * when `dst` is over its high-water mark and the source should wait for
+ * 'drain'. (Chaining the three writes with && stopped at the first false and
+ * dropped the rest of the chunk.)
+ */
+export function writeChunk(dst: Writable, data: Buffer): boolean {
+  dst.cork();
+  dst.write(`${data.length.toString(16)}\r\n`, 'latin1');
+  dst.write(data);
+  const ok = dst.write('\r\n', 'latin1');
+  dst.uncork();
+  return ok;
+}
+
+/**
  * Forwards one body from `src` to `dst`. The owner calls push() with each
  * chunk read from src; push returns how many bytes of the chunk belonged to
  * the body (when `done` turns true the rest is the owner's), and eof() when
@@ -176,6 +265,8 @@ export class BodyPump {
     contentLength: number,
     /** Write only the data of a chunked body (for an HTTP/1.0 peer). */
     dechunk = false,
+    /** Leave l5d-* fields out of the trailers (an inbound request). */
+    private readonly stripL5d = false,
   ) {
     this.done = framing === 'none' || (framing === 'length' && contentLength === 0);
     this.remaining = framing === 'length' ? contentLength : 0;
@@ -221,8 +312,11 @@ export class BodyPump {
         const dec = this.chunked!;
         const parts = this.parts;
         used = dec.feed(chunk, 0, parts);
-        if (parts === undefined) this.write(used === chunk.length ? chunk : chunk.subarray(0, used));
-        else if (parts.length === 1) {
+        if (parts === undefined) {
+          const fwd = dec.forwardEnd;
+          if (fwd > 0) this.write(fwd === chunk.length ? chunk : chunk.subarray(0, fwd));
+          if (dec.done) this.write(checkTrailers(dec.trailerBytes, this.stripL5d));
+        } else if (parts.length === 1) {
           this.write(parts[0]!);
           parts.length = 0;
         } else if (parts.length > 1) {

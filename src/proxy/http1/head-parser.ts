@@ -28,13 +28,15 @@ export const HeaderFlag = {
   UPGRADE: 2,
   /** Transfer-Encoding: forwarded when the body is forwarded as is, dropped when de-chunked. */
   TRANSFER_ENCODING: 4,
-  /** l5d-client-id: set by the inbound proxy only, so a client's own value is dropped there. */
+  /** l5d-* (l5d-client-id and the rest): set by the proxies only, so a client's own are dropped inbound. */
   CLIENT_ID: 8,
 } as const;
 
 interface HeadCommon {
   /** 0 for HTTP/1.0, 1 for HTTP/1.1 (and for any later 1.x, which is to be treated as 1.1). */
   versionMinor: number;
+  /** The minor version digit as received: anything but 1 means the start line is rewritten to the proxy's own HTTP/1.1. */
+  wireMinor: number;
   /** Flat [name, value, name, value, ...]: names as received, values without surrounding whitespace. */
   headers: string[];
   framing: BodyFraming;
@@ -157,17 +159,12 @@ interface Parsed {
 }
 
 function parseContentLength(v: string, prev: number): number {
-  let n = -1;
-  // "5, 5" (a list of identical values) is accepted, differing ones are not.
-  for (const part of v.includes(',') ? v.split(',') : [v]) {
-    const p = part.trim();
-    if (!DIGITS.test(p)) throw malformed(`bad content-length ${JSON.stringify(v)}`);
-    const k = Number(p);
-    if (n !== -1 && k !== n) throw malformed('conflicting content-length values');
-    n = k;
-  }
-  if (prev !== -1 && prev !== n) throw malformed('conflicting content-length values');
-  return n;
+  // A list ("5, 5") or a second field, even with the same value, is refused
+  // (RFC 9110 §8.6 allows that; llhttp does it): forwarding either as
+  // received would let the next hop read the framing differently.
+  if (prev !== -1) throw malformed('more than one content-length');
+  if (!DIGITS.test(v)) throw malformed(`bad content-length ${JSON.stringify(v.slice(0, 40))}`);
+  return Number(v);
 }
 
 /** Parse the header lines of `text` from `pos` (after the start line) to the blank line. */
@@ -201,6 +198,8 @@ function parseFields(text: string, pos: number): Parsed {
     const value = text.slice(vs, ve);
     if (BAD_VALUE.test(value)) throw malformed(`bad value for header ${name}`);
     let flag = 0;
+    // l5d-*: only the proxies set these (first letter checked before any lower-casing).
+    if (name.length > 4 && (name.charCodeAt(0) | 0x20) === 0x6c && name.slice(0, 4).toLowerCase() === 'l5d-') flag = HeaderFlag.CLIENT_ID;
     // Only names whose length matches one we care about are lower-cased.
     switch (name.length) {
       case 2:
@@ -239,9 +238,6 @@ function parseFields(text: string, pos: number): Parsed {
         }
         break;
       }
-      case 13:
-        if (name.toLowerCase() === 'l5d-client-id') flag = HeaderFlag.CLIENT_ID;
-        break;
       case 14:
         if (name.toLowerCase() === 'content-length') p.contentLength = parseContentLength(value, p.contentLength);
         break;
@@ -293,7 +289,11 @@ export function parseRequestHead(raw: Buffer): RequestHead {
   const m = REQUEST_LINE.exec(text.slice(0, sl));
   if (m === null) throw malformed('bad request line');
   const p = parseFields(text, sl + 2);
-  const minor = Math.min(Number(m[3]), 1);
+  const wireMinor = Number(m[3]);
+  // HTTP/1.2-1.9 requests are refused, as llhttp refuses them: a request the
+  // app's own parser would not read must not reach it rewritten as 1.1.
+  if (wireMinor > 1) throw malformed(`unsupported version HTTP/1.${wireMinor}`);
+  const minor = wireMinor;
   if (p.hostCount > 1) throw malformed('more than one Host header');
   if (minor === 1 && p.hostCount === 0) throw malformed('HTTP/1.1 request without Host');
   let framing: BodyFraming = 'none';
@@ -313,10 +313,12 @@ export function parseRequestHead(raw: Buffer): RequestHead {
     method: m[1]!,
     target: m[2]!,
     versionMinor: minor,
+    wireMinor,
     headers: p.headers,
     framing,
     contentLength,
-    keepAlive: keepAliveOf(minor, p),
+    // HTTP/1.0 with Transfer-Encoding: faulty framing, close after it (RFC 9112 §6.1).
+    keepAlive: keepAliveOf(minor, p) && !(minor === 0 && p.te !== undefined),
     upgrade: p.connUpgrade && p.hasUpgrade,
     raw,
     text,
@@ -338,7 +340,8 @@ export function parseResponseHead(raw: Buffer, noBody = false): ResponseHead {
   const m = STATUS_LINE.exec(text.slice(0, sl));
   if (m === null) throw malformed('bad status line');
   const p = parseFields(text, sl + 2);
-  const minor = Math.min(Number(m[1]), 1);
+  const wireMinor = Number(m[1]);
+  const minor = Math.min(wireMinor, 1);
   const statusCode = Number(m[2]);
   if (p.te !== undefined && p.contentLength !== -1) throw malformed('both content-length and transfer-encoding');
   let framing: BodyFraming;
@@ -359,10 +362,11 @@ export function parseResponseHead(raw: Buffer, noBody = false): ResponseHead {
     statusCode,
     reason: m[3] ?? '',
     versionMinor: minor,
+    wireMinor,
     headers: p.headers,
     framing,
     contentLength,
-    keepAlive: keepAliveOf(minor, p) && framing !== 'close',
+    keepAlive: keepAliveOf(minor, p) && framing !== 'close' && !(minor === 0 && p.te !== undefined),
     upgrade: p.connUpgrade && p.hasUpgrade,
     raw,
     text,

@@ -6,6 +6,8 @@
 // Idle connections expire after idleMs (Linkerd: 3 s), swept by one timer
 // per pool rather than one per connection.
 import type { Socket } from 'node:net';
+import { errorCode } from '../../errors.js';
+import { endpointKey, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics } from '../types.js';
 
 /** Who currently uses an upstream connection; its socket events go there. */
 export interface UpstreamOwner {
@@ -186,4 +188,27 @@ export class Http1Pool {
     }
     if (next !== Infinity) this.timer = setTimeout(this.sweep, Math.max(1, next)).unref();
   };
+}
+
+/**
+ * A new HTTP/1 connection to `ep`, counted as a dst connection under
+ * `labels` (open now; bytes not yet reported and the close when it closes).
+ * Shared by the HTTP/1 forwarder and the l5d-orig-proto downgrade, so both
+ * open and count their upstream connections the same way.
+ */
+export async function dialUpstream(ep: Endpoint, connect: Connector, metrics: ProxyMetrics, labels: ConnLabels): Promise<UpstreamConn> {
+  const sock = await connect(ep.addr, ep);
+  const up = new UpstreamConn(sock, endpointKey(ep, 'http1'));
+  sock.setNoDelay(true);
+  metrics.tcpOpen(labels, 'dst');
+  up.onClosed = (u): void => {
+    const r = u.socket.bytesRead - u.reportedRead;
+    const w = u.socket.bytesWritten - u.reportedWritten;
+    u.reportedRead += r;
+    u.reportedWritten += w;
+    if (r > 0) metrics.tcpRead(labels, 'dst', r);
+    if (w > 0) metrics.tcpWrite(labels, 'dst', w);
+    metrics.tcpClose(labels, 'dst', errorCode(u.error));
+  };
+  return up;
 }

@@ -26,7 +26,7 @@ import type { Socket } from 'node:net';
 import { errorCode } from '../../errors.js';
 import { asEndpoint, endpointKey, type Classification, type ConnLabels, type Connector, type Endpoint, type Lease, type ProxyMetrics, type RouteTarget, type Track } from '../types.js';
 import { h1RequestToH2, h2ResponseToH1, isPeerNotH2, L5D_ORIG_PROTO, lastChunk, parseOrigProto, type H1ResponseFraming, type OrigProtoUpgrader } from '../orig-proto.js';
-import { BodyPump, ChunkedDecoder } from './body.js';
+import { BodyPump, ChunkedDecoder, writeChunk } from './body.js';
 import {
   DEFAULT_MAX_HEAD_BYTES,
   HeadReader,
@@ -38,7 +38,7 @@ import {
   type RequestHead,
   type ResponseHead,
 } from './head-parser.js';
-import { Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
+import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
 
 export const Http1ErrorCodes = {
   /** No endpoint to send to (load shed, NoEndpoints): 503. */
@@ -225,6 +225,20 @@ class ClientConn implements UpstreamOwner {
     if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
   }
 
+  /** Labels with the request's authority (Host, or an absolute-form target's); one object per (labels, authority) in a row, so keep-alive requests hit the metrics cache. */
+  private authLabels: { base: ConnLabels; authority: string; labels: ConnLabels } | null = null;
+
+  private withAuthority(base: ConnLabels, req: RequestHead): ConnLabels {
+    const abs = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/.exec(req.target);
+    const authority = abs !== null ? abs[1]! : req.host;
+    if (authority === undefined || authority === '' || base.authority !== undefined) return base;
+    const c = this.authLabels;
+    if (c !== null && c.base === base && c.authority === authority) return c.labels;
+    const labels = { ...base, authority };
+    this.authLabels = { base, authority, labels };
+    return labels;
+  }
+
   // ---- client side ----
 
   private readonly onClientData = (chunk: Buffer): void => {
@@ -285,7 +299,7 @@ class ClientConn implements UpstreamOwner {
     this.retried = false;
     this.ep = null;
     this.settleLease(undefined);
-    this.labels = this.ctx.labels;
+    this.labels = this.withAuthority(this.ctx.labels, head);
     let target: RouteTarget | Promise<RouteTarget>;
     try {
       target = this.ctx.route(head);
@@ -307,7 +321,7 @@ class ClientConn implements UpstreamOwner {
     const ep = asEndpoint(target);
     this.ep = ep;
     this.lease = this.ctx.track?.(ep) ?? null;
-    if (this.ctx.endpointLabels !== undefined) this.labels = this.ctx.endpointLabels(ep, this.ctx.labels);
+    if (this.ctx.endpointLabels !== undefined) this.labels = this.withAuthority(this.ctx.endpointLabels(ep, this.ctx.labels), this.req!);
     this.ctx.metrics.request(this.labels);
     const op = this.ctx.origProto;
     const how = op === undefined ? 'http1' : op.decide(ep, this.req!);
@@ -350,21 +364,8 @@ class ClientConn implements UpstreamOwner {
     const ep = this.ep!;
     const labels = this.labels;
     const metrics = this.ctx.metrics;
-    this.ctx.connect(ep.addr, ep).then(
-      (sock) => {
-        const up = new UpstreamConn(sock, endpointKey(ep, 'http1'));
-        sock.setNoDelay(true);
-        metrics.tcpOpen(labels, 'dst');
-        up.onClosed = (u): void => {
-          // What the exchanges did not report yet (see flushBytes).
-          const r = u.socket.bytesRead - u.reportedRead;
-          const w = u.socket.bytesWritten - u.reportedWritten;
-          u.reportedRead += r;
-          u.reportedWritten += w;
-          if (r > 0) metrics.tcpRead(labels, 'dst', r);
-          if (w > 0) metrics.tcpWrite(labels, 'dst', w);
-          metrics.tcpClose(labels, 'dst', errorCode(u.error));
-        };
+    dialUpstream(ep, this.ctx.connect, metrics, labels).then(
+      (up) => {
         if (this.state !== St.ROUTE) return up.destroy();
         up.owner = this;
         this.attach(up, false);
@@ -400,8 +401,8 @@ class ClientConn implements UpstreamOwner {
     // so upstream connections stay reusable; a 1.0 request may lack Host.
     let startLine: string | undefined;
     let extra = '';
+    if (req.wireMinor !== 1) startLine = `${req.method} ${req.target} HTTP/1.1`;
     if (req.versionMinor === 0) {
-      startLine = `${req.method} ${req.target} HTTP/1.1`;
       if (req.host === undefined) extra = `Host: ${this.ctx.labels.authority ?? this.ctx.labels.target_addr}\r\n`;
     }
     if (req.upgrade) extra += 'Connection: upgrade\r\n';
@@ -410,7 +411,7 @@ class ClientConn implements UpstreamOwner {
     const drop = (req.upgrade ? DROP_REQUEST_UPGRADE : DROP_REQUEST) | (clientId === undefined ? 0 : HeaderFlag.CLIENT_ID);
     const head = rewriteHead(req, drop, startLine, extra);
     if (req.framing !== 'none') {
-      this.reqPump = new BodyPump(this.client, sock, req.framing, req.contentLength);
+      this.reqPump = new BodyPump(this.client, sock, req.framing, req.contentLength, false, clientId !== undefined);
       const p = this.pending;
       this.pending = null;
       this.pushRequestBody(p ?? EMPTY, head);
@@ -601,7 +602,7 @@ class ClientConn implements UpstreamOwner {
     let conn = '';
     if (!this.keepClient) conn = 'Connection: close\r\n';
     else if (req.versionMinor === 0) conn = 'Connection: keep-alive\r\n';
-    const startLine = head.versionMinor === 0 ? `HTTP/1.1 ${head.statusCode} ${head.reason}` : undefined;
+    const startLine = head.wireMinor !== 1 ? `HTTP/1.1 ${head.statusCode} ${head.reason}` : undefined;
     const drop = HeaderFlag.HOP | HeaderFlag.UPGRADE | (dechunk ? HeaderFlag.TRANSFER_ENCODING : 0);
     const out = rewriteHead(head, drop, startLine, conn);
     const c = this.client;
@@ -804,15 +805,8 @@ class ClientConn implements UpstreamOwner {
     if (stream !== this.h2 || this.h2Framing === null || this.h2Framing === 'none' || chunk.length === 0) return;
     const c = this.client;
     let ok: boolean;
-    if (this.h2Framing === 'chunked') {
-      c.cork();
-      c.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-      c.write(chunk);
-      ok = c.write('\r\n', 'latin1');
-      c.uncork();
-    } else {
-      ok = c.write(chunk);
-    }
+    if (this.h2Framing === 'chunked') ok = writeChunk(c, chunk);
+    else ok = c.write(chunk);
     if (!ok && !stream.isPaused()) {
       stream.pause();
       c.once('drain', () => stream.resume());
