@@ -87,6 +87,12 @@ const Helper kHelpers[] = {
     {"sock_hash_update", BPF_FUNC_sock_hash_update},
     {"sock_ops_cb_flags_set", BPF_FUNC_sock_ops_cb_flags_set},
     {"msg_redirect_hash", BPF_FUNC_msg_redirect_hash},
+    {"msg_redirect_map", BPF_FUNC_msg_redirect_map},  // bpf/probe.bpf.c, the socket-path probe
+    {"sk_storage_get", BPF_FUNC_sk_storage_get},
+    {"sk_storage_delete", BPF_FUNC_sk_storage_delete},
+    {"skc_to_tcp_sock", BPF_FUNC_skc_to_tcp_sock},
+    {"skb_adjust_room", BPF_FUNC_skb_adjust_room},
+    {"probe_read_kernel", BPF_FUNC_probe_read_kernel},
 };
 
 // r0 = 1; exit: "allow" for cgroup programs, SK_PASS for sk_msg/sk_skb/sk_lookup.

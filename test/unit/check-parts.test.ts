@@ -22,6 +22,8 @@ describe('check parts', () => {
     const src = readdirSync(dir).filter((f) => /\.(c|h)$/.test(f)).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
     const called = new Set([...src.matchAll(/\bbpf_([a-z0-9_]+)\(/g)].map((m) => m[1]!));
     for (const macro of ['htonl', 'htons', 'ntohl', 'ntohs']) called.delete(macro); // bpf_endian.h macros, not helpers
+    // bpf_core_read.h: bpf_core_read() and BPF_CORE_READ() are bpf_probe_read_kernel() calls.
+    if (called.delete('core_read') || /\bBPF_CORE_READ\(/.test(src)) called.add('probe_read_kernel');
     const probed = new Set(Object.values(HELPERS).flat());
     for (const h of called) assert.ok(probed.has(h), `bpf/ calls bpf_${h}; add it to HELPERS in src/check/requirements.ts (and native/probe.cc kHelpers)`);
   });
