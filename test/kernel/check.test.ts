@@ -194,7 +194,7 @@ describe('bpfmesh check', { skip, timeout: 600_000 }, () => {
       ensureNodeInstall(scope, log);
       const ok = await check(args);
       assert.deepEqual(ok.lines.filter((l) => !l.ok), []);
-      assert.match(line(ok, 'installed.node').detail, /6 cgroup hooks/);
+      assert.match(line(ok, 'installed.node').detail, /8 cgroup hooks/);
       assert.match(line(ok, 'capabilities').detail, /CAP_SYS_PTRACE/);
       assert.match(expectFail(await check([...args, '--agent-ready', url]), 'agent_ready', 'BPFMESH_E_NOT_READY').detail, /answers 503/);
       status = 200;
