@@ -54,7 +54,7 @@ function sidecarEnv(pod: LabPod, cpIp: string, anchors: string, tokenFile: strin
     if (v.name.startsWith('_pod_') || v.value === undefined) continue;
     env[v.name] = v.value.replace(/\$\((\w+)\)/g, (_m, k: string) => downward[k] ?? '');
   }
-  for (const k of ['LINKERD2_PROXY_DESTINATION_SVC_ADDR', 'LINKERD2_PROXY_IDENTITY_SVC_ADDR']) {
+  for (const k of ['LINKERD2_PROXY_DESTINATION_SVC_ADDR', 'LINKERD2_PROXY_IDENTITY_SVC_ADDR', 'LINKERD2_PROXY_POLICY_SVC_ADDR']) {
     const v = env[k];
     assert.ok(v !== undefined && /\.svc\.cluster\.local\.:\d+$/.test(v), `${k} is a cluster address in deploy/base/sidecar.yaml (${v})`);
     env[k] = v.replace(/^.*:(\d+)$/, `${cpIp}:$1`);
@@ -96,7 +96,7 @@ describe('control plane off loopback: TLS, mTLS, rotation, refusals', { skip, ti
     const pod = mesh.pod(name);
     const p = new PodProcess(mesh.lab.spawn(pod, process.execPath, [TAMPERED, mode, join(dir, 'mesh.yaml'), join(dir, 'state'), `${pod.ip4}:8086`, `${pod.ip4}:8080`]));
     await p.waitFor((e) => e.event === 'ready', 20_000);
-    return { destination: `${pod.ip4}:8086`, identity: `${pod.ip4}:8080`, names: { ...CONTROL_PLANE_NAMES } };
+    return { destination: `${pod.ip4}:8086`, identity: `${pod.ip4}:8080`, policy: `${pod.ip4}:8090`, names: { ...CONTROL_PLANE_NAMES } };
   }
 
   /** `bpfmesh proxy` in a new pod, JSON logs, not waiting for /ready. */

@@ -42,7 +42,7 @@ let wrongName: TestControlPlane;
 const closers: Array<() => void> = [];
 
 before(async () => {
-  cp = await startTestControlPlane(yaml, LO, { serverTls: 'tls' });
+  cp = await startTestControlPlane(yaml, LO, { serverTls: 'tls', policyListen: LO });
   otherCa = await startTestControlPlane(yaml, LO, { serverTls: 'tls' });
   // cp's issuer (a chain that verifies), a Destination certificate for another name.
   wrongName = await startTestControlPlane(yaml, LO, {
@@ -90,9 +90,9 @@ function capture(): { log: pino.Logger; records: Array<Record<string, unknown>> 
   return { log: pino({ level: 'warn' }, sink), records };
 }
 
-function watcher(t: TestControlPlane, store: TlsStore, registry: Registry, log: pino.Logger = silent): PolicyWatcher {
+function watcher(t: TestControlPlane, store: TlsStore, registry: Registry, log: pino.Logger = silent, at: Addr = t.cp.address): PolicyWatcher {
   const w = new PolicyWatcher({
-    config: { svc: offLoopback(t.cp.address, cp.cp.serverNames.destination), workload: WORKLOAD },
+    config: { svc: offLoopback(at, cp.cp.serverNames.destination), workload: WORKLOAD },
     tls: store,
     registry,
     log,
@@ -102,9 +102,10 @@ function watcher(t: TestControlPlane, store: TlsStore, registry: Registry, log: 
   return w;
 }
 
-test('the policy API over mTLS: the port gets its server policy', async () => {
+test('the policy API over mTLS on the control plane\'s policy port (policyListen): the port gets its server policy', async () => {
   const registry = new Registry();
-  const w = watcher(cp, await certified(registry), registry);
+  assert.ok(cp.cp.policyAddress !== undefined && cp.cp.policyAddress.port !== cp.cp.address.port, 'a port of its own');
+  const w = watcher(cp, await certified(registry), registry, silent, cp.cp.policyAddress);
   await w.ready(8080, 5000);
   assert.equal(w.policy(8080)?.meta.name, 'web-http');
   assert.equal(await metricValue(registry, 'bpfmesh_control_channel_builds_total', { service: 'policy' }), 1);
