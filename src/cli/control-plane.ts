@@ -8,12 +8,15 @@ import { createLogger } from '../log/logger.js';
 import { formatAddr } from '../proxy/types.js';
 
 export const usage = `bpfmesh control-plane --config mesh.yaml [--state-dir DIR] [--listen IP:PORT] [--identity-listen IP:PORT]
+                      [--policy-listen IP:PORT]
                       [--admin-addr IP:PORT] [--log-level LEVEL] [--log-format plain|json]   a development control plane
   Serves Linkerd's Destination and Identity APIs from mesh.yaml, reloaded when it changes. On loopback
   (default 127.0.0.1:8086): plaintext, both on one port. Off loopback, as Linkerd's control plane: Destination
   over mTLS on "listen", Identity over TLS on "identityListen" (default: port 8080 of the same host), with
   server certificates for linkerd-destination/linkerd-identity.linkerd.serviceaccount.identity.linkerd.<trust domain>. Without identity.issuer it generates a trust anchor and an
-  issuer in --state-dir (default ./.bpfmesh-cp); proxies read trust-anchors.pem from there.
+  issuer in --state-dir (default ./.bpfmesh-cp); proxies read trust-anchors.pem from there. "policyListen"
+  (none by default): the Destination server (policy API included) on a second port, same TLS, as Linkerd's
+  linkerd-policy service on 8090.
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -32,6 +35,7 @@ export async function run(argv: string[]): Promise<number> {
     registry,
     ...(flags.listen !== undefined ? { listen: flags.listen } : {}),
     ...(flags.identityListen !== undefined ? { identityListen: flags.identityListen } : {}),
+    ...(flags.policyListen !== undefined ? { policyListen: flags.policyListen } : {}),
   });
   let admin: AdminServer | undefined;
   if (flags.adminAddr !== undefined) {

@@ -17,6 +17,8 @@ export interface ControlPlaneFlags extends LogOptions {
   listen: Addr | undefined;
   /** Overrides mesh.yaml's identityListen. */
   identityListen: Addr | undefined;
+  /** Overrides mesh.yaml's policyListen. */
+  policyListen: Addr | undefined;
   /** Serves /metrics, /live and /ready when given. */
   adminAddr: Addr | undefined;
 }
@@ -26,6 +28,7 @@ const FLAGS = {
   'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
   listen: { type: 'string' },
   'identity-listen': { type: 'string' },
+  'policy-listen': { type: 'string' },
   'admin-addr': { type: 'string' },
   'log-format': { type: 'string', default: 'plain' },
   'log-level': { type: 'string', default: 'info' },
@@ -61,6 +64,7 @@ export function parseControlPlaneFlags(argv: string[]): ControlPlaneFlags {
     stateDir: v['state-dir'],
     listen: addr(v.listen, '--listen'),
     identityListen: addr(v['identity-listen'], '--identity-listen'),
+    policyListen: addr(v['policy-listen'], '--policy-listen'),
     adminAddr: addr(v['admin-addr'], '--admin-addr'),
     logFormat,
     logLevel: logLevel as LogLevel,

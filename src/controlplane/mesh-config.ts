@@ -31,6 +31,8 @@ export interface MeshConfig {
   listen: Addr;
   /** Identity on a port of its own (TLS off loopback); undefined: with Destination on `listen` if that is loopback, else port 8080 of its host. */
   identityListen: Addr | undefined;
+  /** A second port of the Destination server for the policy API (Linkerd's linkerd-policy :8090), same TLS; undefined: none. */
+  policyListen: Addr | undefined;
   trustDomain: string;
   identity: {
     /** Absolute paths; both undefined = generate into the state dir. */
@@ -151,7 +153,7 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
   } catch (err) {
     throw bad(file, `not YAML: ${(err as Error).message}`, err);
   }
-  const o = object(doc ?? {}, file, ['listen', 'identityListen', 'trustDomain', 'identity', 'tokens', 'services', 'policy']);
+  const o = object(doc ?? {}, file, ['listen', 'identityListen', 'policyListen', 'trustDomain', 'identity', 'tokens', 'services', 'policy']);
   const listenText = o['listen'] === undefined ? DEFAULT_LISTEN : str(o['listen'], 'listen');
   let listen: Addr;
   try {
@@ -166,6 +168,15 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
       identityListen = parseListenAddr(t, 'identityListen');
     } catch (err) {
       throw bad('identityListen', `"${t}" is not IP:PORT`, err);
+    }
+  }
+  let policyListen: Addr | undefined;
+  if (o['policyListen'] !== undefined) {
+    const t = str(o['policyListen'], 'policyListen');
+    try {
+      policyListen = parseListenAddr(t, 'policyListen');
+    } catch (err) {
+      throw bad('policyListen', `"${t}" is not IP:PORT`, err);
     }
   }
   const trustDomain = o['trustDomain'] === undefined ? 'cluster.local' : str(o['trustDomain'], 'trustDomain').toLowerCase();
@@ -205,5 +216,5 @@ export function parseMeshConfig(text: string, file: string, baseDir: string): Me
     services.set(svc.name, svc);
   });
   const policy = parsePolicySection(o['policy']);
-  return { listen, identityListen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services, policy };
+  return { listen, identityListen, policyListen, trustDomain, identity: { issuer, trustAnchorsFile: anchors, leafLifetimeMs }, tokens, services, policy };
 }

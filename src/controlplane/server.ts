@@ -34,6 +34,8 @@ export interface ControlPlaneOptions {
   listen?: Addr;
   /** Overrides mesh.yaml's `identityListen`. */
   identityListen?: Addr;
+  /** Overrides mesh.yaml's `policyListen`. */
+  policyListen?: Addr;
   /**
    * 'auto' (default): TLS off loopback, plaintext on loopback. For tests only:
    * 'plaintext' serves without TLS even off loopback (proxies must refuse it);
@@ -55,6 +57,8 @@ export interface ControlPlane {
   readonly address: Addr;
   /** Identity: the same as `address` when both share the loopback port. */
   readonly identityAddress: Addr;
+  /** The Destination server's second port, for the policy API (Linkerd's 8090); undefined without policyListen. */
+  readonly policyAddress: Addr | undefined;
   /** The identities the server certificates carry (what …_SVC_NAME must say). */
   readonly serverNames: ServerNames;
   /** Per port: TLS (Identity) / mTLS (Destination), or plaintext. */
@@ -133,10 +137,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const tlsOn = (a: Addr): boolean => tlsMode === 'tls' || (tlsMode === 'auto' && !isLoopbackHost(a.host));
   const identityListen =
     opts.identityListen ?? config.identityListen ?? (tlsOn(listen) ? { host: listen.host, port: tlsMode === 'tls' ? 0 : 8080 } : isLoopbackHost(listen.host) ? undefined : { host: listen.host, port: 8080 });
+  const policyListen = opts.policyListen ?? config.policyListen;
   const secure = { destination: tlsOn(listen), identity: identityListen !== undefined && tlsOn(identityListen) };
+  const policyTls = policyListen !== undefined && tlsOn(policyListen);
   const serverNames = { ...defaultServerNames(config.trustDomain), ...opts.serverNames };
   let serverTls: ServerTls | undefined;
-  if (secure.destination || secure.identity) {
+  if (secure.destination || secure.identity || policyTls) {
     serverTls = await startServerTls({ issuer, names: serverNames, lifetimeMs: () => config.identity.leafLifetimeMs, log });
   }
   const insecure = grpc.ServerCredentials.createInsecure();
@@ -153,10 +159,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   server.addService(inboundPolicyService(), policy.handlers);
   let address: Addr;
   let identityAddress: Addr;
+  let policyAddress: Addr | undefined;
   try {
     address = { host: listen.host, port: await bind(server, listen, secure.destination ? serverTls!.destination : insecure) };
     identityAddress =
       identityListen === undefined ? address : { host: identityListen.host, port: await bind(identityServer, identityListen, secure.identity ? serverTls!.identity : insecure) };
+    // Linkerd serves the policy API as its own Service (linkerd-policy :8090) under the destination identity: the same server, a second port.
+    if (policyListen !== undefined) policyAddress = { host: policyListen.host, port: await bind(server, policyListen, policyTls ? serverTls!.destination : insecure) };
   } catch (err) {
     for (const s of servers) s.forceShutdown();
     serverTls?.close();
@@ -166,6 +175,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     {
       listen: formatAddr(address),
       identityListen: formatAddr(identityAddress),
+      ...(policyAddress !== undefined ? { policyListen: formatAddr(policyAddress), policyTls } : {}),
       tls: secure,
       ...(serverTls ? { serverNames } : {}),
       services: config.services.size,
@@ -179,8 +189,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     try {
       const next = await readConfig(configPath);
       if (next.text === lastText) return true;
-      if (formatAddr(next.config.listen) !== formatAddr(config.listen) || JSON.stringify(next.config.identityListen) !== JSON.stringify(config.identityListen) || JSON.stringify(next.config.identity.issuer) !== JSON.stringify(config.identity.issuer)) {
-        log.warn('listen, identityListen and identity.issuer changes take effect at the next start');
+      if (formatAddr(next.config.listen) !== formatAddr(config.listen) || JSON.stringify(next.config.identityListen) !== JSON.stringify(config.identityListen) || JSON.stringify(next.config.policyListen) !== JSON.stringify(config.policyListen) || JSON.stringify(next.config.identity.issuer) !== JSON.stringify(config.identity.issuer)) {
+        log.warn('listen, identityListen, policyListen and identity.issuer changes take effect at the next start');
       }
       lastText = next.text;
       config = next.config;
@@ -214,6 +224,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   return {
     address,
     identityAddress,
+    policyAddress,
     serverNames,
     secure,
     trustAnchorsPem: issuer.trustAnchorsPem,

@@ -200,6 +200,8 @@ export class PolicyWatcher {
     w.stream = 'backoff';
     const code = statusName(s.code);
     this.#reconnects.inc({ code });
+    // gRPC says only UNAVAILABLE: the probe names a refused TLS (another CA, another name) with its code and logs it.
+    if (s.code === grpc.status.UNAVAILABLE) void this.#channel.diagnose();
     const refused = s.code === grpc.status.INVALID_ARGUMENT || s.code === grpc.status.NOT_FOUND || s.code === grpc.status.FAILED_PRECONDITION;
     const first = w.backoff.attempt === 0;
     const delay = refused ? w.backoff.slow() : w.backoff.next();

@@ -40,7 +40,7 @@ export async function metricValue(registry: Registry, name: string, labels: Reco
 export async function startTestControlPlane(
   yaml: string,
   listen: Addr = { host: '127.0.0.1', port: 0 },
-  extra: Partial<Pick<ControlPlaneOptions, 'serverTls' | 'serverNames' | 'identityListen' | 'stateDir'>> = {},
+  extra: Partial<Pick<ControlPlaneOptions, 'serverTls' | 'serverNames' | 'identityListen' | 'policyListen' | 'stateDir'>> = {},
 ): Promise<TestControlPlane> {
   const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-cp-'));
   const configPath = join(dir, 'mesh.yaml');

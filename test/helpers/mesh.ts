@@ -153,6 +153,8 @@ export interface ControlPlaneAddrs {
   destination: string;
   /** "ip:8080": Identity over TLS. */
   identity: string;
+  /** "ip:8090": the policy API over mTLS (the Destination server's second port, as Linkerd's linkerd-policy service). */
+  policy: string;
   names: { identity: string; destination: string };
 }
 
@@ -169,7 +171,7 @@ export interface ControlPlanePod extends ControlPlaneAddrs {
  * (deploy/base/sidecar.yaml's variables: addresses off loopback and the identities
  * TLS expects), or on the pod's loopback ("127.0.0.1:8086", plaintext).
  */
-export function meshProxyEnv(opts: { identity: string; tokenFile: string; trustAnchorsPem: string; controlPlane: ControlPlaneAddrs | string }): NodeJS.ProcessEnv {
+export function meshProxyEnv(opts: { identity: string; tokenFile: string; trustAnchorsPem: string; controlPlane: ControlPlaneAddrs | string; policyWorkload?: string }): NodeJS.ProcessEnv {
   const cp = opts.controlPlane;
   const svc: NodeJS.ProcessEnv =
     typeof cp === 'string'
@@ -180,8 +182,16 @@ export function meshProxyEnv(opts: { identity: string; tokenFile: string; trustA
           LINKERD2_PROXY_IDENTITY_SVC_ADDR: cp.identity,
           LINKERD2_PROXY_IDENTITY_SVC_NAME: cp.names.identity,
         };
+  // The policy API, as the injector names it: off loopback, under the destination identity.
+  const policy: NodeJS.ProcessEnv =
+    opts.policyWorkload === undefined ? {} : typeof cp === 'string' ? { LINKERD2_PROXY_POLICY_SVC_ADDR: cp, LINKERD2_PROXY_POLICY_WORKLOAD: opts.policyWorkload } : {
+          LINKERD2_PROXY_POLICY_SVC_ADDR: cp.policy,
+          LINKERD2_PROXY_POLICY_SVC_NAME: cp.names.destination,
+          LINKERD2_PROXY_POLICY_WORKLOAD: opts.policyWorkload,
+        };
   return {
     ...svc,
+    ...policy,
     LINKERD2_PROXY_IDENTITY_LOCAL_NAME: opts.identity,
     LINKERD2_PROXY_IDENTITY_TOKEN_FILE: opts.tokenFile,
     LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: opts.trustAnchorsPem,
@@ -253,17 +263,18 @@ export class MeshLab {
 
   /**
    * `bpfmesh control-plane` in a new pod of its own, listening on the pod's
-   * address: Destination over mTLS on 8086, Identity over TLS on 8080. No
+   * address: Destination over mTLS on 8086 (and 8090, for the policy API), Identity over TLS on 8080. No
    * interception there (a control plane's own proxy is not what is tested).
    */
   async controlPlanePod(name: string, config: string, stateDir: string, extra: string[] = []): Promise<ControlPlanePod> {
     const pod = this.pod(name);
-    const args = ['--listen', `${pod.ip4}:8086`, '--identity-listen', `${pod.ip4}:8080`, ...extra];
+    const args = ['--listen', `${pod.ip4}:8086`, '--identity-listen', `${pod.ip4}:8080`, '--policy-listen', `${pod.ip4}:8090`, ...extra];
     const cp: ControlPlanePod = {
       pod,
       proc: await this.controlPlane(pod, config, stateDir, args),
       destination: `${pod.ip4}:8086`,
       identity: `${pod.ip4}:8080`,
+      policy: `${pod.ip4}:8090`,
       names: { ...CONTROL_PLANE_NAMES },
       restart: async () => (cp.proc = await this.controlPlane(pod, config, stateDir, args)),
     };

@@ -54,7 +54,7 @@ function sidecarEnv(pod: LabPod, cpIp: string, anchors: string, tokenFile: strin
     if (v.name.startsWith('_pod_') || v.value === undefined) continue;
     env[v.name] = v.value.replace(/\$\((\w+)\)/g, (_m, k: string) => downward[k] ?? '');
   }
-  for (const k of ['LINKERD2_PROXY_DESTINATION_SVC_ADDR', 'LINKERD2_PROXY_IDENTITY_SVC_ADDR']) {
+  for (const k of ['LINKERD2_PROXY_DESTINATION_SVC_ADDR', 'LINKERD2_PROXY_IDENTITY_SVC_ADDR', 'LINKERD2_PROXY_POLICY_SVC_ADDR']) {
     const v = env[k];
     assert.ok(v !== undefined && /\.svc\.cluster\.local\.:\d+$/.test(v), `${k} is a cluster address in deploy/base/sidecar.yaml (${v})`);
     env[k] = v.replace(/^.*:(\d+)$/, `${cpIp}:$1`);
@@ -96,7 +96,7 @@ describe('control plane off loopback: TLS, mTLS, rotation, refusals', { skip, ti
     const pod = mesh.pod(name);
     const p = new PodProcess(mesh.lab.spawn(pod, process.execPath, [TAMPERED, mode, join(dir, 'mesh.yaml'), join(dir, 'state'), `${pod.ip4}:8086`, `${pod.ip4}:8080`]));
     await p.waitFor((e) => e.event === 'ready', 20_000);
-    return { destination: `${pod.ip4}:8086`, identity: `${pod.ip4}:8080`, names: { ...CONTROL_PLANE_NAMES } };
+    return { destination: `${pod.ip4}:8086`, identity: `${pod.ip4}:8080`, policy: `${pod.ip4}:8090`, names: { ...CONTROL_PLANE_NAMES } };
   }
 
   /** `bpfmesh proxy` in a new pod, JSON logs, not waiting for /ready. */
@@ -144,6 +144,11 @@ describe('control plane off loopback: TLS, mTLS, rotation, refusals', { skip, ti
     assert.equal(promSample(m, 'bpfmesh_control_channel_builds_total', { service: 'identity' }), 1);
     assert.ok(promSample(m, 'bpfmesh_control_channel_builds_total', { service: 'destination' }) >= 1, 'the destination channel was built with the certificate');
     assert.ok(promSample(m, 'request_total', { direction: 'outbound', tls: 'true', server_id: id('b') }) >= 1);
+    // b's inbound port got its policy from the policy API the manifest names (cp's policy port, mTLS, the destination identity).
+    const mb = await metrics(b);
+    assert.ok(promSample(mb, 'bpfmesh_control_channel_builds_total', { service: 'policy' }) >= 1, 'the policy channel was built with the certificate');
+    assert.ok(promSample(mb, 'bpfmesh_policy_updates_total', { result: 'applied' }) >= 1, 'a policy arrived over mTLS');
+    assert.equal(promSample(mb, 'bpfmesh_control_tls_failures_total', { service: 'policy' }), 0);
     // What the control plane presents, as openssl sees it from a pod (as the proxy uid: not intercepted).
     const s = await mesh.lab.exec(a, 'sh', ['-c', `openssl s_client -connect ${cp.identity} -servername ${cp.names.identity} -CAfile ${join(dir, 'state', 'trust-anchors.pem')} </dev/null 2>&1; echo; openssl s_client -connect ${cp.identity} -servername ${cp.names.identity} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName`], PROXY, 15_000);
     assert.match(s.stdout, /TLSv1\.3/);

@@ -1,17 +1,21 @@
-// Inbound authorization through pods on the real kernel: pod b's proxy
-// watches its policy on `bpfmesh control-plane` (InboundServerPolicies from
-// mesh.yaml, its own process on 127.0.0.1:8090, so it can go down while
-// Identity and Destination on 8086 stay up); pod a is a meshed client
-// (identity a), pod u an unmeshed one, pod d serves without a policy API
-// (its default policy only). Policies by identity, by network, default
-// policies, a change under load, and the policy API down.
+// Inbound authorization through pods on the real kernel, with the control
+// plane as in a cluster: `bpfmesh control-plane` in a pod of its own (cp:
+// Identity over TLS :8080, Destination over mTLS :8086) for every proxy;
+// pod b's proxy watches its policy (InboundServerPolicies from the same
+// mesh.yaml) over mTLS with its workload certificate on the policy port
+// (:8090) of a second control-plane pod, pol, as Linkerd's policy controller
+// is a server of its own: it can go down while Identity and Destination stay
+// up. Pod a is a meshed client (identity a), pod u an unmeshed one, pod d
+// serves without a policy API (its default policy only). Policies by
+// identity, by network, default policies, a change under load, and the
+// policy API down.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, MeshLab, PodProcess, identityName as id, promSample } from '../helpers/mesh.js';
+import { APP, MeshLab, meshProxyEnv, PodProcess, identityName as id, promSample, type ControlPlanePod } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 
 const skip = kernelSkipReason();
@@ -25,14 +29,13 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
   let u: LabPod;
   let dir: string;
   let anchors: string;
-  let policyCp: PodProcess;
+  let cp: ControlPlanePod;
+  let pol: ControlPlanePod;
   let proxyB: PodProcess;
-  const cps: PodProcess[] = [];
 
   /** b's mesh.yaml policy: 8080 for identity a (or nobody), 8081 for another identity, 9000 from pod u's address only. */
   const meshYaml = (allowA: boolean, echoFrom: LabPod = u): string =>
     [
-      'listen: 127.0.0.1:8086',
       'services:',
       ...[8080, 8081, 9000].flatMap((p) => [`  - name: "${b.ip4}:${p}"`, '    endpoints:', `      - { addr: "${b.ip4}:${p}", identity: ${id('b')} }`]),
       ...[8080, 9000].flatMap((p) => [`  - name: "${d.ip4}:${p}"`, '    endpoints:', `      - { addr: "${d.ip4}:${p}", identity: ${id('d')} }`]),
@@ -57,15 +60,18 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
       '',
     ].join('\n');
 
+  /** deploy/base/sidecar.yaml's control-plane variables, off loopback: Identity and Destination at cp. */
   const proxyEnv = (sa: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
-    LINKERD2_PROXY_DESTINATION_SVC_ADDR: '127.0.0.1:8086',
-    LINKERD2_PROXY_IDENTITY_SVC_ADDR: '127.0.0.1:8086',
-    LINKERD2_PROXY_IDENTITY_LOCAL_NAME: id(sa),
-    LINKERD2_PROXY_IDENTITY_TOKEN_FILE: join(dir, 'token'),
-    LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: anchors,
+    ...meshProxyEnv({ identity: id(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp }),
     ...extra,
   });
-  const bPolicyEnv = { LINKERD2_PROXY_POLICY_SVC_ADDR: '127.0.0.1:8090', LINKERD2_PROXY_POLICY_WORKLOAD: '{"ns":"default","pod":"b"}', LINKERD2_PROXY_INBOUND_PORTS: '8080,8081,9000' };
+  /** b's policy API: pol's policy port over mTLS, under the destination identity (LINKERD2_PROXY_POLICY_SVC_NAME), as Linkerd's charts set it. */
+  const bPolicyEnv = (): NodeJS.ProcessEnv => ({
+    ...meshProxyEnv({ identity: id('b'), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: pol, policyWorkload: '{"ns":"default","pod":"b"}' }),
+    LINKERD2_PROXY_DESTINATION_SVC_ADDR: cp.destination,
+    LINKERD2_PROXY_IDENTITY_SVC_ADDR: cp.identity,
+    LINKERD2_PROXY_INBOUND_PORTS: '8080,8081,9000',
+  });
 
   before(async () => {
     mesh = new MeshLab(SUBNET);
@@ -78,13 +84,13 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
     writeFileSync(join(dir, 'mesh.yaml'), meshYaml(true));
     writeFileSync(join(dir, 'token'), 'any-token');
     chmodSync(join(dir, 'token'), 0o644);
-    for (const pod of [a, b, d]) cps.push(await mesh.controlPlane(pod, join(dir, 'mesh.yaml'), join(dir, 'state')));
-    // b's policy API: a control plane of its own (same mesh.yaml), which the tests stop and start.
-    policyCp = await mesh.controlPlane(b, join(dir, 'mesh.yaml'), join(dir, 'state'), ['--listen', '127.0.0.1:8090']);
+    cp = await mesh.controlPlanePod('cp', join(dir, 'mesh.yaml'), join(dir, 'state'));
+    // b's policy API: a control plane of its own (same mesh.yaml, same issuer), which the tests stop and start.
+    pol = await mesh.controlPlanePod('pol', join(dir, 'mesh.yaml'), join(dir, 'state'));
     anchors = readFileSync(join(dir, 'state', 'trust-anchors.pem'), 'utf8');
     for (const pod of [a, b, d]) await mesh.init(pod);
     await mesh.proxy(a, proxyEnv('a'));
-    proxyB = await mesh.proxy(b, proxyEnv('b', bPolicyEnv));
+    proxyB = await mesh.proxy(b, bPolicyEnv());
     // d: no policy API; every port follows LINKERD2_PROXY_INBOUND_DEFAULT_POLICY.
     await mesh.proxy(d, proxyEnv('d', { LINKERD2_PROXY_INBOUND_DEFAULT_POLICY: 'all-authenticated' }));
     await mesh.appServer(b);
@@ -117,6 +123,10 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
     assert.equal(promSample(m, 'inbound_http_authz_allow_total', { srv_name: 'web', authz_name: 'clients', client_id: id('a'), tls: 'true' }), 1);
     assert.equal(promSample(m, 'inbound_http_authz_deny_total', { srv_name: 'web', tls: 'no_identity' }), 1);
     assert.equal(promSample(m, 'inbound_http_authz_deny_total', { srv_name: 'grpc', client_id: id('a') }), 2);
+    // The policy came over mTLS off loopback: one client built with the workload certificate, no TLS failure.
+    assert.ok(promSample(m, 'bpfmesh_control_channel_builds_total', { service: 'policy' }) >= 1, m);
+    assert.equal(promSample(m, 'bpfmesh_control_tls_failures_total', { service: 'policy' }), 0);
+    assert.equal(promSample(m, 'bpfmesh_policy_watches', { state: 'streaming' }), 3);
   });
 
   test('by network: opaque TCP from the listed address is served; from another it is closed', async () => {
@@ -180,7 +190,7 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
   });
 
   test('the policy API down: the last policy holds; a proxy started meanwhile follows its default policy', async () => {
-    policyCp.stop();
+    pol.proc.stop();
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(status(await http(a, `http://${b.ip4}:8080/x`)), 200, 'identity a: still allowed');
     assert.equal(status(await http(u, `http://${b.ip4}:8080/x`)), 403, 'plaintext: still denied');
@@ -188,13 +198,13 @@ describe('mesh: inbound authorization policy', { skip, timeout: 300_000 }, () =>
     // but the proxy has only its default (all-unauthenticated) to go by.
     proxyB.stop();
     await new Promise((r) => setTimeout(r, 300));
-    proxyB = await mesh.proxy(b, proxyEnv('b', bPolicyEnv));
+    proxyB = await mesh.proxy(b, bPolicyEnv());
     const plain = await http(u, `http://${b.ip4}:8080/x`);
     assert.equal(status(plain), 200, `default policy: ${plain.stdout}`);
     const m = await metrics(b);
     assert.ok(promSample(m, 'inbound_http_authz_allow_total', { srv_kind: 'default', srv_name: 'all-unauthenticated', tls: 'no_identity' }) >= 1, m);
     // The policy API returns: the proxy follows it again.
-    policyCp = await mesh.controlPlane(b, join(dir, 'mesh.yaml'), join(dir, 'state'), ['--listen', '127.0.0.1:8090']);
+    await pol.restart();
     const deadline = Date.now() + 15_000;
     while (status(await http(u, `http://${b.ip4}:8080/x`)) !== 403 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     assert.equal(status(await http(u, `http://${b.ip4}:8080/x`)), 403, 'the policy from the API applies again');

@@ -53,12 +53,15 @@ test('defaults: an empty file', () => {
   assert.equal(c.services.size, 0);
   assert.equal(c.identityListen, undefined, 'Identity shares the loopback port');
   assert.deepEqual(parse('listen: 0.0.0.0:8086\nidentityListen: 0.0.0.0:8080').identityListen, { host: '0.0.0.0', port: 8080 });
+  assert.equal(c.policyListen, undefined, 'no policy port of its own by default');
+  assert.deepEqual(parse('listen: 0.0.0.0:8086\npolicyListen: 0.0.0.0:8090').policyListen, { host: '0.0.0.0', port: 8090 });
 });
 
 test('mistakes are errors that say where', () => {
   const cases: Array<[string, RegExp]> = [
     ['listen: localhost:1', /^listen:/],
     ['identityListen: identity:8080', /^identityListen:/],
+    ['policyListen: policy:8090', /^policyListen:/],
     ['servics: []', /unknown key "servics"/],
     ['services: [ { name: web } ]', /services\[0\]\.name: "web" is not host:port/],
     ['services: [ { name: "a:1", endpoints: [ { addr: "web:80" } ] } ]', /endpoints\[0\]\.addr/],
@@ -130,12 +133,14 @@ test('control-plane flags', () => {
     stateDir: '.bpfmesh-cp',
     listen: undefined,
     identityListen: undefined,
+    policyListen: undefined,
     adminAddr: undefined,
     logFormat: 'plain',
     logLevel: 'info',
   });
   const f = parseControlPlaneFlags(['--config=m.yaml', '--state-dir', '/var/lib/cp', '--listen', '[::1]:9000', '--admin-addr', '127.0.0.1:9990', '--log-level', 'DEBUG', '--log-format', 'json']);
   assert.deepEqual(f.listen, { host: '::1', port: 9000 });
+  assert.deepEqual(parseControlPlaneFlags(['--config', 'm.yaml', '--policy-listen', '10.0.0.1:8090']).policyListen, { host: '10.0.0.1', port: 8090 });
   assert.deepEqual(f.adminAddr, { host: '127.0.0.1', port: 9990 });
   assert.equal(f.stateDir, '/var/lib/cp');
   assert.equal(f.logLevel, 'debug');

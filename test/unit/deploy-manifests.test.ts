@@ -16,6 +16,7 @@ import ts from 'typescript';
 import { parseAllDocuments } from 'yaml';
 import { REPO_ROOT } from '../../src/config/paths.js';
 import { PROXY_ENV } from '../../src/config/proxy-env.js';
+import { DEFAULT_CLUSTER_NETWORKS, POLICY_ENV } from '../../src/config/policy-env.js';
 import { parseNetConf } from '../../src/cni/config.js';
 import { readPluginConfig } from '../../src/cni/installer.js';
 import { kubeToolSkipReason, runKubeTool } from '../helpers/kube-tools.js';
@@ -267,7 +268,7 @@ describe('deploy/ manifests', { skip: KUSTOMIZE_SKIP }, () => {
   test('proxy containers: uid 2102, no capabilities, only LINKERD2_PROXY_* variables the proxy reads, probes on the admin port', () => {
     const proxies = uses('proxy');
     assert.ok(proxies.length >= 2);
-    const known = new Set<string>(Object.values(PROXY_ENV));
+    const known = new Set<string>([...Object.values(PROXY_ENV), ...Object.values(POLICY_ENV)]);
     for (const u of proxies) {
       const where = `${u.doc.file} ${u.c.name}`;
       assert.equal(u.c.securityContext?.runAsUser, 2102, `${where}: runs as the proxy uid`);
@@ -290,6 +291,12 @@ describe('deploy/ manifests', { skip: KUSTOMIZE_SKIP }, () => {
     for (const name of ['destinationSvcAddr', 'destinationContext', 'identityTrustAnchors', 'identityTokenFile', 'identityLocalName'] as const) {
       assert.ok(sidecar.c.env?.some((e) => e.name === PROXY_ENV[name]), `sidecar.yaml sets ${PROXY_ENV[name]} as Linkerd's injector does`);
     }
+    // The policy API as Linkerd's charts name it: its own Service on 8090, under the destination identity, per pod.
+    assert.equal(envOf(sidecar.c, POLICY_ENV.svcAddr), 'linkerd-policy.linkerd.svc.cluster.local.:8090');
+    assert.equal(envOf(sidecar.c, POLICY_ENV.svcName), envOf(sidecar.c, PROXY_ENV.destinationSvcName));
+    assert.equal(envOf(sidecar.c, POLICY_ENV.workload), '{"ns":"$(_pod_ns)","pod":"$(_pod_name)"}');
+    assert.equal(envOf(sidecar.c, POLICY_ENV.defaultPolicy), 'all-unauthenticated');
+    assert.equal(envOf(sidecar.c, POLICY_ENV.clusterNetworks), DEFAULT_CLUSTER_NETWORKS);
   });
 
   test('the node DaemonSet: hostPID, host bpffs (Bidirectional), cgroup2 and netns mounts, probes on --admin-addr, RBAC only reads pods', () => {
