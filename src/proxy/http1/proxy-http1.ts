@@ -133,6 +133,8 @@ const LINGER_MS = 5000;
 const CLIENT_IDLE_MS = 60_000;
 const HEAD_TIMEOUT_MS = 10_000;
 const BODY_TIMEOUT_MS = 60_000;
+/** scheme://authority at the start of an absolute-form target. */
+const ABSOLUTE_FORM_AUTHORITY = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/;
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const DROP_REQUEST = HeaderFlag.HOP | HeaderFlag.UPGRADE;
@@ -229,9 +231,11 @@ class ClientConn implements UpstreamOwner {
   private authLabels: { base: ConnLabels; authority: string; labels: ConnLabels } | null = null;
 
   private withAuthority(base: ConnLabels, req: RequestHead): ConnLabels {
-    const abs = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/.exec(req.target);
+    if (base.authority !== undefined) return base;
+    // Origin-form ("/…") and "*" targets carry no authority: no regex on the common path.
+    const abs = req.target.startsWith('/') || req.target === '*' ? null : ABSOLUTE_FORM_AUTHORITY.exec(req.target);
     const authority = abs !== null ? abs[1]! : req.host;
-    if (authority === undefined || authority === '' || base.authority !== undefined) return base;
+    if (authority === undefined || authority === '') return base;
     const c = this.authLabels;
     if (c !== null && c.base === base && c.authority === authority) return c.labels;
     const labels = { ...base, authority };
