@@ -3,7 +3,8 @@
 // tls="true" + server_id when the endpoint is reached over mTLS, else
 // tls="no_identity" + no_tls_reason; its metric_labels as dst_* (bounded,
 // metrics.ts dstLabels). Derived objects are cached per (connection labels,
-// endpoint) so the metrics' per-object cache keeps hitting.
+// endpoint) so the metrics' per-object cache keeps hitting. Fields are
+// set to undefined, never deleted (types.ts newConnLabels: one shape).
 import { dstLabels } from './metrics.js';
 import type { ConnLabels, Endpoint } from './types.js';
 
@@ -15,21 +16,20 @@ export function endpointLabeler(opts: { mtls: boolean }): EndpointLabeler {
   const derive = (ep: Endpoint, base: ConnLabels): ConnLabels => {
     const out: ConnLabels = { ...base };
     if (opts.mtls) {
-      delete out.client_id;
-      delete out.sni;
+      out.client_id = undefined;
+      out.sni = undefined;
       if (ep.identity !== undefined) {
         out.tls = 'true';
         out.server_id = ep.identity;
-        delete out.no_tls_reason;
+        out.no_tls_reason = undefined;
       } else {
         out.tls = 'no_identity';
         out.no_tls_reason = 'not_provided_by_service_discovery';
-        delete out.server_id;
+        out.server_id = undefined;
       }
     }
     const dst = dstLabels(ep.labels);
-    if (dst !== undefined) out.dst = dst;
-    else delete out.dst;
+    out.dst = dst;
     return out;
   };
   return (ep, base) => {

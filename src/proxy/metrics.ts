@@ -462,13 +462,18 @@ export class PromProxyMetrics implements ProxyMetrics {
     return `${e.direction}\0${e.authorityLabel}\0${e.target_addr}\0${e.tls}\0${e.extrasKey}`;
   }
 
-  /** The entry for HTTP series; one whose authority was evicted takes it (or "") again. */
-  #httpEntry(l: ConnLabels): ConnEntry {
+  /**
+   * The entry for HTTP series; one whose authority was evicted takes it (or
+   * "") again. `touch`: the authority was used now (a request; its response
+   * only checks, one clock read and Map write per request is enough).
+   */
+  #httpEntry(l: ConnLabels, touch: boolean): ConnEntry {
     const e = this.#entry(l);
     const a = e.authorityLabel;
     if (a !== '') {
-      if (this.#authorities.has(a)) this.#authorities.set(a, this.#now());
-      else {
+      if (this.#authorities.has(a)) {
+        if (touch) this.#authorities.set(a, this.#now());
+      } else {
         e.authorityLabel = this.#authorityLabel(e.authority);
         e.request = undefined;
         e.responses.clear();
@@ -478,7 +483,7 @@ export class PromProxyMetrics implements ProxyMetrics {
   }
 
   request(l: ConnLabels): void {
-    const e = this.#httpEntry(l);
+    const e = this.#httpEntry(l, true);
     if (e.request === undefined || e.request.dead === true) e.request = cell(this.#requests.cells, this.#httpKey(e), () => this.#httpLabels(e));
     e.request.value++;
   }
@@ -487,7 +492,7 @@ export class PromProxyMetrics implements ProxyMetrics {
     l: ConnLabels,
     r: { statusCode: number; classification: Classification; grpcStatus?: number; error?: string; latencyMs: number },
   ): void {
-    const e = this.#httpEntry(l);
+    const e = this.#httpEntry(l, false);
     const grpc = r.grpcStatus === undefined ? '' : String(r.grpcStatus);
     const error = r.error ?? '';
     const rkey = `${r.statusCode}\0${r.classification}\0${grpc}\0${error}`;

@@ -19,7 +19,7 @@ import type { Addr, ConnLabels, Connector, Direction, Endpoint, Lease, Resolver 
 import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminate, tlsConnector, type TlsStore } from '../tls/index.js';
 import { endpointLabeler, type EndpointLabeler } from './endpoint-labels.js';
 import { OrigProtoUpgrader } from './orig-proto.js';
-import { formatAddr } from './types.js';
+import { formatAddr, newConnLabels } from './types.js';
 import { admitConnection, authorizeRequestH1, authorizeRequestH2, inboundConn, type InboundAuthorizer, type InboundConn } from '../policy/index.js';
 
 /** A resolver that can also wait for its first answer (discovery); FallbackResolver cannot. */
@@ -158,7 +158,7 @@ export class Proxy {
       this.#log.warn({ peer: `${sock.remoteAddress}:${sock.remotePort}` }, 'no original destination (connection not redirected by bpfmesh or iptables?); closing');
       return void sock.destroy();
     }
-    const labels: ConnLabels = { direction: state.direction, target_addr: formatAddr(target), tls: 'no_identity' };
+    const labels = newConnLabels(state.direction, formatAddr(target), 'no_identity');
     // The app reaches its own outbound proxy over loopback (linkerd2-proxy's outbound accept side says the same).
     if (state.direction === 'outbound' && this.#opts.tls !== undefined) Object.assign(labels, serverTlsLabels({ kind: 'none', reason: 'loopback' }));
     void this.#serve(state, sock, target, labels).catch((err: unknown) => {

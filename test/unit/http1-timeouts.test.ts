@@ -67,3 +67,41 @@ test('a client that keeps trickling header bytes still gets the 408: the bound r
     c.sock.destroy();
   }
 });
+
+test('the response-head deadline moves with each keep-alive request: a late request that hangs gets its 504 a full timeout after it was sent', async () => {
+  // The response timer is one deadline per connection, not a timer per
+  // request; a request sent shortly before the first one's timer would have
+  // fired must still get the whole timeout.
+  const slow = http.createServer((req, res) => {
+    if (req.url === '/fast') res.end('fast');
+    // /hang: never answered
+  });
+  const port = await listen(slow);
+  const p = await startProxy({ route: () => ({ host: '127.0.0.1', port }), responseTimeoutMs: 400, clientIdleMs: 5000 });
+  const sock = connect(p.port, '127.0.0.1');
+  let text = '';
+  sock.setEncoding('latin1');
+  sock.on('data', (d: string) => (text += d));
+  try {
+    for (let i = 0; i < 3; i++) {
+      const before = text.length;
+      sock.write('GET /fast HTTP/1.1\r\nhost: x\r\n\r\n');
+      while (!text.slice(before).endsWith('fast')) await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 300)); // the first request's deadline would pass 100 ms into the next
+    const sent = Date.now();
+    sock.write('GET /hang HTTP/1.1\r\nhost: x\r\n\r\n');
+    while (!text.includes(' 504 ')) {
+      assert.ok(Date.now() - sent < 3000, 'no 504 within 3 s');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const ms = Date.now() - sent;
+    assert.ok(ms >= 380, `504 after ${ms} ms: the deadline did not move with the request`);
+    assert.match(text, /l5d-proxy-error: response timed out after 400 ms/);
+  } finally {
+    sock.destroy();
+    await p.close();
+    slow.closeAllConnections();
+    await closeServer(slow);
+  }
+});

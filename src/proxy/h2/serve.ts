@@ -85,6 +85,22 @@ interface ConnState {
   readonly ctx: H2Context;
   readonly pool: H2UpstreamPool;
   readonly log: H2Log;
+  /** The connection's labels per request authority: one object each, so the metrics' and endpoint labels' per-object caches hit on every stream. */
+  readonly byAuthority: Map<string, ConnLabels>;
+}
+
+/** Authorities whose labels a connection keeps; a client cycling through more gets fresh objects (correct, only slower). */
+const LABELS_PER_CONNECTION = 16;
+
+function labelsWithAuthority(conn: ConnState, authority: string | undefined): ConnLabels {
+  const base = conn.ctx.labels;
+  if (authority === undefined || base.authority !== undefined) return base;
+  let l = conn.byAuthority.get(authority);
+  if (l === undefined) {
+    l = { ...base, authority };
+    if (conn.byAuthority.size < LABELS_PER_CONNECTION) conn.byAuthority.set(authority, l);
+  }
+  return l;
 }
 
 const live = new Set<H2Connection>();
@@ -109,7 +125,7 @@ function withClientId(h: OutgoingHttpHeaders, clientId: string | null | undefine
 export function serveH2(client: Socket, buffered: Buffer, ctx: H2Context): H2Connection {
   const settings = resolveSettings(ctx.settings);
   const pool = ctx.pool ?? new H2UpstreamPool({ log: ctx.log, ...(ctx.settings ? { settings: ctx.settings } : {}) });
-  const state: ConnState = { ctx, pool, log: ctx.log };
+  const state: ConnState = { ctx, pool, log: ctx.log, byAuthority: new Map() };
 
   // node:http2 attaches its own handler only once the session exists; an
   // error in between must not become an uncaught exception.
@@ -218,8 +234,7 @@ class Exchange {
   ) {
     this.requestEnded = reqEndStream;
     const authority = firstValue(headers[':authority']) ?? headers.host;
-    const base = conn.ctx.labels;
-    this.labels = authority !== undefined && base.authority === undefined ? { ...base, authority } : base;
+    this.labels = labelsWithAuthority(conn, authority);
     this.grpc = isGrpc(headers);
   }
 

@@ -176,7 +176,10 @@ class ClientConn implements UpstreamOwner {
   private res: ResponseHead | null = null;
   private resPump: BodyPump | null = null;
   private resDone = false;
+  /** The response-head timer: armed by a deadline, its timer kept between requests (see startTimer). */
   private timer: NodeJS.Timeout | null = null;
+  /** When the response head is due (performance.now() ms); 0 while none is awaited. */
+  private responseDeadline = 0;
   /** Runs from the first byte of a request head that did not arrive in one read (slow-header clients). */
   private headTimer: NodeJS.Timeout | null = null;
   /** When the first head's first byte came (during protocol detection), if before start(). */
@@ -227,8 +230,15 @@ class ClientConn implements UpstreamOwner {
     if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
   }
 
-  /** Labels with the request's authority (Host, or an absolute-form target's); one object per (labels, authority) in a row, so keep-alive requests hit the metrics cache. */
-  private authLabels: { base: ConnLabels; authority: string; labels: ConnLabels } | null = null;
+  /**
+   * Labels with the request's authority (Host, or an absolute-form target's),
+   * one object per (labels, authority) for the connection's life, so
+   * keep-alive requests hit the metrics' per-object cache. Each request
+   * derives from two bases (the connection's labels at routing, the
+   * endpoint's after), so one cached pair per base: a single slot
+   * alternated between them and missed on every request.
+   */
+  private readonly authLabels = new WeakMap<ConnLabels, { authority: string; labels: ConnLabels }>();
 
   private withAuthority(base: ConnLabels, req: RequestHead): ConnLabels {
     if (base.authority !== undefined) return base;
@@ -236,10 +246,10 @@ class ClientConn implements UpstreamOwner {
     const abs = req.target.startsWith('/') || req.target === '*' ? null : ABSOLUTE_FORM_AUTHORITY.exec(req.target);
     const authority = abs !== null ? abs[1]! : req.host;
     if (authority === undefined || authority === '') return base;
-    const c = this.authLabels;
-    if (c !== null && c.base === base && c.authority === authority) return c.labels;
+    const c = this.authLabels.get(base);
+    if (c !== undefined && c.authority === authority) return c.labels;
     const labels = { ...base, authority };
-    this.authLabels = { base, authority, labels };
+    this.authLabels.set(base, { authority, labels });
     return labels;
   }
 
@@ -493,7 +503,7 @@ class ClientConn implements UpstreamOwner {
   /** Stop both body pumps and drop the upstream connection mid-exchange. */
   private stopExchange(): void {
     this.state = St.CLOSED;
-    this.clearTimer();
+    this.dropTimer();
     this.clearBodyTimer();
     this.clearHeadTimer();
     this.settleLease(undefined); // cut short: no sample
@@ -519,7 +529,7 @@ class ClientConn implements UpstreamOwner {
   private closeClient(): void {
     this.state = St.CLOSED;
     this.pending = null;
-    this.clearTimer();
+    this.dropTimer();
     this.clearBodyTimer();
     this.clearHeadTimer();
     const c = this.client;
@@ -1010,21 +1020,45 @@ class ClientConn implements UpstreamOwner {
     }
   }
 
+  /**
+   * Awaits the response head within responseTimeoutMs. Keep-alive requests
+   * arm and disarm this once each, so it is a deadline, not a timer per
+   * request: one timer per connection stays pending while requests come and
+   * go, and when it fires early (the deadline moved) it re-arms for what is
+   * left. A setTimeout/clearTimeout pair per request cost more than the
+   * deadline check (profiled).
+   */
   private startTimer(): void {
     const ms = this.ctx.responseTimeoutMs;
-    if (ms === undefined || ms <= 0 || this.timer !== null) return;
-    this.timer = setTimeout(this.onResponseTimeout, ms);
+    if (ms === undefined || ms <= 0 || this.responseDeadline !== 0) return;
+    this.responseDeadline = performance.now() + ms;
+    if (this.timer === null) this.timer = setTimeout(this.onResponseTimer, ms).unref();
   }
 
+  /** Disarms the deadline; the timer, if pending, finds nothing to do. */
   private clearTimer(): void {
+    this.responseDeadline = 0;
+  }
+
+  /** The connection is done: the pending timer goes too (it holds this object). */
+  private dropTimer(): void {
+    this.responseDeadline = 0;
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
     }
   }
 
-  private readonly onResponseTimeout = (): void => {
+  private readonly onResponseTimer = (): void => {
     this.timer = null;
+    const due = this.responseDeadline;
+    if (due === 0) return;
+    const left = due - performance.now();
+    if (left >= 1) {
+      this.timer = setTimeout(this.onResponseTimer, left).unref();
+      return;
+    }
+    this.responseDeadline = 0;
     if (this.state === St.H2 ? this.h2Framing !== null : this.state !== St.EXCHANGE || this.res !== null) return;
     this.proxyError(504, 'response_timeout', `response timed out after ${this.ctx.responseTimeoutMs} ms`);
   };
