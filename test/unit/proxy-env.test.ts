@@ -216,3 +216,28 @@ test('bad control-plane values name the variable', () => {
     assert.throws(() => parseProxyEnv(env), (e: Error & { code?: string }) => e.code === 'BPFMESH_E_BAD_ENV' && re.test(e.message), JSON.stringify(env));
   }
 });
+
+test('the hostile-peer limits: documented defaults, each read from its variable, bad values named', () => {
+  assert.deepEqual(parseProxyEnv({}).limits, {
+    requestHeadTimeoutMs: 10_000,
+    requestBodyTimeoutMs: 60_000,
+    responseHeadTimeoutMs: 60_000,
+    httpIdleTimeoutMs: 60_000,
+    tcpIdleTimeoutMs: 3_600_000,
+    maxConnections: 4096,
+    maxAuthorities: 256,
+  });
+  const l = parseProxyEnv({
+    BPFMESH_PROXY_HTTP1_REQUEST_HEAD_TIMEOUT: '2s',
+    BPFMESH_PROXY_HTTP1_REQUEST_BODY_TIMEOUT: '3s',
+    BPFMESH_PROXY_HTTP1_RESPONSE_HEAD_TIMEOUT: '4s',
+    BPFMESH_PROXY_HTTP_IDLE_TIMEOUT: '5s',
+    BPFMESH_PROXY_TCP_IDLE_TIMEOUT: '6m',
+    BPFMESH_PROXY_MAX_CONNECTIONS: '100',
+    BPFMESH_PROXY_METRICS_MAX_AUTHORITIES: '7',
+  }).limits;
+  assert.deepEqual(l, { requestHeadTimeoutMs: 2000, requestBodyTimeoutMs: 3000, responseHeadTimeoutMs: 4000, httpIdleTimeoutMs: 5000, tcpIdleTimeoutMs: 360_000, maxConnections: 100, maxAuthorities: 7 });
+  assert.equal(parseProxyEnv({ BPFMESH_PROXY_HTTP1_RESPONSE_HEAD_TIMEOUT: '0' }).limits.responseHeadTimeoutMs, 0);
+  assert.throws(() => parseProxyEnv({ BPFMESH_PROXY_MAX_CONNECTIONS: 'many' }), /BPFMESH_PROXY_MAX_CONNECTIONS/);
+  assert.throws(() => parseProxyEnv({ BPFMESH_PROXY_TCP_IDLE_TIMEOUT: '10' }), /BPFMESH_PROXY_TCP_IDLE_TIMEOUT/);
+});
