@@ -38,6 +38,10 @@ export interface MapInfo {
   keySize: number;
   valueSize: number;
   maxEntries: number;
+  /** BPF_F_* map flags. */
+  flags: number;
+  /** NativeObject.maps() only: where LIBBPF_PIN_BY_NAME pins the map, null for a map that is not pinned. */
+  pinPath?: string | null;
   /** Kernel id once loaded or opened from a pin, else 0. */
   id: number;
 }
