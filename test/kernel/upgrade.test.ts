@@ -21,8 +21,12 @@ import { REPO_ROOT } from '../../src/config/paths.js';
 import { parseInitFlags } from '../../src/config/pod-flags.js';
 import { createLogger } from '../../src/log/logger.js';
 import { native } from '../../src/bpf/native.js';
+import * as c from '../../src/bpf/codecs.js';
+import { TypedMap } from '../../src/bpf/typed-map.js';
+import { netnsCookieOf } from '../../src/intercept/pod.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
 import { LINKS } from '../../src/intercept/layout.js';
+import { uninstall } from '../../src/intercept/install.js';
 import { ensureNodeInstall, listEnrolled, nodePinDir, uninstallNode, verifyPod, type NodeScope } from '../../src/intercept/node-wide.js';
 import { planLayout } from '../../src/intercept/upgrade.js';
 import { currentLayout, LAYOUT_MARKER, layoutDir, layoutIdOf, layoutsIn, pinnedShapes, readLayoutMarker, writeLayoutMarker } from '../../src/intercept/versions.js';
@@ -68,7 +72,7 @@ interface TrafficReport {
  * HELD connections held open, new ones opened back to back; calls upgrade
  * in the middle, then checks the held ones and stops.
  */
-async function underTraffic(mesh: MeshLab, pod: LabPod, dst: string, upgrade: () => Promise<void>): Promise<TrafficReport> {
+async function underTraffic(mesh: MeshLab, pod: LabPod, dst: string, upgrade: () => Promise<void>, aroundPing: { before?: () => void; after?: () => void } = {}): Promise<TrafficReport> {
   const proxy = new PodProcess(mesh.lab.spawn(pod, process.execPath, [TRAFFIC, 'proxy'], PROXY));
   let client: PodProcess | undefined;
   try {
@@ -80,8 +84,10 @@ async function underTraffic(mesh: MeshLab, pod: LabPod, dst: string, upgrade: ()
     await upgrade();
     const t1 = Date.now();
     await sleep(300);
+    aroundPing.before?.();
     client.child.stdin!.write('ping\n');
     const pinged = (await client.waitFor((e) => e.event === 'pinged')) as unknown as TrafficReport['pinged'];
+    aroundPing.after?.();
     proxy.child.stdin!.write('query\n');
     const answers = (await proxy.waitFor((e) => e.event === 'query')) as unknown as { answers: Record<string, string | null> };
     client.child.stdin!.write('stop\n');
@@ -126,16 +132,24 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
   let peer: LabPod;
   let bpffs: string | undefined;
   let scope: NodeScope | undefined;
+  const init = (pod: LabPod): Promise<unknown> => mesh.init(pod, ['--bpffs', bpffs!]);
+
+  // A private bpffs: `bpfmesh check` sees only this test's pins.
+  const podDir = (): string => join(bpffs!, 'bpfmesh', app.netnsName);
 
   before(() => {
     mesh = new MeshLab(97);
     app = mesh.pod('app');
     nodePod = mesh.pod('nodepod');
     peer = mesh.pod('peer');
+    bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-upgrade-'));
+    ensureBpffs(bpffs, false);
+    scope = { bpffs, bpffsExplicit: true, cgroupRoot: mesh.lab.cgroupRoot };
   });
   after(() => {
     try {
       if (scope !== undefined) uninstallNode(scope, log);
+      if (bpffs !== undefined && existsSync(podDir())) uninstall(podDir(), app.netnsName, null, log);
     } finally {
       try {
         mesh?.cleanup();
@@ -155,8 +169,8 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     assert.notEqual(counters.maxEntries, currentLayout().shapes.get('mesh_counters')!.maxEntries);
   });
 
-  test('a pod install of the previous release, upgraded by bpfmesh init under traffic', async () => {
-    const dir = mesh.pinDir(app);
+  test('a pod install of the previous release, upgraded by bpfmesh init under traffic', async (t) => {
+    const dir = podDir();
     installPrevPod(dir, app.cgroup, app.netns, policy());
     assert.deepEqual(layoutsIn(dir).map((l) => l.id), ['legacy']);
     const plan = planLayout(dir);
@@ -167,12 +181,36 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     const before = LINKS.map((l) => linkIds(join(dir, l.pin)));
     const prevProgs = new Set(before.map((b) => b.progId));
 
+    // The old counters map stays open here: the old programs that held sockets keep (their psock holds them) count into it.
+    const cookie = netnsCookieOf(app.netns);
+    const oldCounters = new TypedMap(native().openPinnedMap(join(dir, 'mesh_counters')), c.counterKey, c.u64Sum);
+    const sockpathId = c.COUNTER_NAMES.indexOf('sockpath_redirected');
+    const oldRedirected: bigint[] = [];
     let redirectedBefore = 0n;
-    const r = await underTraffic(mesh, app, peer.ip4, async () => {
-      redirectedBefore = BigInt(inspectPod(dir, app.netnsName).counters['out_redirected'] ?? 0);
-      await mesh.init(app);
-    });
+    let r: TrafficReport;
+    try {
+      r = await underTraffic(
+        mesh,
+        app,
+        peer.ip4,
+        async () => {
+          redirectedBefore = BigInt(inspectPod(dir, app.netnsName).counters['out_redirected'] ?? 0);
+          await init(app);
+        },
+        {
+          before: () => void oldRedirected.push(oldCounters.get({ netnsCookie: cookie, id: sockpathId }) ?? 0n),
+          after: () => void oldRedirected.push(oldCounters.get({ netnsCookie: cookie, id: sockpathId }) ?? 0n),
+        },
+      );
+    } finally {
+      oldCounters.close();
+    }
     assertTraffic(r, peer.ip4);
+    const settings = inspectPod(dir, app.netnsName).settings;
+    t.diagnostic(`${r.done.ok} connections, ${r.done.times.filter((x) => x >= r.t0 && x <= r.t1).length} during the ${r.t1 - r.t0} ms upgrade; socket path ${settings?.socketPath === true && !settings.socketPathRefused ? 'on' : 'off'}, old programs' redirects around the pings: ${oldRedirected.join(' -> ')}`);
+    if (settings?.socketPath === true && !settings.socketPathRefused) {
+      assert.ok(oldRedirected[1]! - oldRedirected[0]! >= BigInt(HELD), `held connections' bytes still take the socket path of the programs they were paired by: ${oldRedirected.join(' -> ')}`);
+    }
 
     const id = currentLayout().id;
     assert.deepEqual(flatMaps(dir), [], 'the old flat map pins are gone');
@@ -186,26 +224,26 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     const redirected = BigInt(inspectPod(dir, app.netnsName).counters['out_redirected'] ?? 0);
     assert.ok(redirected >= redirectedBefore && redirectedBefore >= BigInt(HELD), `counters carried over: ${redirectedBefore} before, ${redirected} after`);
 
-    const report = await checkReport(['--pod-name', app.netnsName]);
+    const report = await checkReport(['--pod-name', app.netnsName, '--bpffs', bpffs!]);
     assertLinesOk(report, ['pins', 'installed']);
-    await mesh.init(app);
+    await init(app);
     assert.deepEqual(layoutsIn(dir).map((l) => l.id), [id], 'a re-run on the upgraded folder is a plain update');
   });
 
   test('an unknown (newer) layout is refused with BPFMESH_E_UNKNOWN_LAYOUT and the install is left as it was', async () => {
-    const dir = mesh.pinDir(app);
+    const dir = podDir();
     const future = join(dir, 'vdeadbeef');
     mkdirSync(future);
     try {
       writeLayoutMarker(future, 'deadbeef');
       const linksBefore = LINKS.map((l) => linkIds(join(dir, l.pin)).progId);
-      const r = await runCli(['init', '--netns', app.netns, '--cgroup', app.cgroup, '--log-level', 'warn']);
+      const r = await runCli(['init', '--netns', app.netns, '--cgroup', app.cgroup, '--log-level', 'warn', '--bpffs', bpffs!]);
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /BPFMESH_E_UNKNOWN_LAYOUT/);
       assert.match(r.stderr, /layout deadbeef/);
       assert.match(r.stderr, /reset/, 'says what to do');
       assert.deepEqual(LINKS.map((l) => linkIds(join(dir, l.pin)).progId), linksBefore, 'nothing swapped');
-      const report = await checkReport(['--pod-name', app.netnsName]);
+      const report = await checkReport(['--pod-name', app.netnsName, '--bpffs', bpffs!]);
       const line = report.lines.find((l) => l.id === `pins.${app.netnsName}`);
       assert.equal(line?.code, 'BPFMESH_E_UNKNOWN_LAYOUT', JSON.stringify(line));
     } finally {
@@ -215,11 +253,8 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
   });
 
   test('a node-wide install of the previous release, upgraded by the next ensureNodeInstall under traffic', async () => {
-    bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-upgrade-'));
-    ensureBpffs(bpffs, false);
-    scope = { bpffs, bpffsExplicit: true, cgroupRoot: mesh.lab.cgroupRoot };
-    const dir = nodePinDir(bpffs);
-    installPrevNode(dir, scope.cgroupRoot, 'pod-n', nodePod.netns, policy());
+    const dir = nodePinDir(bpffs!);
+    installPrevNode(dir, scope!.cgroupRoot, 'pod-n', nodePod.netns, policy());
     assert.deepEqual(layoutsIn(dir).map((l) => l.id), ['legacy']);
     const skLookup = join(dir, 'pods', 'pod-n', 'link_sk_lookup');
     const cgroupLinks = LINKS.filter((l) => l.target === 'cgroup');
@@ -243,12 +278,12 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
       assert.equal(after[i]!.id, b.id, 'the same link');
       assert.notEqual(after[i]!.progId, b.progId, 'its program swapped');
     }
-    assert.deepEqual(listEnrolled(scope).map((p) => [p.id, p.alive]), [['pod-n', true]]);
-    verifyPod(scope, 'pod-n', nodePod.netns, policy());
-    const states = inspectAll(join(bpffs, 'bpfmesh'));
+    assert.deepEqual(listEnrolled(scope!).map((p) => [p.id, p.alive]), [['pod-n', true]]);
+    verifyPod(scope!, 'pod-n', nodePod.netns, policy());
+    const states = inspectAll(join(bpffs!, 'bpfmesh'));
     assert.ok(Number(states.find((s) => s.pod === 'node/pod-n')?.counters['out_redirected'] ?? 0) >= HELD, JSON.stringify(states.map((s) => s.counters)));
-    const report = await checkReport(['--node', '--bpffs', bpffs, '--cgroup-root', scope.cgroupRoot]);
+    const report = await checkReport(['--node', '--bpffs', bpffs!, '--cgroup-root', scope!.cgroupRoot]);
     assertLinesOk(report, ['pins', 'installed']);
-    assert.deepEqual(ensureNodeInstall(scope, log).links.map((l) => l.action), Array(cgroupLinks.length).fill('kept'), 'upgraded: the CNI ADD path only checks again');
+    assert.deepEqual(ensureNodeInstall(scope!, log).links.map((l) => l.action), Array(cgroupLinks.length).fill('kept'), 'upgraded: the CNI ADD path only checks again');
   });
 });
