@@ -230,6 +230,30 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     assert.deepEqual(layoutsIn(dir).map((l) => l.id), [id], 'a re-run on the upgraded folder is a plain update');
   });
 
+  test('a re-run of init on this layout keeps open connections on the socket path', async (t) => {
+    const dir = podDir();
+    const id = currentLayout().id;
+    // The same kernel map before and after the re-run (reused, not copied): its count covers both programs.
+    const counters = new TypedMap(native().openPinnedMap(join(layoutDir(dir, id), 'mesh_counters')), c.counterKey, c.u64Sum);
+    const key = { netnsCookie: netnsCookieOf(app.netns), id: c.COUNTER_NAMES.indexOf('sockpath_redirected') };
+    const around: bigint[] = [];
+    let r: TrafficReport;
+    try {
+      r = await underTraffic(mesh, app, peer.ip4, async () => void (await init(app)), {
+        before: () => void around.push(counters.get(key) ?? 0n),
+        after: () => void around.push(counters.get(key) ?? 0n),
+      });
+    } finally {
+      counters.close();
+    }
+    assertTraffic(r, peer.ip4);
+    const settings = inspectPod(dir, app.netnsName).settings;
+    t.diagnostic(`redirects around the pings: ${around.join(' -> ')}`);
+    if (settings?.socketPath === true && !settings.socketPathRefused) {
+      assert.ok(around[1]! - around[0]! >= BigInt(HELD), `connections paired before the re-run are still redirected: ${around.join(' -> ')}`);
+    }
+  });
+
   test('an unknown (newer) layout is refused with BPFMESH_E_UNKNOWN_LAYOUT and the install is left as it was', async () => {
     const dir = podDir();
     const future = join(dir, 'vdeadbeef');
@@ -285,5 +309,14 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     const report = await checkReport(['--node', '--bpffs', bpffs!, '--cgroup-root', scope!.cgroupRoot]);
     assertLinesOk(report, ['pins', 'installed']);
     assert.deepEqual(ensureNodeInstall(scope!, log).links.map((l) => l.action), Array(cgroupLinks.length).fill('kept'), 'upgraded: the CNI ADD path only checks again');
+  });
+
+  test('bpfmesh reset removes every pin of an upgraded install, the layout folder and marker included', async () => {
+    const pod = await runCli(['reset', '--netns', app.netns, '--bpffs', bpffs!]);
+    assert.equal(pod.code, 0, pod.stderr);
+    assert.equal(existsSync(podDir()), false);
+    const node = await runCli(['reset', '--node', '--bpffs', bpffs!]);
+    assert.equal(node.code, 0, node.stderr);
+    assert.deepEqual(existsSync(join(bpffs!, 'bpfmesh')) ? readdirSync(join(bpffs!, 'bpfmesh')) : [], []);
   });
 });
