@@ -68,6 +68,8 @@ export interface NativeProgram {
   /** Legacy attach to a sockmap/sockhash: kind "sk_msg_verdict" or "sk_skb_verdict". Lives with the map. */
   attachToMap(mapFd: number, kind: 'sk_msg_verdict' | 'sk_skb_verdict'): void;
   detachFromMap(mapFd: number, kind: 'sk_msg_verdict' | 'sk_skb_verdict'): void;
+  /** An iterator program (SEC("iter/sockmap") etc.) run once over the map: attach, read to the end, detach. Returns the bytes it wrote. */
+  runMapIter(mapFd: number): number;
 }
 
 export interface NativeMap {

@@ -9,10 +9,13 @@
 // - copy: an old map of the same type, key and value size but another
 //   max_entries or flags gets a new map and its rows are copied (hash, LRU,
 //   per-CPU, LPM trie, array);
-// - fresh: a sockhash or socket storage of another definition cannot be
-//   read from user space. The old one stays with the old programs that live
-//   sockets still run (their psock holds them) until those sockets close;
-//   new connections use the new one. Logged.
+// - sockets: mesh_listeners of another definition (same key) gets a new
+//   map, filled by an iterator program over the old one (bpf/upgrade.bpf.c):
+//   user space cannot put a socket it has no fd of into a sockhash;
+// - fresh: any other sockhash or socket storage of another definition. The
+//   old one stays with the old programs that live sockets still run (their
+//   psock holds them) until those sockets close; new connections use the
+//   new one. Logged.
 // - anything else that changed (a key or value of another size) is refused:
 //   its rows would be lost, and losing a pod's settings row drops its
 //   interception.
@@ -20,6 +23,7 @@ import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfmeshError, ErrorCodes, errorCode } from '../errors.js';
 import type { LogFns } from '../log/logger.js';
+import { bpfObjectPath } from '../config/paths.js';
 import { native, type MapInfo } from '../bpf/native.js';
 import { UpdateFlags } from '../bpf/typed-map.js';
 import {
@@ -42,6 +46,8 @@ const COPYABLE = new Set(['hash', 'lru_hash', 'percpu_hash', 'lru_percpu_hash', 
 const F_WRONLY = 1 << 4;
 /** What an update of a full map fails with: E2BIG (hash), ENOSPC (LPM trie), ENOMEM. */
 const FULL_ERRNOS = new Set([7, 28, 12]);
+/** Sockhash maps copied by an iterator program of bpf/upgrade.bpf.c, by map name. */
+const SOCKET_COPIERS: Readonly<Record<string, string>> = { mesh_listeners: 'mesh_copy_listeners' };
 
 export interface LayoutPlan {
   pinDir: string;
@@ -53,6 +59,8 @@ export interface LayoutPlan {
   others: FoundLayout[];
   reuse: Array<{ name: string; from: string }>;
   copy: Array<{ name: string; from: string }>;
+  /** Sockhash members copied in the kernel (SOCKET_COPIERS). */
+  sockets: Array<{ name: string; from: string }>;
   fresh: Array<{ name: string; why: string }>;
 }
 
@@ -79,7 +87,7 @@ export function planLayout(pinDir: string): LayoutPlan {
   const mapsDir = layoutDir(pinDir, layout.id);
   const found = layoutsIn(pinDir);
   const others = found.filter((f) => f.id !== layout.id);
-  const plan: LayoutPlan = { pinDir, id: layout.id, mapsDir, existed: existsSync(mapsDir), others, reuse: [], copy: [], fresh: [] };
+  const plan: LayoutPlan = { pinDir, id: layout.id, mapsDir, existed: existsSync(mapsDir), others, reuse: [], copy: [], sockets: [], fresh: [] };
   for (const o of others) {
     if (!knownLayout(o.id)) {
       throw new BpfmeshError(
@@ -100,6 +108,8 @@ export function planLayout(pinDir: string): LayoutPlan {
         reused = true;
       } else if (have.type === want.type && have.keySize === want.keySize && have.valueSize === want.valueSize && COPYABLE.has(want.type) && (want.flags & F_WRONLY) === 0) {
         plan.copy.push({ name, from });
+      } else if (name in SOCKET_COPIERS && have.type === want.type && have.keySize === want.keySize) {
+        plan.sockets.push({ name, from });
       } else if (!COPYABLE.has(want.type) || (want.flags & F_WRONLY) !== 0) {
         if (!reused) plan.fresh.push({ name, why: diff === '' ? 'another copy exists' : diff });
       } else {
@@ -157,7 +167,40 @@ export function copyRows(plan: LayoutPlan, log: LogFns): number {
     }
     if (full > 0) log.warn({ map: c.name, from: c.from, left: full }, 'the new map is full: rows left out of the upgrade');
   }
-  return added;
+  return added + copySockets(plan, log);
+}
+
+/**
+ * Runs bpf/upgrade.bpf.c's iterators over the old sockhash maps; its maps
+ * are the new folder's (pin root). Returns sockets copied. A kernel without
+ * BPF tracing programs (iterators are tracing programs; some builds leave
+ * them out) cannot: the new map starts empty, which is logged (README
+ * "Upgrading": a proxy's inbound listener is then steered again once it
+ * listens anew).
+ */
+function copySockets(plan: LayoutPlan, log: LogFns): number {
+  if (plan.sockets.length === 0) return 0;
+  const maps = plan.sockets.map((x) => x.name);
+  if (!native().probeProgType('tracing')) {
+    log.warn({ maps }, 'this kernel has no BPF tracing programs, so no iterator can carry sockets over: the new maps start empty; proxies register their inbound listeners again when they listen anew (restart them)');
+    return 0;
+  }
+  const obj = native().openObject(bpfObjectPath('upgrade'), { pinRoot: plan.mapsDir });
+  let copied = 0;
+  try {
+    obj.load();
+    for (const s of plan.sockets) {
+      const old = native().openPinnedMap(s.from);
+      try {
+        copied += obj.program(SOCKET_COPIERS[s.name]!).runMapIter(old.fd);
+      } finally {
+        old.close();
+      }
+    }
+  } finally {
+    obj.close();
+  }
+  return copied;
 }
 
 /** Removes the pins of an upgrade that swapped no link yet (the old layout still serves everything). */
@@ -187,7 +230,7 @@ export function finishLayout(plan: LayoutPlan, log: LogFns): void {
         from: plan.others.map((o) => o.id),
         to: plan.id,
         reused: plan.reuse.map((r) => r.name),
-        copied: [...new Set(plan.copy.map((c) => c.name))],
+        copied: [...new Set([...plan.copy, ...plan.sockets].map((c) => c.name))],
         fresh: plan.fresh.map((f) => `${f.name} (${f.why})`),
       },
       'pins upgraded in place',

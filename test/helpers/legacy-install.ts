@@ -13,16 +13,19 @@ import { netnsAddressesOf, netnsCookieOf, withFd } from '../../src/intercept/pod
 import { writePolicy, type PodPolicy } from '../../src/intercept/rules.js';
 import type { NativeObject } from '../../src/bpf/native.js';
 
-export const PREV_OBJECTS = {
-  intercept: join(bpfObjectDir(), 'testdata', 'layout-prev', 'intercept.bpf.o'),
-  inbound: join(bpfObjectDir(), 'testdata', 'layout-prev', 'inbound.bpf.o'),
-};
+/** layout-prev: that release as it was; layout-prev-small: built for 512 pods (settings, counters and listeners maps of another size). */
+export type PrevVariant = 'layout-prev' | 'layout-prev-small';
+
+export const prevObjects = (variant: PrevVariant = 'layout-prev') => ({
+  intercept: join(bpfObjectDir(), 'testdata', variant, 'intercept.bpf.o'),
+  inbound: join(bpfObjectDir(), 'testdata', variant, 'inbound.bpf.o'),
+});
 
 /** Runs fn with the previous release's objects in place of this build's. */
-function withPrevObjects<T>(fn: () => T): T {
+function withPrevObjects<T>(fn: () => T, variant: PrevVariant = 'layout-prev'): T {
   const saved = [process.env['BPFMESH_OBJECT_INTERCEPT'], process.env['BPFMESH_OBJECT_INBOUND']];
-  process.env['BPFMESH_OBJECT_INTERCEPT'] = PREV_OBJECTS.intercept;
-  process.env['BPFMESH_OBJECT_INBOUND'] = PREV_OBJECTS.inbound;
+  process.env['BPFMESH_OBJECT_INTERCEPT'] = prevObjects(variant).intercept;
+  process.env['BPFMESH_OBJECT_INBOUND'] = prevObjects(variant).inbound;
   try {
     return fn();
   } finally {
@@ -53,7 +56,7 @@ function writeRows(intercept: NativeObject, netns: string, policy: PodPolicy): v
 }
 
 /** `bpfmesh init` of the previous release: pins in pinDir, hooks on the pod's cgroup and netns. */
-export function installPrevPod(pinDir: string, cgroup: string, netns: string, policy: PodPolicy): void {
+export function installPrevPod(pinDir: string, cgroup: string, netns: string, policy: PodPolicy, variant: PrevVariant = 'layout-prev'): void {
   withPrevObjects(() => {
     mkdirSync(pinDir, { recursive: true });
     const intercept = openAndLoad('intercept', pinDir);
@@ -66,7 +69,7 @@ export function installPrevPod(pinDir: string, cgroup: string, netns: string, po
         }),
       );
     });
-  });
+  }, variant);
 }
 
 /** The previous release's node-wide install (nodeDir = <bpffs>/bpfmesh/node) with one pod enrolled as podId. */

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
 import { APP, MeshLab, PodProcess, PROXY, runCli } from '../helpers/mesh.js';
-import { installPrevNode, installPrevPod, PREV_OBJECTS } from '../helpers/legacy-install.js';
+import { installPrevNode, installPrevPod, prevObjects } from '../helpers/legacy-install.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { REPO_ROOT } from '../../src/config/paths.js';
 import { parseInitFlags } from '../../src/config/pod-flags.js';
@@ -129,6 +129,7 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
   let mesh: MeshLab;
   let app: LabPod;
   let nodePod: LabPod;
+  let small: LabPod;
   let peer: LabPod;
   let bpffs: string | undefined;
   let scope: NodeScope | undefined;
@@ -141,6 +142,7 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     mesh = new MeshLab(97);
     app = mesh.pod('app');
     nodePod = mesh.pod('nodepod');
+    small = mesh.pod('small');
     peer = mesh.pod('peer');
     bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-upgrade-'));
     ensureBpffs(bpffs, false);
@@ -150,6 +152,8 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     try {
       if (scope !== undefined) uninstallNode(scope, log);
       if (bpffs !== undefined && existsSync(podDir())) uninstall(podDir(), app.netnsName, null, log);
+      const smallDir = bpffs === undefined ? undefined : join(bpffs, 'bpfmesh', small.netnsName);
+      if (smallDir !== undefined && existsSync(smallDir)) uninstall(smallDir, small.netnsName, null, log);
     } finally {
       try {
         mesh?.cleanup();
@@ -163,7 +167,7 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
   });
 
   test('the fixture is the previous layout: another layout id, mesh_counters of another size', () => {
-    const prev = pinnedShapes(PREV_OBJECTS.intercept);
+    const prev = pinnedShapes(prevObjects().intercept);
     assert.notEqual(layoutIdOf(prev), currentLayout().id);
     const counters = prev.find((m) => m.name === 'mesh_counters')!;
     assert.notEqual(counters.maxEntries, currentLayout().shapes.get('mesh_counters')!.maxEntries);
@@ -309,6 +313,39 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     const report = await checkReport(['--node', '--bpffs', bpffs!, '--cgroup-root', scope!.cgroupRoot]);
     assertLinesOk(report, ['pins', 'installed']);
     assert.deepEqual(ensureNodeInstall(scope!, log).links.map((l) => l.action), Array(cgroupLinks.length).fill('kept'), 'upgraded: the CNI ADD path only checks again');
+  });
+
+  test('maps of another size: their rows are copied, and the proxy\'s inbound listener is carried into the new sockhash in the kernel', async (t) => {
+    const dir = join(bpffs!, 'bpfmesh', small.netnsName);
+    installPrevPod(dir, small.cgroup, small.netns, policy(), 'layout-prev-small');
+    const plan = planLayout(dir);
+    assert.deepEqual(plan.copy.map((x) => x.name).sort(), ['mesh_counters', 'mesh_settings']);
+    assert.deepEqual(plan.sockets.map((x) => x.name), ['mesh_listeners'], 'the listeners sockhash changed size: copied by the iterator');
+    await mesh.responder(peer, [8080]);
+    let relay = await mesh.relay(small, 'report', true); // its inbound listener registers in the old mesh_listeners
+    try {
+      assert.equal(await mesh.curl(peer, `http://${small.ip4}:9999/`), `inbound local=${small.ip4}:9999`, 'steered before the upgrade');
+      const out = (await init(small)) as { stderr: string };
+      assert.deepEqual(layoutsIn(dir).map((l) => l.id), [currentLayout().id]);
+      assert.equal(await mesh.curl(small, `http://${peer.ip4}:8080/`), `outbound orig=${peer.ip4}:8080`, 'its settings row was copied');
+      if (native().probeProgType('tracing')) {
+        t.diagnostic('this kernel has BPF iterators: the listener is copied in the kernel');
+        assert.equal(await mesh.curl(peer, `http://${small.ip4}:9999/`), `inbound local=${small.ip4}:9999`, 'still steered: the listener the proxy registered before is in the new map');
+      } else {
+        // The documented fallback: said in the log; steered again once the proxy listens anew.
+        t.diagnostic('this kernel has no BPF tracing programs: the documented fallback');
+        assert.match(out.stderr, /no BPF tracing programs[^\n]*mesh_listeners|mesh_listeners[^\n]*no BPF tracing programs/);
+        await assert.rejects(mesh.curl(peer, `http://${small.ip4}:9999/`), 'fail-closed: not steered to a listener the new map does not hold');
+        relay.stop();
+        relay = await mesh.relay(small, 'report', true);
+        assert.equal(await mesh.curl(peer, `http://${small.ip4}:9999/`), `inbound local=${small.ip4}:9999`, 'steered again once the proxy listens anew');
+      }
+    } finally {
+      relay.stop();
+    }
+    const report = await checkReport(['--pod-name', small.netnsName, '--bpffs', bpffs!]);
+    assertLinesOk(report, ['pins', 'installed']);
+    uninstall(dir, small.netnsName, netnsCookieOf(small.netns), log);
   });
 
   test('bpfmesh reset removes every pin of an upgraded install, the layout folder and marker included', async () => {
