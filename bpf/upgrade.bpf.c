@@ -22,11 +22,14 @@ int mesh_copy_listeners(struct bpf_iter__sockmap *ctx)
 {
 	struct listener_key *key = ctx->key;
 	struct sock *sk = ctx->sk;
+	struct listener_key k;
 	char one = 1;
 
 	if (!key || !sk)
 		return 0;
-	if (bpf_map_update_elem(&mesh_listeners, key, sk, BPF_ANY) == 0)
+	/* The iterator's key is a read-only buffer, which 6.1's map helpers do not take: copy it to the stack. */
+	__builtin_memcpy(&k, key, sizeof(k));
+	if (bpf_map_update_elem(&mesh_listeners, &k, sk, BPF_ANY) == 0)
 		bpf_seq_write(ctx->meta->seq, &one, sizeof(one));
 	return 0;
 }

@@ -336,7 +336,9 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
         t.diagnostic('this kernel has no BPF tracing programs: the documented fallback');
         assert.match(out.stderr, /no BPF tracing programs[^\n]*mesh_listeners|mesh_listeners[^\n]*no BPF tracing programs/);
         await assert.rejects(mesh.curl(peer, `http://${small.ip4}:9999/`), 'fail-closed: not steered to a listener the new map does not hold');
+        const exited = new Promise((res) => relay.child.once('exit', res));
         relay.stop();
+        await exited; // its port is free again
         relay = await mesh.relay(small, 'report', true);
         assert.equal(await mesh.curl(peer, `http://${small.ip4}:9999/`), `inbound local=${small.ip4}:9999`, 'steered again once the proxy listens anew');
       }
