@@ -97,21 +97,24 @@ export function planLayout(pinDir: string): LayoutPlan {
     }
   }
   for (const [name, want] of layout.shapes) {
-    let reused = existsSync(join(mapsDir, name));
+    // The kernel id of the map this layout will use, once known (an upgrade that stopped half-way pinned it already).
+    let usedId = existsSync(join(mapsDir, name)) ? pinnedInfo(join(mapsDir, name)).id : 0;
+    const reused = (): boolean => usedId !== 0;
     for (const o of others) {
       const from = join(o.dir, name);
       if (!existsSync(from)) continue;
       const have = pinnedInfo(from);
+      if (have.id === usedId) continue; // the same kernel map, pinned in both folders
       const diff = diffOf(have, want);
-      if (diff === '' && !reused) {
+      if (diff === '' && !reused()) {
         plan.reuse.push({ name, from });
-        reused = true;
+        usedId = have.id;
       } else if (have.type === want.type && have.keySize === want.keySize && have.valueSize === want.valueSize && COPYABLE.has(want.type) && (want.flags & F_WRONLY) === 0) {
         plan.copy.push({ name, from });
       } else if (name in SOCKET_COPIERS && have.type === want.type && have.keySize === want.keySize) {
         plan.sockets.push({ name, from });
       } else if (!COPYABLE.has(want.type) || (want.flags & F_WRONLY) !== 0) {
-        if (!reused) plan.fresh.push({ name, why: diff === '' ? 'another copy exists' : diff });
+        if (!reused()) plan.fresh.push({ name, why: diff });
       } else {
         throw new BpfmeshError(
           ErrorCodes.INCOMPATIBLE_PINS,
