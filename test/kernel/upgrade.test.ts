@@ -9,7 +9,7 @@
 // is refused.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +36,7 @@ import type { CheckReport } from '../../src/check/types.js';
 const skip = kernelSkipReason();
 const log = createLogger({ logFormat: 'plain', logLevel: 'error' });
 const TRAFFIC = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'upgrade-traffic.js');
+const HOLDER = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'lock-holder.js');
 const HELD = 16;
 const PORT_BASE = 9000;
 const policy = () => parseInitFlags(['--proxy-uid', String(PROXY.uid)]);
@@ -351,6 +352,27 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     const report = await checkReport(['--pod-name', small.netnsName, '--bpffs', bpffs!]);
     assertLinesOk(report, ['pins', 'installed']);
     uninstall(dir, small.netnsName, netnsCookieOf(small.netns), log);
+  });
+
+  test('an upgrade waits for the node lock: held by another process, init gives up with BPFMESH_E_BUSY and touches nothing', async () => {
+    const pod = mesh.pod('locked');
+    const dir = join(bpffs!, 'bpfmesh', pod.netnsName);
+    installPrevPod(dir, pod.cgroup, pod.netns, policy());
+    const holder = new PodProcess(spawn(process.execPath, [HOLDER, join(bpffs!, 'bpfmesh', 'node_lock'), '5000'], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    try {
+      await holder.waitFor((e) => e.event === 'locked');
+      const r = await runCli(['init', '--netns', pod.netns, '--cgroup', pod.cgroup, '--log-level', 'warn', '--bpffs', bpffs!]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /BPFMESH_E_BUSY/);
+      assert.deepEqual(layoutsIn(dir).map((l) => l.id), ['legacy'], 'nothing upgraded without the lock');
+      holder.child.stdin!.write('release\n');
+      await holder.waitFor((e) => e.event === 'released');
+    } finally {
+      holder.stop();
+    }
+    await init(pod);
+    assert.deepEqual(layoutsIn(dir).map((l) => l.id), [currentLayout().id], 'upgraded once the lock is free');
+    uninstall(dir, pod.netnsName, netnsCookieOf(pod.netns), log);
   });
 
   test('bpfmesh reset removes every pin of an upgraded install, the layout folder and marker included', async () => {
