@@ -183,6 +183,9 @@ describe('upgrade in place from the previous layout', { skip, timeout: 300_000 }
     for (const n of ['mesh_settings', 'mesh_dst_cookie', 'mesh_dst_tuple', 'mesh_sock_pairs', 'mesh_listeners', 'mesh_sock_dst']) {
       assert.ok(plan.reuse.some((r) => r.name === n), `${n} is reused as it is`);
     }
+    const pre = (await checkReport(['--pod-name', app.netnsName, '--bpffs', bpffs!])).lines.find((l) => l.id === `pins.${app.netnsName}`);
+    assert.equal(pre?.code, 'BPFMESH_E_INCOMPATIBLE_PINS', JSON.stringify(pre));
+    assert.match(pre.fix ?? '', /upgrades them in place/, 'check says the next init upgrades the old layout');
     const before = LINKS.map((l) => linkIds(join(dir, l.pin)));
     const prevProgs = new Set(before.map((b) => b.progId));
 
