@@ -121,6 +121,7 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
   Napi::Value AttachToMap(const Napi::CallbackInfo& info);
   Napi::Value DetachFromMap(const Napi::CallbackInfo& info);
   Napi::Value MapAttach(const Napi::CallbackInfo& info, bool attach);
+  Napi::Value RunMapIter(const Napi::CallbackInfo& info);
 
   Napi::ObjectReference owner_;  // keeps the BpfObject (and so prog_) alive
   BpfObject* object_ = nullptr;

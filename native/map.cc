@@ -152,6 +152,7 @@ Napi::Value BpfMap::Info(const Napi::CallbackInfo& info) {
     out.Set("keySize", bpf_map__key_size(map_));
     out.Set("valueSize", bpf_map__value_size(map_));
     out.Set("maxEntries", bpf_map__max_entries(map_));
+    out.Set("flags", bpf_map__map_flags(map_));
     out.Set("id", 0);
     return out;
   }
@@ -166,6 +167,7 @@ Napi::Value BpfMap::Info(const Napi::CallbackInfo& info) {
   out.Set("keySize", mi.key_size);
   out.Set("valueSize", mi.value_size);
   out.Set("maxEntries", mi.max_entries);
+  out.Set("flags", mi.map_flags);
   out.Set("id", mi.id);
   return out;
 }

@@ -187,6 +187,11 @@ Napi::Value BpfObject::Maps(const Napi::CallbackInfo& info) {
     m.Set("keySize", bpf_map__key_size(map));
     m.Set("valueSize", bpf_map__value_size(map));
     m.Set("maxEntries", bpf_map__max_entries(map));
+    m.Set("flags", bpf_map__map_flags(map));
+    // Where LIBBPF_PIN_BY_NAME pins it (under the object's pin root); null for maps that are not pinned.
+    const char* pin = bpf_map__pin_path(map);
+    if (pin != nullptr) m.Set("pinPath", pin);
+    else m.Set("pinPath", env.Null());
     m.Set("id", id);
     out.Set(i++, m);
   }

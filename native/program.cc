@@ -2,6 +2,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <unistd.h>
+
 #include <cerrno>
 
 #include "addon.h"
@@ -19,6 +21,7 @@ Napi::Function BpfProgram::Define(Napi::Env env) {
                          InstanceMethod("attachNetns", &BpfProgram::AttachNetns),
                          InstanceMethod("attachToMap", &BpfProgram::AttachToMap),
                          InstanceMethod("detachFromMap", &BpfProgram::DetachFromMap),
+                         InstanceMethod("runMapIter", &BpfProgram::RunMapIter),
                      });
 }
 
@@ -123,6 +126,38 @@ Napi::Value BpfProgram::MapAttach(const Napi::CallbackInfo& info, bool attach) {
                    (attach ? " to" : " from") + " map fd " + std::to_string(map_fd) + " failed",
                {}, Context::kFeature);
   return env.Undefined();
+}
+
+// An iterator program (SEC("iter/...")) over one map: attached, read to the
+// end (each read runs the program on the next elements), detached. Returns
+// the bytes the program wrote with bpf_seq_write/printf.
+Napi::Value BpfProgram::RunMapIter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int map_fd = ArgFd(info, 0, "runMapIter", "mapFd");
+  bpf_program* prog = Loaded(env, "runMapIter");
+  union bpf_iter_link_info linfo{};
+  linfo.map.map_fd = static_cast<uint32_t>(map_fd);
+  LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &linfo, .link_info_len = sizeof(linfo));
+  LogCapture capture;
+  bpf_link* link = bpf_program__attach_iter(prog, &opts);
+  if (link == nullptr)
+    ThrowErrno(env, errno, "bpf_program__attach_iter", "attaching iterator '" + name_ + "' to map fd " + std::to_string(map_fd) + " failed",
+               {}, Context::kFeature);
+  int iter_fd = bpf_iter_create(bpf_link__fd(link));
+  if (iter_fd < 0) {
+    int err = -iter_fd;
+    bpf_link__destroy(link);
+    ThrowErrno(env, err, "bpf_iter_create", "creating an iterator of '" + name_ + "' failed");
+  }
+  char buf[4096];
+  size_t total = 0;
+  ssize_t n;
+  while ((n = read(iter_fd, buf, sizeof(buf))) > 0) total += static_cast<size_t>(n);
+  int err = n < 0 ? errno : 0;
+  close(iter_fd);
+  bpf_link__destroy(link);
+  if (err != 0) ThrowErrno(env, err, "read", "running iterator '" + name_ + "' failed");
+  return Napi::Number::New(env, static_cast<double>(total));
 }
 
 }  // namespace bpfmesh

@@ -92,6 +92,8 @@ export const ErrorCodes = {
   FORBIDDEN: 'BPFMESH_E_FORBIDDEN',
   /** Inbound policy: the port's server has HTTP routes and none matches the request (404). */
   ROUTE_NOT_FOUND: 'BPFMESH_E_ROUTE_NOT_FOUND',
+  /** Pins of a map layout this release does not know (made by a newer one): no upgrade in place from it. */
+  UNKNOWN_LAYOUT: 'BPFMESH_E_UNKNOWN_LAYOUT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -9,6 +9,7 @@ import { closeMaps, mapsOfPinDir } from '../intercept/layout.js';
 import { defaultPodName, pinRoot } from '../intercept/pod.js';
 import type { ProxyFlags } from '../config/pod-flags.js';
 import { nodePinDir, podCookie } from '../intercept/node-wide.js';
+import { mapsDirOf } from '../intercept/versions.js';
 
 /** Where a pod's rows are: its own pin folder (cookie null: the one pod in it), or the node-wide maps. */
 interface PodRows {
@@ -50,8 +51,16 @@ export function podCounterReader(flags: ProxyFlags): { read: CounterReader; pinD
     const named = flags.podName ?? (flags.netns !== undefined ? defaultPodName(flags.netns) : undefined);
     const rows: PodRows | null = named !== undefined ? { mapsDir: join(root, named), cookie: null } : ownPodRows(flags.bpffs);
     if (rows === null || !existsSync(rows.mapsDir)) return { reason: `no bpfmesh pins for this pod under ${root}` };
-    const maps = mapsOfPinDir(rows.mapsDir);
+    let maps = mapsOfPinDir(rows.mapsDir);
+    let opened = mapsDirOf(rows.mapsDir);
     const read: CounterReader = () => {
+      // An upgrade in place moves the maps to another layout's folder (README "Upgrading").
+      const now = mapsDirOf(rows.mapsDir);
+      if (now !== opened && existsSync(now)) {
+        closeMaps(maps);
+        maps = mapsOfPinDir(rows.mapsDir);
+        opened = now;
+      }
       const cookie = rows.cookie ?? maps.settings.entries()[0]?.[0];
       if (cookie === undefined) return null;
       const out: Record<string, bigint> = {};

@@ -38,6 +38,10 @@ export interface MapInfo {
   keySize: number;
   valueSize: number;
   maxEntries: number;
+  /** BPF_F_* map flags. */
+  flags: number;
+  /** NativeObject.maps() only: where LIBBPF_PIN_BY_NAME pins the map, null for a map that is not pinned. */
+  pinPath?: string | null;
   /** Kernel id once loaded or opened from a pin, else 0. */
   id: number;
 }
@@ -64,6 +68,8 @@ export interface NativeProgram {
   /** Legacy attach to a sockmap/sockhash: kind "sk_msg_verdict" or "sk_skb_verdict". Lives with the map. */
   attachToMap(mapFd: number, kind: 'sk_msg_verdict' | 'sk_skb_verdict'): void;
   detachFromMap(mapFd: number, kind: 'sk_msg_verdict' | 'sk_skb_verdict'): void;
+  /** An iterator program (SEC("iter/sockmap") etc.) run once over the map: attach, read to the end, detach. Returns the bytes it wrote. */
+  runMapIter(mapFd: number): number;
 }
 
 export interface NativeMap {

@@ -9,6 +9,7 @@ import { native } from '../bpf/native.js';
 import { LINKS, MapNames, type LinkSpec } from '../intercept/layout.js';
 import { listEnrolled, nodePinDir, NODE_DIR_NAME, NODE_LOCK_NAME } from '../intercept/node-wide.js';
 import { pinRoot } from '../intercept/pod.js';
+import { hasMaps } from '../intercept/versions.js';
 import { fail, pass, type CheckLine } from './types.js';
 
 const CGROUP_LINKS = LINKS.filter((l) => l.target === 'cgroup');
@@ -31,7 +32,7 @@ function brokenLinks(dir: string, specs: readonly LinkSpec[], cgroupIno?: number
       link.close();
     }
   }
-  if (maps && !existsSync(join(dir, MapNames.settings))) broken.push(`${MapNames.settings} missing`);
+  if (maps && !hasMaps(dir)) broken.push(`${MapNames.settings} missing`);
   return broken;
 }
 

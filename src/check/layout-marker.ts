@@ -1,44 +1,19 @@
-// The pin layout marker: a pinned one-element ARRAY map, layout_version,
-// in each pin folder (<bpffs>/bpfmesh/<pod>/, <bpffs>/bpfmesh/node/), whose
-// u32 says which layout of pins and maps the folder holds. A pinned map
-// rather than a file (bpffs holds only pins and folders), and inside the
-// folder so that every reader that lists <bpffs>/bpfmesh/ still sees only
-// pods. Bump LAYOUT_VERSION when a map's type, key, value or size changes.
-//
-// Folders made before the marker existed carry none; for them, and always
-// as well, each pinned map is compared with the built object's definition
-// (what libbpf would refuse to reuse at the next install).
+// Pins of this version (versions.ts): each install folder's maps sit in the
+// folder of this build's layout (v<layout>/, with its layout_version marker)
+// and match the built objects' definitions. Maps of another layout are
+// either upgradable (the next install carries them over in place) or
+// refused (a layout this release does not know: a newer one made them).
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, errorCode } from '../errors.js';
-import { bpfObjectPath } from '../config/paths.js';
 import { native, type MapInfo } from '../bpf/native.js';
-import { MapNames } from '../intercept/layout.js';
 import { NODE_DIR_NAME, NODE_LOCK_NAME } from '../intercept/node-wide.js';
 import { pinRoot } from '../intercept/pod.js';
+import { planLayout } from '../intercept/upgrade.js';
+import { currentLayout, layoutDir, layoutsIn, readLayoutMarker, SHAPE_FIELDS, type Layout } from '../intercept/versions.js';
 import { fail, pass, type CheckLine } from './types.js';
 
-export const LAYOUT_VERSION = 1;
-export const LAYOUT_MARKER = 'layout_version';
-
-/** Pins the marker in a pin folder unless it is there. For installers (not wired in yet: see docs/check.md). */
-export function writeLayoutMarker(pinDir: string, version = LAYOUT_VERSION): void {
-  const path = join(pinDir, LAYOUT_MARKER);
-  if (!existsSync(path)) native().pinLayoutMarker(path, version);
-}
-
-/** The folder's layout version, or null when it has no marker. */
-export function readLayoutMarker(pinDir: string): number | null {
-  const path = join(pinDir, LAYOUT_MARKER);
-  if (!existsSync(path)) return null;
-  const map = native().openPinnedMap(path);
-  try {
-    const v = map.lookup(Buffer.alloc(4));
-    return v === null ? null : v.readUInt32LE(0);
-  } finally {
-    map.close();
-  }
-}
+export { LAYOUT_MARKER, readLayoutMarker, writeLayoutMarker } from '../intercept/versions.js';
 
 /** The pin folders under <bpffs>/bpfmesh: pod installs and node/. */
 export function pinFolders(bpffs: string): string[] {
@@ -50,36 +25,47 @@ export function pinFolders(bpffs: string): string[] {
     .map((n) => join(root, n));
 }
 
-type Shape = Pick<MapInfo, 'type' | 'keySize' | 'valueSize' | 'maxEntries'>;
-
-function expectedShapes(): Map<string, Shape> {
-  const shapes = new Map<string, Shape>();
-  const obj = native().openObject(bpfObjectPath('intercept'));
-  try {
-    for (const m of obj.maps()) shapes.set(m.name, m);
-  } finally {
-    obj.close();
-  }
-  return shapes;
+interface Problem {
+  why: string;
+  code: string;
+  fix: string;
 }
 
-/** Why a folder is incompatible, or null when it is not. */
-function incompatibility(dir: string, shapes: Map<string, Shape>): string | null {
-  const version = readLayoutMarker(dir);
-  if (version !== null && version !== LAYOUT_VERSION) return `layout ${version}, this build uses layout ${LAYOUT_VERSION}`;
-  for (const name of Object.values(MapNames)) {
-    const path = join(dir, name);
-    const want = shapes.get(name);
-    if (!existsSync(path) || want === undefined) continue;
-    const map = native().openPinnedMap(path);
+/** What is wrong with an install folder's maps, or null when nothing is. */
+function problemOf(dir: string, name: string, layout: Layout): Problem | null {
+  const found = layoutsIn(dir);
+  if (found.length === 0) return null;
+  const reset = name === NODE_DIR_NAME ? 'bpfmesh reset --node' : `bpfmesh reset --pod-name ${name}`;
+  const others = found.filter((f) => f.id !== layout.id);
+  if (others.length > 0) {
+    const ids = others.map((o) => o.id).join(', ');
+    try {
+      planLayout(dir);
+    } catch (err) {
+      return { why: `maps of layout ${ids}: ${(err as Error).message}`, code: errorCode(err) ?? ErrorCodes.INCOMPATIBLE_PINS, fix: `use the bpfmesh that made them (or ${reset}), then install again` };
+    }
+    const rerun = name === NODE_DIR_NAME ? 'restart bpfmesh node (or the next CNI ADD)' : 'run bpfmesh init for this pod again';
+    return { why: `maps of layout ${ids}, this build uses layout ${layout.id}`, code: ErrorCodes.INCOMPATIBLE_PINS, fix: `${rerun}: it upgrades them in place, live connections kept` };
+  }
+  const mapsDir = layoutDir(dir, layout.id);
+  const marker = readLayoutMarker(mapsDir);
+  if (marker !== layout.id) {
+    return { why: `${mapsDir} has ${marker === null ? 'no layout marker (an install that stopped half-way)' : `the marker of layout ${marker}`}`, code: ErrorCodes.INCOMPATIBLE_PINS, fix: `install again, or ${reset}` };
+  }
+  for (const [map, want] of layout.shapes) {
+    const path = join(mapsDir, map);
+    if (!existsSync(path)) continue;
+    const m = native().openPinnedMap(path);
     let have: MapInfo;
     try {
-      have = map.info();
+      have = m.info();
     } finally {
-      map.close();
+      m.close();
     }
-    const diff = (['type', 'keySize', 'valueSize', 'maxEntries'] as const).filter((f) => have[f] !== want[f]);
-    if (diff.length > 0) return `${name}: ${diff.map((f) => `${f} ${have[f]}, expected ${want[f]}`).join(', ')}`;
+    const diff = SHAPE_FIELDS.filter((f) => have[f] !== want[f]);
+    if (diff.length > 0) {
+      return { why: `${map}: ${diff.map((f) => `${f} ${have[f]}, expected ${want[f]}`).join(', ')}`, code: ErrorCodes.INCOMPATIBLE_PINS, fix: `remove them with the bpfmesh that made them (or ${reset}), then install again` };
+    }
   }
   return null;
 }
@@ -88,25 +74,23 @@ export function checkPinLayout(bpffs: string): CheckLine[] {
   const title = 'pins from this version';
   const folders = pinFolders(bpffs);
   if (folders.length === 0) return [pass('pins', title, `nothing pinned under ${pinRoot(bpffs)}`)];
-  let shapes: Map<string, Shape>;
+  let layout: Layout;
   try {
-    shapes = expectedShapes();
+    layout = currentLayout();
   } catch (err) {
     return [fail('pins', title, (err as Error).message, errorCode(err) ?? ErrorCodes.OBJECT_MISSING, 'build the BPF objects: npm install')];
   }
   const lines: CheckLine[] = [];
   for (const dir of folders) {
-    let why: string | null;
-    try {
-      why = incompatibility(dir, shapes);
-    } catch (err) {
-      why = `cannot read: ${(err as Error).message}`;
-    }
-    if (why === null) continue;
     const name = dir.slice(pinRoot(bpffs).length + 1);
-    const reset = name === NODE_DIR_NAME ? 'bpfmesh reset --node' : `bpfmesh reset --pod-name ${name}`;
-    lines.push(fail(`pins.${name}`, `${title}: ${dir}`, why, ErrorCodes.INCOMPATIBLE_PINS, `remove them with the bpfmesh that made them (or ${reset}), then install again`));
+    let p: Problem | null;
+    try {
+      p = problemOf(dir, name, layout);
+    } catch (err) {
+      p = { why: `cannot read: ${(err as Error).message}`, code: errorCode(err) ?? ErrorCodes.INCOMPATIBLE_PINS, fix: 'run bpfmesh check as root' };
+    }
+    if (p !== null) lines.push(fail(`pins.${name}`, `${title}: ${dir}`, p.why, p.code, p.fix));
   }
-  if (lines.length === 0) lines.push(pass('pins', title, `${folders.length} pin folder(s) under ${pinRoot(bpffs)} match layout ${LAYOUT_VERSION}`));
+  if (lines.length === 0) lines.push(pass('pins', title, `${folders.length} pin folder(s) under ${pinRoot(bpffs)} match layout ${layout.id}`));
   return lines;
 }

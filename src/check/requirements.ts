@@ -17,6 +17,8 @@ export const HELPERS: Readonly<Record<string, readonly string[]>> = {
   sk_msg: ['map_lookup_elem', 'get_netns_cookie', 'msg_redirect_hash', 'msg_redirect_map', 'sk_storage_get', 'skc_to_tcp_sock', 'probe_read_kernel'],
   sk_skb: ['map_lookup_elem', 'get_socket_cookie', 'skb_adjust_room', 'probe_read_kernel'],
   sk_lookup: ['map_lookup_elem', 'sk_assign', 'sk_release'],
+  // bpf/upgrade.bpf.c, an iterator run only by an upgrade that must carry sockets over; optional (README "Upgrading"), so not probed: check asks only what intercept and inbound load.
+  tracing: ['map_update_elem', 'seq_write'],
 };
 
 export interface Requirements {

@@ -48,6 +48,6 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`no pods are intercepted (nothing under ${pinRoot(opts.bpffs)})\n`);
     return 0;
   }
-  process.stdout.write(pods.map(formatPod).join('\n\n') + '\n\nSee also: bpftool cgroup tree; bpftool link show; bpftool map dump pinned <pin folder>/mesh_counters\n');
+  process.stdout.write(pods.map(formatPod).join('\n\n') + '\n\nSee also: bpftool cgroup tree; bpftool link show; bpftool map dump pinned <pin folder>/v<layout>/mesh_counters\n');
   return 0;
 }

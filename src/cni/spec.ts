@@ -52,6 +52,7 @@ export const BPFMESH_CNI_CODES: Record<string, number> = {
   [ErrorCodes.BAD_ARGUMENT]: 116,
   [ErrorCodes.MISMATCH]: 117,
   [ErrorCodes.KUBE_CONFIG]: 118,
+  [ErrorCodes.UNKNOWN_LAYOUT]: 119,
 };
 
 /** Our codes that are the spec's well-known conditions. */

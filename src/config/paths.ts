@@ -11,7 +11,7 @@ export function bpfObjectDir(): string {
 }
 
 /** Path of one BPF object; BPFMESH_OBJECT_<NAME> (e.g. BPFMESH_OBJECT_INTERCEPT) overrides one. */
-export function bpfObjectPath(name: 'intercept' | 'inbound' | 'probe'): string {
+export function bpfObjectPath(name: 'intercept' | 'inbound' | 'probe' | 'upgrade'): string {
   return process.env[`BPFMESH_OBJECT_${name.toUpperCase()}`] ?? join(bpfObjectDir(), `${name}.bpf.o`);
 }
 

@@ -5,6 +5,8 @@
 // that already exist get the new program atomically (BPF_LINK_UPDATE), and
 // the policy rows are reconciled. A first install that fails half-way is
 // rolled back; a re-run that fails leaves the previous install working.
+// Maps pinned by a release of another layout are carried over first
+// (upgrade.ts), under the node lock.
 import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfmeshError, ErrorCodes, errorCode, withContext } from '../errors.js';
@@ -14,8 +16,11 @@ import { native, type NativeLink, type NativeObject } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfObject, mapsOfPinDir, MapNames, type LinkSpec } from './layout.js';
 import { ensureBpffs } from './mounts.js';
-import { netnsAddressesOf, netnsCookieOf, withFd, type Pod } from './pod.js';
+import { netnsAddressesOf, netnsCookieOf, pinRoot, withFd, type Pod } from './pod.js';
 import { deletePodRows, writePolicy, type PodPolicy, type PolicyWriteResult } from './rules.js';
+import { abortLayout, copyRows, finishLayout, planLayout, prepareLayout, type LayoutPlan } from './upgrade.js';
+import { hasMaps, isLayoutDirName, LOCK_NAME } from './versions.js';
+import { withDirLock } from './node-lock.js';
 
 export interface InstallResult {
   pod: Pod;
@@ -23,6 +28,18 @@ export interface InstallResult {
   fresh: boolean;
   links: Array<{ pin: string; action: 'attached' | 'updated' }>;
   policy: PolicyWriteResult;
+  /** Set when maps of other layouts were carried over (upgrade in place). */
+  upgraded?: { from: string[]; to: string };
+}
+
+/** How long an upgrade waits for the node lock (the node-wide installers hold it for as long). */
+export const UPGRADE_LOCK_WAIT_MS = 10_000;
+
+/** Runs fn under the node lock when plan carries other layouts over (two upgrades of one folder must not interleave). */
+export function withUpgradeLock<T>(bpffs: string, pinDir: string, fn: (plan: LayoutPlan) => T): T {
+  const plan = planLayout(pinDir);
+  if (plan.others.length === 0) return fn(plan);
+  return withDirLock(join(pinRoot(bpffs), LOCK_NAME), UPGRADE_LOCK_WAIT_MS, () => fn(planLayout(pinDir)));
 }
 
 export function openAndLoad(name: 'intercept' | 'inbound', pinDir: string, rodata?: Buffer): NativeObject {
@@ -87,7 +104,12 @@ export function attachOrUpdate(spec: LinkSpec, obj: NativeObject, pinDir: string
 export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; explicit: boolean }, log: LogFns): InstallResult {
   ensureBpffs(bpffs.dir, bpffs.explicit);
   const netnsCookie = netnsCookieOf(pod.netnsPath);
+  return withUpgradeLock(bpffs.dir, pod.pinDir, (plan) => installWith(plan, pod, netnsCookie, policy, log));
+}
+
+function installWith(plan: LayoutPlan, pod: Pod, netnsCookie: bigint, policy: PodPolicy, log: LogFns): InstallResult {
   const fresh = !existsSync(pod.pinDir) || readdirSync(pod.pinDir).length === 0;
+  const upgrading = plan.others.length > 0;
   try {
     mkdirSync(pod.pinDir, { recursive: true });
   } catch (err) {
@@ -95,12 +117,15 @@ export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; expli
   }
   const objects: NativeObject[] = [];
   const created: string[] = [];
-  const previousSettings = fresh ? null : safeSettings(pod.pinDir, netnsCookie);
+  let swapped = false;
+  const previousSettings = fresh || upgrading ? null : safeSettings(pod.pinDir, netnsCookie);
   try {
-    const intercept = openAndLoad('intercept', pod.pinDir);
+    prepareLayout(plan);
+    const intercept = openAndLoad('intercept', plan.mapsDir);
     objects.push(intercept);
-    const inbound = openAndLoad('inbound', pod.pinDir, c.inboundRodata.encode({ podNetnsCookie: netnsCookie }));
+    const inbound = openAndLoad('inbound', plan.mapsDir, c.inboundRodata.encode({ podNetnsCookie: netnsCookie }));
     objects.push(inbound);
+    if (upgrading) copyRows(plan, log);
     const maps = mapsOfObject(intercept);
     let policyResult: PolicyWriteResult;
     try {
@@ -117,18 +142,25 @@ export function install(pod: Pod, policy: PodPolicy, bpffs: { dir: string; expli
           const obj = spec.object === 'intercept' ? intercept : inbound;
           const action = spec.target === 'cgroup' ? attachOrUpdate(spec, obj, pod.pinDir, cgroupFd, pod.cgroupPath) : attachOrUpdate(spec, obj, pod.pinDir, netnsFd, pod.netnsPath);
           if (action === 'attached') created.push(join(pod.pinDir, spec.pin));
+          else swapped = true;
           links.push({ pin: spec.pin, action });
           log.debug({ program: spec.program, pin: spec.pin, action }, 'hook in place');
         }
       }),
     );
-    return { pod, netnsCookie, fresh, links, policy: policyResult };
+    // Rows the old programs wrote between the first copy and the swap.
+    if (upgrading) copyRows(plan, log);
+    finishLayout(plan, log);
+    const upgraded = upgrading ? { from: plan.others.map((o) => o.id), to: plan.id } : undefined;
+    return { pod, netnsCookie, fresh, links, policy: policyResult, ...(upgraded === undefined ? {} : { upgraded }) };
   } catch (err) {
     if (fresh) {
       log.warn({ pod: pod.name, err: (err as Error).message }, 'install failed; removing what it made');
       removePins(pod.pinDir, log);
     } else {
       for (const pin of created) detachAndUnpin(pin, log);
+      // Before any swap the old layout still serves everything; after one, a re-run finishes the upgrade.
+      if (upgrading && !swapped) abortLayout(plan);
       if (previousSettings !== null) restoreSettings(pod.pinDir, netnsCookie, previousSettings);
     }
     throw err;
@@ -175,15 +207,31 @@ export function detachAndUnpin(path: string, log: LogFns): void {
   }
 }
 
-/** Detaches every link pinned in pinDir, unpins everything, removes the folder. */
+/** Unpins the maps folders (v<layout>/) of an install folder and removes them; returns what was unpinned. */
+export function removeLayoutDirs(pinDir: string, log: LogFns): string[] {
+  const removed: string[] = [];
+  for (const d of readdirSync(pinDir).filter(isLayoutDirName)) {
+    for (const n of readdirSync(join(pinDir, d))) {
+      detachAndUnpin(join(pinDir, d, n), log);
+      removed.push(`${d}/${n}`);
+    }
+    rmdirSync(join(pinDir, d));
+  }
+  return removed;
+}
+
+/** Detaches every link pinned in pinDir, unpins everything (maps folders too), removes the folder. */
 export function removePins(pinDir: string, log: LogFns): string[] {
   if (!existsSync(pinDir)) return [];
   const names = readdirSync(pinDir);
   // Links first, so nothing steers into maps that are going away.
-  const ordered = [...names.filter((n) => n.startsWith('link_')), ...names.filter((n) => !n.startsWith('link_'))];
-  for (const n of ordered) detachAndUnpin(join(pinDir, n), log);
+  const links = names.filter((n) => n.startsWith('link_'));
+  for (const n of links) detachAndUnpin(join(pinDir, n), log);
+  const maps = removeLayoutDirs(pinDir, log);
+  const rest = names.filter((n) => !n.startsWith('link_') && !isLayoutDirName(n));
+  for (const n of rest) detachAndUnpin(join(pinDir, n), log);
   rmdirSync(pinDir);
-  return ordered;
+  return [...links, ...maps, ...rest];
 }
 
 export interface UninstallResult {
@@ -200,7 +248,7 @@ export function uninstall(pinDir: string, podName: string, netnsCookie: bigint |
   if (!existsSync(pinDir)) {
     throw new BpfmeshError(ErrorCodes.NOT_INSTALLED, `nothing is installed for pod ${podName} (no ${pinDir})`);
   }
-  if (netnsCookie !== null && existsSync(join(pinDir, MapNames.settings))) {
+  if (netnsCookie !== null && hasMaps(pinDir)) {
     try {
       const maps = mapsOfPinDir(pinDir);
       try {

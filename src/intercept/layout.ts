@@ -1,11 +1,13 @@
 // What bpfmesh installs for a pod and under which names. Pins live in
-// <bpffs>/bpfmesh/<pod>/: maps under their own names (libbpf pins them by
-// name, so both objects share them), links as link_<hook>.
+// <bpffs>/bpfmesh/<pod>/: links as link_<hook>, maps under their own names
+// (libbpf pins them by name, so both objects share them) in the layout's
+// folder v<layout>/ (versions.ts).
 import type { NativeObject } from '../bpf/native.js';
 import { native } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { TypedMap } from '../bpf/typed-map.js';
 import { join } from 'node:path';
+import { mapsDirOf } from './versions.js';
 
 export const MapNames = {
   settings: 'mesh_settings',
@@ -88,7 +90,11 @@ function wrapMaps(open: MapOpener): PodMaps {
 }
 
 export const mapsOfObject = (obj: NativeObject): PodMaps => wrapMaps((n) => obj.map(n));
-export const mapsOfPinDir = (pinDir: string): PodMaps => wrapMaps((n) => native().openPinnedMap(join(pinDir, n)));
+/** The maps of an install folder (its current layout's folder, see versions.ts). */
+export const mapsOfPinDir = (pinDir: string): PodMaps => {
+  const dir = mapsDirOf(pinDir);
+  return wrapMaps((n) => native().openPinnedMap(join(dir, n)));
+};
 
 export function closeMaps(maps: PodMaps): void {
   for (const m of Object.values(maps) as Array<TypedMap<unknown, unknown>>) m.close();

@@ -5,8 +5,9 @@
 // its netns. So a pod is covered wherever its processes later sit in the
 // cgroup tree, and adding one is a few map writes and one link.
 //
-// Pins: <bpffs>/bpfmesh/node/ holds the shared maps (by name) and the cgroup
-// links (link_*); node/pods/<id>/ holds a pod's sk_lookup link and its
+// Pins: <bpffs>/bpfmesh/node/ holds the cgroup links (link_*) and the
+// shared maps (by name, in the layout's folder v<layout>/, versions.ts);
+// node/pods/<id>/ holds a pod's sk_lookup link and its
 // inbound object's .rodata (netns_cookie), which records the cookie the
 // pod's rows are keyed by, so a pod can be withdrawn after its netns is gone.
 import { closeSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
@@ -16,7 +17,9 @@ import type { Logger } from '../log/logger.js';
 import { native, type NativeObject } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { LINKS, SOCKMAP_PROGRAMS, closeMaps, mapsOfPinDir, MapNames, type PodMaps } from './layout.js';
-import { attachOrUpdate, detachAndUnpin, openAndLoad, uninstall } from './install.js';
+import { attachOrUpdate, detachAndUnpin, openAndLoad, removeLayoutDirs, uninstall } from './install.js';
+import { abortLayout, copyRows, finishLayout, planLayout, prepareLayout } from './upgrade.js';
+import { currentLayout, hasMaps, isLayoutDirName, layoutDir, layoutsIn, LOCK_NAME, mapsDirOf } from './versions.js';
 import { ensureBpffs } from './mounts.js';
 import { withDirLock } from './node-lock.js';
 import { withSockpathProbe } from './probe-sockpath.js';
@@ -32,7 +35,7 @@ export interface NodeScope {
 }
 
 export const NODE_DIR_NAME = 'node';
-export const NODE_LOCK_NAME = 'node_lock';
+export const NODE_LOCK_NAME = LOCK_NAME;
 const PODS_DIR = 'pods';
 const COOKIE_PIN = 'netns_cookie';
 // bpffs refuses names with a dot.
@@ -59,13 +62,23 @@ function withNodeLock<T>(scope: NodeScope, fn: () => T): T {
   return withDirLock(join(root, NODE_LOCK_NAME), LOCK_WAIT_MS, fn);
 }
 
+/** Everything pinned, with maps of this build's layout only (else the next install upgrades them). */
 function nodeInstalled(scope: NodeScope): boolean {
   const dir = nodePinDir(scope.bpffs);
-  return CGROUP_LINKS.every((l) => existsSync(join(dir, l.pin))) && existsSync(join(dir, MapNames.settings));
+  return (
+    CGROUP_LINKS.every((l) => existsSync(join(dir, l.pin))) &&
+    existsSync(join(layoutDir(dir, currentLayout().id), MapNames.settings)) &&
+    layoutsIn(dir).length === 1
+  );
+}
+
+function hasNodeLinks(scope: NodeScope): boolean {
+  const dir = nodePinDir(scope.bpffs);
+  return CGROUP_LINKS.every((l) => existsSync(join(dir, l.pin))) && hasMaps(dir);
 }
 
 function requireNodeInstall(scope: NodeScope): void {
-  if (!nodeInstalled(scope)) {
+  if (!hasNodeLinks(scope)) {
     throw new BpfmeshError(ErrorCodes.NOT_INSTALLED, `no node-wide interception under ${nodePinDir(scope.bpffs)}; start "bpfmesh node" or let the CNI plugin install it`);
   }
 }
@@ -88,12 +101,17 @@ export function ensureNodeInstall(scope: NodeScope, log: Logger, opts: { refresh
   return withNodeLock(scope, () => {
     if (!opts.refresh && nodeInstalled(scope)) return { fresh: false, links: CGROUP_LINKS.map((l) => ({ pin: l.pin, action: 'kept' as const })) };
     const dir = nodePinDir(scope.bpffs);
-    const fresh = !existsSync(join(dir, MapNames.settings));
+    const fresh = !hasMaps(dir);
     mkdirSync(join(dir, PODS_DIR), { recursive: true });
+    const plan = planLayout(dir);
+    const upgrading = plan.others.length > 0;
     const created: string[] = [];
+    let swapped = false;
     let obj: NativeObject | null = null;
     try {
-      obj = openAndLoad('intercept', dir);
+      prepareLayout(plan);
+      obj = openAndLoad('intercept', plan.mapsDir);
+      if (upgrading) copyRows(plan, log);
       const pairs = obj.map(MapNames.sockPairs);
       for (const spec of SOCKMAP_PROGRAMS) obj.program(spec.program).attachToMap(pairs.fd, spec.kind);
       const links: NodeInstallResult['links'] = [];
@@ -101,19 +119,49 @@ export function ensureNodeInstall(scope: NodeScope, log: Logger, opts: { refresh
         for (const spec of CGROUP_LINKS) {
           const action = attachOrUpdate(spec, obj!, dir, fd, scope.cgroupRoot);
           if (action === 'attached') created.push(join(dir, spec.pin));
+          else swapped = true;
           links.push({ pin: spec.pin, action });
         }
       });
+      if (upgrading) {
+        relinkPods(scope, plan.mapsDir, log);
+        copyRows(plan, log); // rows the old programs wrote before their links were swapped
+      }
+      finishLayout(plan, log);
       log.info({ cgroup: scope.cgroupRoot, pinDir: dir, fresh, links: links.map((l) => `${l.pin}:${l.action}`) }, 'node-wide interception in place');
       return { fresh, links };
     } catch (err) {
       for (const pin of created) detachAndUnpin(pin, log);
       if (fresh) removeNodeDir(scope, log);
+      else if (upgrading && !swapped) abortLayout(plan);
       throw err;
     } finally {
       obj?.close();
     }
   });
+}
+
+/**
+ * Upgrade: each enrolled pod's sk_lookup link gets an inbound program loaded
+ * on the new maps (BPF_LINK_UPDATE). Pods whose netns is gone are left to
+ * the agent or CNI DEL, which withdraw them.
+ */
+function relinkPods(scope: NodeScope, mapsDir: string, log: Logger): void {
+  for (const p of listEnrolled(scope)) {
+    if (!p.alive || p.netnsCookie === null) continue;
+    const obj = openAndLoad('inbound', mapsDir, c.inboundRodata.encode({ podNetnsCookie: p.netnsCookie }));
+    try {
+      const link = native().openPinnedLink(join(podDir(scope, p.id), SK_LOOKUP.pin));
+      try {
+        link.updateProgram(obj.program(SK_LOOKUP.program));
+      } finally {
+        link.close();
+      }
+      log.debug({ pod: p.id }, 'pod relinked to the upgraded maps');
+    } finally {
+      obj.close();
+    }
+  }
 }
 
 const readPodCookie = (scope: NodeScope, id: string): bigint | null => podCookie(podDir(scope, id));
@@ -170,7 +218,7 @@ export function enrollPod(scope: NodeScope, id: string, netnsPath: string, polic
   mkdirSync(dir, { recursive: true });
   let obj: NativeObject | null = null;
   try {
-    obj = openAndLoad('inbound', nodePinDir(scope.bpffs), c.inboundRodata.encode({ podNetnsCookie: netnsCookie }));
+    obj = openAndLoad('inbound', mapsDirOf(nodePinDir(scope.bpffs)), c.inboundRodata.encode({ podNetnsCookie: netnsCookie }));
     const rodata = obj.map('.rodata');
     if (!existsSync(join(dir, COOKIE_PIN))) rodata.pin(join(dir, COOKIE_PIN));
     withFd(netnsPath, 'network namespace', (fd) => attachOrUpdate(SK_LOOKUP, obj!, dir, fd, netnsPath));
@@ -192,7 +240,7 @@ export function withdrawPod(scope: NodeScope, id: string, log: Logger, knownCook
   const cookie = readPodCookie(scope, id) ?? knownCookie ?? null;
   // The link goes first so nothing steers with rows that are going away.
   detachAndUnpin(join(dir, SK_LOOKUP.pin), log);
-  if (cookie !== null && existsSync(join(nodePinDir(scope.bpffs), MapNames.settings))) {
+  if (cookie !== null && hasMaps(nodePinDir(scope.bpffs))) {
     withNodeMaps(scope, (maps) => deletePodRows(maps, cookie));
   }
   for (const name of readdirSync(dir)) detachAndUnpin(join(dir, name), log);
@@ -343,10 +391,11 @@ function removeNodeDir(scope: NodeScope, log: Logger): string[] {
   }
   const names = readdirSync(dir);
   // Links first, so nothing steers into maps that are going away.
-  for (const n of [...names.filter((x) => x.startsWith('link_')), ...names.filter((x) => !x.startsWith('link_'))]) {
+  for (const n of [...names.filter((x) => x.startsWith('link_')), ...names.filter((x) => !x.startsWith('link_') && !isLayoutDirName(x))]) {
     detachAndUnpin(join(dir, n), log);
     removed.push(n);
   }
+  removed.push(...removeLayoutDirs(dir, log));
   rmdirSync(dir);
   return removed;
 }

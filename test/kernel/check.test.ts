@@ -18,7 +18,8 @@ import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/log/logger.js';
 import { enrollPod, ensureNodeInstall, uninstallNode } from '../../src/intercept/node-wide.js';
 import { DEFAULT_POLICY } from '../../src/cni/config.js';
-import { LAYOUT_MARKER, LAYOUT_VERSION, readLayoutMarker, writeLayoutMarker } from '../../src/check/layout-marker.js';
+import { LAYOUT_MARKER, readLayoutMarker, writeLayoutMarker } from '../../src/check/layout-marker.js';
+import { currentLayout } from '../../src/intercept/versions.js';
 import type { CheckLine, CheckReport } from '../../src/check/types.js';
 
 const skip = kernelSkipReason();
@@ -74,7 +75,8 @@ describe('bpfmesh check', { skip, timeout: 600_000 }, () => {
       rmSync(plainDir, { recursive: true, force: true });
       rmSync(foreignDir, { recursive: true, force: true });
       if (existsSync(join(bpffs, 'foreign'))) native().unpin(join(bpffs, 'foreign'));
-      for (const dir of [join(bpffs, 'bpfmesh', 'old'), join(bpffs, 'bpfmesh', 'new'), join(bpffs, 'bpfmesh')]) {
+      const cur = `v${currentLayout().id}`;
+      for (const dir of [join(bpffs, 'bpfmesh', 'old', 'vdeadbeef'), join(bpffs, 'bpfmesh', 'old'), join(bpffs, 'bpfmesh', 'new', cur), join(bpffs, 'bpfmesh', 'new'), join(bpffs, 'bpfmesh')]) {
         if (existsSync(join(dir, LAYOUT_MARKER))) native().unpin(join(dir, LAYOUT_MARKER));
         if (existsSync(dir)) rmdirSync(dir);
       }
@@ -125,23 +127,27 @@ describe('bpfmesh check', { skip, timeout: 600_000 }, () => {
     expectFail(report, 'probes', 'BPFMESH_E_PERMISSION');
   });
 
-  test('pins from an incompatible version: a layout marker with another version', async () => {
-    const old = join(bpffs, 'bpfmesh', 'old');
+  test('pins from an unknown layout are refused; a folder of this layout passes', async () => {
+    const old = join(bpffs, 'bpfmesh', 'old', 'vdeadbeef');
     mkdirSync(old, { recursive: true });
-    native().pinLayoutMarker(join(old, LAYOUT_MARKER), LAYOUT_VERSION + 98);
+    writeLayoutMarker(old, 'deadbeef');
     const r = await check(['--pre', '--bpffs', bpffs]);
-    assert.match(expectFail(r, 'pins.old', 'BPFMESH_E_INCOMPATIBLE_PINS').detail, new RegExp(`layout ${LAYOUT_VERSION + 98}`));
+    const bad = expectFail(r, 'pins.old', 'BPFMESH_E_UNKNOWN_LAYOUT');
+    assert.match(bad.detail, /layout deadbeef/);
     native().unpin(join(old, LAYOUT_MARKER));
     rmdirSync(old);
+    rmdirSync(join(old, '..'));
 
-    const fresh = join(bpffs, 'bpfmesh', 'new');
+    const id = currentLayout().id;
+    const fresh = join(bpffs, 'bpfmesh', 'new', `v${id}`);
     mkdirSync(fresh, { recursive: true });
-    writeLayoutMarker(fresh);
-    assert.equal(readLayoutMarker(fresh), LAYOUT_VERSION);
+    writeLayoutMarker(fresh, id);
+    assert.equal(readLayoutMarker(fresh), id);
     const ok = await check(['--pre', '--bpffs', bpffs]);
     assert.equal(line(ok, 'pins').ok, true, line(ok, 'pins').detail);
     native().unpin(join(fresh, LAYOUT_MARKER));
     rmdirSync(fresh);
+    rmdirSync(join(fresh, '..'));
   });
 
   test('leftover proxy-init rules in the pod netns', async (t) => {

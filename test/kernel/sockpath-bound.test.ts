@@ -16,6 +16,7 @@ import { inspectPod } from '../../src/admin/inspect.js';
 import { native } from '../../src/bpf/native.js';
 import * as c from '../../src/bpf/codecs.js';
 import { MapNames, SOCKMAP_PROGRAMS } from '../../src/intercept/layout.js';
+import { mapsDirOf } from '../../src/intercept/versions.js';
 import { probeSockpath } from '../../src/intercept/probe-sockpath.js';
 import { skmem } from '../helpers/skmem.js';
 
@@ -33,7 +34,7 @@ const DEST = `10.${SUBNET}.0.99`;
  * knobbed programs (which share their own, unpinned socket-path maps).
  */
 function loadWithKnobs(pinDir: string, testKnobs: number): void {
-  const obj = native().openObject(bpfObjectPath('intercept'), { pinRoot: pinDir });
+  const obj = native().openObject(bpfObjectPath('intercept'), { pinRoot: mapsDirOf(pinDir) });
   try {
     obj.setRodata(c.interceptRodata.encode({ testKnobs }));
     obj.load();
