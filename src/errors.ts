@@ -92,6 +92,12 @@ export const ErrorCodes = {
   FORBIDDEN: 'BPFMESH_E_FORBIDDEN',
   /** Inbound policy: the port's server has HTTP routes and none matches the request (404). */
   ROUTE_NOT_FOUND: 'BPFMESH_E_ROUTE_NOT_FOUND',
+  /** `bpfmesh tap`: the proxy refused the tapper's identity (UNAUTHENTICATED, PERMISSION_DENIED). */
+  TAP_DENIED: 'BPFMESH_E_TAP_DENIED',
+  /** `bpfmesh tap`: the proxy's tap server cannot be reached, its TLS fails, or it is at its stream cap. */
+  TAP_UNAVAILABLE: 'BPFMESH_E_TAP_UNAVAILABLE',
+  /** Tap: a match or limit the proxy cannot use (INVALID_ARGUMENT). */
+  TAP_INVALID: 'BPFMESH_E_TAP_INVALID',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
