@@ -1,0 +1,140 @@
+// What tap costs the proxy (BENCH_ONLY=tap): HTTP/1.1 keep-alive through a
+// client and a server proxy with mTLS, side by side in one run, alternated:
+//   off        the proxies without LINKERD2_PROXY_TAP_SVC_NAME (no tap server, no hub)
+//   idle       tap on, nobody tapping (the request path tests one boolean)
+//   no match   a tapper on the server proxy whose match selects nothing
+//   all        a tapper on the server proxy that takes every request (bounded by
+//              BPFMESH_PROXY_TAP_MAX_EVENTS_PER_SECOND, 3000 events/s by default)
+// Two pod pairs (tap off / tap on), each with its control plane pod; the
+// tapper is `bpfmesh tap` in a pod of its own.
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import type { LabPod } from '../src/lab/lab.js';
+import { APP, CLI, identityName, MeshLab, meshProxyEnv, promSample } from '../test/helpers/mesh.js';
+import { parseWrk } from './proxy.js';
+import { median, printTable, round } from './stats.js';
+
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 4);
+const ROUNDS = Number(process.env['BENCH_TAP_ROUNDS'] ?? 3);
+const TAP_ID = 'linkerd-tap.linkerd-viz.serviceaccount.identity.linkerd.cluster.local';
+
+export interface TapRow {
+  load: string;
+  perSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** req/s / req/s with tap off. */
+  ratio: number;
+}
+
+interface Pair {
+  client: LabPod;
+  server: LabPod;
+  state: string;
+}
+
+async function pair(mesh: MeshLab, dir: string, tag: string, tap: boolean): Promise<Pair> {
+  const client = mesh.pod(`${tag}c`);
+  const server = mesh.pod(`${tag}s`);
+  const config = join(dir, `${tag}.yaml`);
+  writeFileSync(config, ['services:', `  - name: "${server.ip4}:8080"`, `    endpoints: [{ addr: "${server.ip4}:8080", identity: ${identityName(`${tag}-server`)} }]`, ''].join('\n'));
+  const state = join(dir, `${tag}-state`);
+  const cp = await mesh.controlPlanePod(`${tag}cp`, config, state);
+  const anchors = readFileSync(join(state, 'trust-anchors.pem'), 'utf8');
+  for (const [pod, sa] of [[client, `${tag}-client`], [server, `${tag}-server`]] as const) {
+    await mesh.init(pod);
+    const env = meshProxyEnv({ identity: identityName(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp });
+    await mesh.proxy(pod, tap ? { ...env, LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID } : env);
+  }
+  await mesh.appServer(server);
+  return { client, server, state };
+}
+
+export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-bench-tap-'));
+  const tappers: ChildProcess[] = [];
+  try {
+    chmodSync(dir, 0o755);
+    writeFileSync(join(dir, 'token'), 'bench');
+    chmodSync(join(dir, 'token'), 0o644);
+    const off = await pair(mesh, dir, 'tf', false);
+    const on = await pair(mesh, dir, 'tn', true);
+    const tapPod = mesh.pod('tapper');
+    const streams = async (): Promise<number> => promSample(await mesh.curl(on.server, 'http://127.0.0.1:4191/metrics'), 'bpfmesh_tap_streams');
+    /** Starts `bpfmesh tap` on the tap-on server proxy; resolves once its stream is open, with a stop function. */
+    const tapper = async (args: string[]): Promise<() => Promise<void>> => {
+      const child = mesh.lab.spawn(tapPod, process.execPath, [CLI, 'tap', '--addr', `${on.server.ip4}:4190`, '--control-plane-state', on.state, '--max', '1000000', ...args], {});
+      child.stdout!.resume();
+      let err = '';
+      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      tappers.push(child);
+      for (let i = 0; (await streams()) < 1; i++) {
+        if (i > 150 || child.exitCode !== null) throw new Error(`bench tap: the tapper did not start: ${err}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return async () => {
+        child.kill('SIGTERM');
+        for (let i = 0; i < 100 && (await streams()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      };
+    };
+    const wrk = async (p: Pair): Promise<{ perSec: number; p50Ms: number; p99Ms: number }> => {
+      const r = await mesh.lab.exec(p.client, 'wrk', ['-t1', '-c32', `-d${SECONDS}s`, '--latency', `http://${p.server.ip4}:8080/`], APP, (SECONDS + 20) * 1000);
+      if (/Non-2xx|Socket errors/.test(r.stdout)) process.stderr.write(`bench tap: wrk reported errors:\n${r.stdout}\n`);
+      const w = parseWrk(r.stdout);
+      return { perSec: w.reqPerSec, p50Ms: w.p50Ms, p99Ms: w.p99Ms };
+    };
+    const variants: Array<[string, () => Promise<{ perSec: number; p50Ms: number; p99Ms: number }>]> = [
+      ['off (no tap server)', () => wrk(off)],
+      ['idle (tap on, nobody tapping)', () => wrk(on)],
+      [
+        'a tapper whose match selects nothing',
+        async () => {
+          const stop = await tapper(['--path', '/no-request-has-this-path']);
+          try {
+            return await wrk(on);
+          } finally {
+            await stop();
+          }
+        },
+      ],
+      [
+        'a tapper taking every request (3000 events/s cap)',
+        async () => {
+          const stop = await tapper(['--json']);
+          try {
+            return await wrk(on);
+          } finally {
+            await stop();
+          }
+        },
+      ],
+    ];
+    const samples = new Map<string, Array<{ perSec: number; p50Ms: number; p99Ms: number }>>();
+    await wrk(off); // warm-up: pools, JIT
+    await wrk(on);
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const [name, run] of variants) {
+        const list = samples.get(name) ?? [];
+        list.push(await run());
+        samples.set(name, list);
+      }
+    }
+    const base = median(samples.get(variants[0]![0])!.map((x) => x.perSec));
+    const rows: TapRow[] = variants.map(([name]) => {
+      const xs = samples.get(name)!;
+      const perSec = median(xs.map((x) => x.perSec));
+      return { load: name, perSec: round(perSec, 0), p50Ms: round(median(xs.map((x) => x.p50Ms))), p99Ms: round(median(xs.map((x) => x.p99Ms))), ratio: round(perSec / base) };
+    });
+    printTable(
+      `tap cost: HTTP/1.1 keep-alive, wrk -c32, both proxies with mTLS (alternated; median of ${ROUNDS}, ${SECONDS} s each)`,
+      ['server proxy', 'req/s', 'p50/p99 ms', 'vs off'],
+      rows.map((r) => [r.load, r.perSec, `${r.p50Ms}/${r.p99Ms}`, r.ratio]),
+    );
+    return rows;
+  } finally {
+    for (const t of tappers) if (t.exitCode === null) t.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
