@@ -362,3 +362,135 @@ describe('tap server on loopback: mTLS, identities, events, matches, limits', { 
     assert.ok((await metricValue(registry, 'bpfmesh_tap_connections_refused_total', { reason: 'tls' })) >= 1);
   });
 });
+
+describe('tap bounds: a tapper that stops reading', { timeout: 60_000 }, () => {
+  let anchor: Issued;
+  let issuer: Issued;
+  let tapLeaf: Issued;
+  let app: RecordingApp;
+  let proxy: Proxy;
+  let server: TapServer;
+  let registry: Registry;
+  let control: Addr;
+  let inboundPort = 0;
+
+  before(async () => {
+    anchor = await mintAnchor();
+    issuer = await mintIssuer(anchor);
+    const proxyLeaf = await mintLeaf(issuer, PROXY_ID);
+    tapLeaf = await mintLeaf(issuer, TAP_ID);
+    app = new RecordingApp((_req, res) => res.end('x'.repeat(100)));
+    const appPort = await app.listen();
+    const config = parseProxyEnv({
+      LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR: '127.0.0.1:0',
+      LINKERD2_PROXY_INBOUND_LISTEN_ADDR: '127.0.0.1:0',
+      LINKERD2_PROXY_CONTROL_LISTEN_ADDR: '127.0.0.1:0',
+      LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID,
+      BPFMESH_PROXY_TAP_QUEUE: '5',
+      BPFMESH_PROXY_TAP_MAX_EVENTS_PER_SECOND: '100000',
+    });
+    registry = new Registry();
+    const log = createLogger({ logFormat: 'json', logLevel: 'silent' });
+    const hub = new TapHub({ registry, maxEventsPerSecond: config.tap!.maxEventsPerSecond });
+    proxy = new Proxy({ config, registry, log, tapHub: hub, originalDst: () => ({ host: '127.0.0.1', port: appPort }) });
+    await proxy.start();
+    inboundPort = proxy.listening.inbound.find((a) => a.host === '127.0.0.1')!.port;
+    const store = new TlsStore({ trustAnchorsPem: anchor.certPem, identity: PROXY_ID });
+    store.update(materialOf(proxyLeaf, issuer));
+    server = new TapServer({ listen: config.controlListenAddr, config: config.tap!, store, hub, log, registry });
+    control = await server.start();
+  });
+
+  after(async () => {
+    await server?.close();
+    await proxy?.shutdown(0);
+    await app?.close();
+  });
+
+  /** `n` GET requests on one keep-alive connection; how many got 200. */
+  // (the events/s cap is tested on the hub alone, with its clock: see below)
+  async function requests(n: number): Promise<number> {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    let ok = 0;
+    for (let i = 0; i < n; i++) {
+      ok += await new Promise<number>((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port: inboundPort, path: `/r/${i}`, agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode === 200 ? 1 : 0));
+        });
+        req.on('error', () => resolve(0));
+      });
+    }
+    agent.destroy();
+    return ok;
+  }
+
+  async function waitStreams(n: number): Promise<void> {
+    for (let i = 0; i < 200 && (await metricValue(registry, 'bpfmesh_tap_streams')) !== n; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await metricValue(registry, 'bpfmesh_tap_streams'), n);
+  }
+
+  test('a tapper that stops reading: events past its queue are dropped and counted, requests go on', async () => {
+    // A raw HTTP/2 client that never reads (grpc-js's client buffers whatever comes, paused or not):
+    // HTTP/2 flow control stops the server after a stream window, then its queue of 5 fills.
+    const session = http2.connect(`https://127.0.0.1:${control.port}`, {
+      ca: anchor.certPem,
+      cert: tapLeaf.certPem + issuer.certPem,
+      key: tapLeaf.keyPem,
+      servername: PROXY_ID,
+      checkServerIdentity: () => undefined,
+    });
+    session.on('error', () => {});
+    const body = tapService().Observe.requestSerialize({ limit: 1000, match: { all: { matches: [] } } });
+    const frame = Buffer.alloc(5 + body.length);
+    frame.writeUInt32BE(body.length, 1);
+    body.copy(frame, 5);
+    const call = session.request({ ':method': 'POST', ':path': '/io.linkerd.proxy.tap.Tap/Observe', 'content-type': 'application/grpc', te: 'trailers' });
+    call.on('error', () => {});
+    call.end(frame);
+    call.pause();
+    await waitStreams(1);
+    const sent0 = await metricValue(registry, 'bpfmesh_tap_events_total');
+    // 300 requests, 900 events of ~120 bytes: more than a 64 KiB stream window.
+    assert.equal(await requests(300), 300, 'every request answered while the tapper stalls');
+    await new Promise((r) => setTimeout(r, 200));
+    const dropped = await metricValue(registry, 'bpfmesh_tap_events_dropped_total', { reason: 'queue_full' });
+    const sent = (await metricValue(registry, 'bpfmesh_tap_events_total')) - sent0;
+    assert.ok(dropped > 0, `dropped ${dropped}, sent ${sent}`);
+    assert.equal(sent + dropped, 900, 'every event either queued/sent or dropped');
+    assert.ok(sent < 900 && sent > 0);
+    call.close();
+    session.close();
+    await waitStreams(0);
+  });
+});
+
+describe('tap hub: the events/s cap', () => {
+  test('a token bucket of maxEventsPerSecond; a matching request past it is not tapped and counted', async () => {
+    let now = 0;
+    const registry = new Registry();
+    const hub = new TapHub({ registry, maxEventsPerSecond: 30, now: () => now });
+    const sent: unknown[] = [];
+    const remove = hub.add({ base: hub.nextBase(), limit: 1000, match: () => true, send: (ev) => sent.push(ev) > 0, done: () => {} });
+    const req = { ...view(), direction: 'inbound' as const, sourceMeta: { tls: 'true' }, destinationMeta: undefined };
+    const start = (): boolean => {
+      const x = hub.start(req);
+      x?.response(200);
+      x?.end({}, 0);
+      return x !== undefined;
+    };
+    let tapped = 0;
+    for (let i = 0; i < 20; i++) if (start()) tapped++;
+    assert.equal(tapped, 10, 'a full bucket: 30 events, 10 requests');
+    assert.equal(await metricValue(registry, 'bpfmesh_tap_requests_skipped_total', { reason: 'rate' }), 10);
+    now += 500; // half a second refills 15 events
+    tapped = 0;
+    for (let i = 0; i < 20; i++) if (start()) tapped++;
+    assert.equal(tapped, 5);
+    assert.equal(sent.length, 45);
+    assert.equal(await metricValue(registry, 'bpfmesh_tap_events_total'), 45);
+    remove();
+    assert.equal(hub.active, false, 'no stream: the request path is back to one false test');
+    assert.equal(hub.start(req), undefined);
+  });
+});
