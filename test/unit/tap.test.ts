@@ -9,6 +9,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import { connect, createServer, type Server } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { parseProxyEnv } from '../../src/config/proxy-env.js';
@@ -26,6 +29,8 @@ import { materialOf, mintAnchor, mintIssuer, mintLeaf, type Issued } from '../he
 import { RecordingApp } from '../helpers/proxy-chain.js';
 import { metricValue } from '../helpers/control-plane.js';
 import type { Addr } from '../../src/proxy/types.js';
+import { REPO_ROOT } from '../../src/config/paths.js';
+import { join } from 'node:path';
 
 const PROXY_ID = 'web.ns.serviceaccount.identity.linkerd.cluster.local';
 const TAP_ID = 'linkerd-tap.linkerd-viz.serviceaccount.identity.linkerd.cluster.local';
@@ -153,6 +158,7 @@ describe('tap server on loopback: mTLS, identities, events, matches, limits', { 
   let control: Addr;
   let inboundPort = 0;
   let appPort = 0;
+  let store: TlsStore;
 
   before(async () => {
     anchor = await mintAnchor();
@@ -194,7 +200,7 @@ describe('tap server on loopback: mTLS, identities, events, matches, limits', { 
     proxy = new Proxy({ config, registry, log, tapHub: hub, originalDst: () => ({ host: '127.0.0.1', port: appPort }) });
     await proxy.start();
     inboundPort = proxy.listening.inbound.find((a) => a.host === '127.0.0.1')!.port;
-    const store = new TlsStore({ trustAnchorsPem: anchor.certPem, identity: PROXY_ID });
+    store = new TlsStore({ trustAnchorsPem: anchor.certPem, identity: PROXY_ID });
     store.update(materialOf(proxyLeaf, issuer));
     server = new TapServer({ listen: config.controlListenAddr, config: config.tap!, store, hub, log, registry });
     control = await server.start();
@@ -349,6 +355,26 @@ describe('tap server on loopback: mTLS, identities, events, matches, limits', { 
     await streams(0);
   });
 
+  test('a renewed workload certificate serves the next connection; the open stream keeps going', async () => {
+    const abort = new AbortController();
+    const held = tap(tapLeaf, { limit: 5, match: { all: { matches: [] } } }, undefined, abort.signal);
+    await streams(1);
+    const renewed = await mintLeaf(issuer, PROXY_ID);
+    store.update(materialOf(renewed, issuer));
+    const serial = await new Promise<string>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: control.port, ca: anchor.certPem, servername: PROXY_ID, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined }, () => {
+        resolve(s.getPeerX509Certificate()?.serialNumber ?? '');
+        s.destroy();
+      });
+      s.on('error', reject);
+    });
+    assert.equal(serial.toLowerCase(), new X509Certificate(renewed.certPem).serialNumber.toLowerCase());
+    await h1('/after-renewal');
+    abort.abort();
+    const got = await held;
+    assert.ok(got.some((e) => e.http?.request_init?.path === '/after-renewal'), 'the stream opened before the renewal still reports');
+  });
+
   test('a plaintext client is closed without a gRPC answer', async () => {
     const r = await new Promise<string>((resolve) => {
       const s = connect(control.port, '127.0.0.1');
@@ -492,5 +518,49 @@ describe('tap hub: the events/s cap', () => {
     remove();
     assert.equal(hub.active, false, 'no stream: the request path is back to one false test');
     assert.equal(hub.start(req), undefined);
+  });
+});
+
+describe('bpfmesh proxy with LINKERD2_PROXY_TAP_SVC_NAME but identity disabled', () => {
+  test('warns and serves no tap (nothing listens on the control port), as Linkerd does', async () => {
+    const free = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const cli = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+    const child = spawn(process.execPath, [cli, 'proxy'], {
+      env: {
+        PATH: process.env['PATH'],
+        LINKERD2_PROXY_IDENTITY_DISABLED: 'disabled',
+        LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID,
+        LINKERD2_PROXY_LOG: 'info',
+        LINKERD2_PROXY_LOG_FORMAT: 'json',
+        LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR: '127.0.0.1:0',
+        LINKERD2_PROXY_INBOUND_LISTEN_ADDR: '127.0.0.1:0',
+        LINKERD2_PROXY_ADMIN_LISTEN_ADDR: '127.0.0.1:0',
+        LINKERD2_PROXY_CONTROL_LISTEN_ADDR: `127.0.0.1:${free}`,
+      },
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      for (let i = 0; i < 100 && !out.includes('admin listening'); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, /LINKERD2_PROXY_TAP_SVC_NAME is set but identity is disabled; tap stays off/);
+      assert.doesNotMatch(out, /tap listening/);
+      const refused = await new Promise<boolean>((resolve) => {
+        const s = connect(free, '127.0.0.1');
+        s.on('connect', () => {
+          s.destroy();
+          resolve(false);
+        });
+        s.on('error', () => resolve(true));
+      });
+      assert.equal(refused, true, 'nothing listens on the control port');
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
