@@ -5,14 +5,16 @@
 //   no match   a tapper on the server proxy whose match selects nothing
 //   all        a tapper on the server proxy that takes every request (bounded by
 //              BPFMESH_PROXY_TAP_MAX_EVENTS_PER_SECOND, 3000 events/s by default)
-// Two pod pairs (tap off / tap on), each with its control plane pod; the
-// tapper is `bpfmesh tap` in a pod of its own.
+// One pod pair with its control plane pod; the server's proxy is restarted
+// with and without LINKERD2_PROXY_TAP_SVC_NAME between the off row and the
+// others, every round, so every row runs on the same pods. The tapper is
+// `bpfmesh tap` in a pod of its own.
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { LabPod } from '../src/lab/lab.js';
-import { APP, CLI, identityName, MeshLab, meshProxyEnv, promSample } from '../test/helpers/mesh.js';
+import { APP, CLI, identityName, MeshLab, meshProxyEnv, promSample, type PodProcess } from '../test/helpers/mesh.js';
 import { parseWrk } from './proxy.js';
 import { median, printTable, round } from './stats.js';
 
@@ -33,9 +35,11 @@ interface Pair {
   client: LabPod;
   server: LabPod;
   state: string;
+  /** Restarts the server's proxy with tap on or off (same pod, same identity). */
+  serverTap(on: boolean): Promise<void>;
 }
 
-async function pair(mesh: MeshLab, dir: string, tag: string, tap: boolean): Promise<Pair> {
+async function pair(mesh: MeshLab, dir: string, tag: string): Promise<Pair> {
   const client = mesh.pod(`${tag}c`);
   const server = mesh.pod(`${tag}s`);
   const config = join(dir, `${tag}.yaml`);
@@ -43,13 +47,23 @@ async function pair(mesh: MeshLab, dir: string, tag: string, tap: boolean): Prom
   const state = join(dir, `${tag}-state`);
   const cp = await mesh.controlPlanePod(`${tag}cp`, config, state);
   const anchors = readFileSync(join(state, 'trust-anchors.pem'), 'utf8');
-  for (const [pod, sa] of [[client, `${tag}-client`], [server, `${tag}-server`]] as const) {
-    await mesh.init(pod);
-    const env = meshProxyEnv({ identity: identityName(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp });
-    await mesh.proxy(pod, tap ? { ...env, LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID } : env);
-  }
+  const env = (sa: string): NodeJS.ProcessEnv => meshProxyEnv({ identity: identityName(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp });
+  await mesh.init(client);
+  await mesh.init(server);
+  await mesh.proxy(client, env(`${tag}-client`));
+  let serverProxy: PodProcess | undefined;
+  const serverTap = async (on: boolean): Promise<void> => {
+    if (serverProxy !== undefined) {
+      const exited = new Promise((r) => serverProxy!.child.once('exit', r));
+      serverProxy.child.kill('SIGKILL');
+      await exited;
+    }
+    const e = env(`${tag}-server`);
+    serverProxy = await mesh.proxy(server, on ? { ...e, LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID } : e);
+  };
+  await serverTap(false);
   await mesh.appServer(server);
-  return { client, server, state };
+  return { client, server, state, serverTap };
 }
 
 export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
@@ -59,8 +73,8 @@ export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
     chmodSync(dir, 0o755);
     writeFileSync(join(dir, 'token'), 'bench');
     chmodSync(join(dir, 'token'), 0o644);
-    const off = await pair(mesh, dir, 'tf', false);
-    const on = await pair(mesh, dir, 'tn', true);
+    const on = await pair(mesh, dir, 'tp');
+    const off = on;
     const tapPod = mesh.pod('tapper');
     const streams = async (): Promise<number> => promSample(await mesh.curl(on.server, 'http://127.0.0.1:4191/metrics'), 'bpfmesh_tap_streams');
     /** Starts `bpfmesh tap` on the tap-on server proxy; resolves once its stream is open, with a stop function. */
@@ -79,6 +93,15 @@ export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
         for (let i = 0; i < 100 && (await streams()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
       };
     };
+    /** Tap on or off on the server's proxy; a few requests first, so the client proxy's pool has reconnected. */
+    let tapOn: boolean | undefined;
+    const setTap = async (want: boolean): Promise<void> => {
+      if (tapOn === want) return;
+      await on.serverTap(want);
+      tapOn = want;
+      for (let i = 0; i < 20; i++) await mesh.lab.exec(on.client, 'curl', ['-s', '-o', '/dev/null', '--max-time', '2', `http://${on.server.ip4}:8080/`], APP);
+      await mesh.lab.exec(on.client, 'wrk', ['-t1', '-c32', '-d1s', `http://${on.server.ip4}:8080/`], APP, 30_000); // warm-up: pools, JIT
+    };
     const wrk = async (p: Pair): Promise<{ perSec: number; p50Ms: number; p99Ms: number }> => {
       const r = await mesh.lab.exec(p.client, 'wrk', ['-t1', '-c32', `-d${SECONDS}s`, '--latency', `http://${p.server.ip4}:8080/`], APP, (SECONDS + 20) * 1000);
       if (/Non-2xx|Socket errors/.test(r.stdout)) process.stderr.write(`bench tap: wrk reported errors:\n${r.stdout}\n`);
@@ -86,11 +109,24 @@ export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
       return { perSec: w.reqPerSec, p50Ms: w.p50Ms, p99Ms: w.p99Ms };
     };
     const variants: Array<[string, () => Promise<{ perSec: number; p50Ms: number; p99Ms: number }>]> = [
-      ['off (no tap server)', () => wrk(off)],
-      ['idle (tap on, nobody tapping)', () => wrk(on)],
+      [
+        'off (no tap server)',
+        async () => {
+          await setTap(false);
+          return wrk(off);
+        },
+      ],
+      [
+        'idle (tap on, nobody tapping)',
+        async () => {
+          await setTap(true);
+          return wrk(on);
+        },
+      ],
       [
         'a tapper whose match selects nothing',
         async () => {
+          await setTap(true);
           const stop = await tapper(['--path', '/no-request-has-this-path']);
           try {
             return await wrk(on);
@@ -102,6 +138,7 @@ export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
       [
         'a tapper taking every request (3000 events/s cap)',
         async () => {
+          await setTap(true);
           const stop = await tapper(['--json']);
           try {
             return await wrk(on);
@@ -112,8 +149,6 @@ export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
       ],
     ];
     const samples = new Map<string, Array<{ perSec: number; p50Ms: number; p99Ms: number }>>();
-    await wrk(off); // warm-up: pools, JIT
-    await wrk(on);
     for (let i = 0; i < ROUNDS; i++) {
       for (const [name, run] of variants) {
         const list = samples.get(name) ?? [];
@@ -128,7 +163,7 @@ export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
       return { load: name, perSec: round(perSec, 0), p50Ms: round(median(xs.map((x) => x.p50Ms))), p99Ms: round(median(xs.map((x) => x.p99Ms))), ratio: round(perSec / base) };
     });
     printTable(
-      `tap cost: HTTP/1.1 keep-alive, wrk -c32, both proxies with mTLS (alternated; median of ${ROUNDS}, ${SECONDS} s each)`,
+      `tap cost: HTTP/1.1 keep-alive, wrk -c32, both proxies with mTLS; the server's proxy restarted with tap off / on each round (median of ${ROUNDS}, ${SECONDS} s each)`,
       ['server proxy', 'req/s', 'p50/p99 ms', 'vs off'],
       rows.map((r) => [r.load, r.perSec, `${r.p50Ms}/${r.p99Ms}`, r.ratio]),
     );

@@ -14,7 +14,7 @@ import { parseCidr, parseIp } from '../util/ip.js';
 
 export const usage = `bpfmesh tap (--pod NAME [--namespace NS] | --addr HOST:PORT) [match] [identity] [--max N] [--json]   watch requests live
   Where:    --pod NAME          an intercepted pod on this node (the name bpfmesh inspect shows; needs root): its own IP, its control port
-            --pod NAME --namespace NS [--kubeconfig PATH]   a pod through the Kubernetes API: status.podIP:4190, identity from its service account
+            --pod NAME --namespace NS [--kubeconfig PATH] [--control-port N]   a pod through the Kubernetes API: status.podIP:4190, identity from its service account
             --addr HOST:PORT    the proxy's control port directly (LINKERD2_PROXY_CONTROL_LISTEN_ADDR, 4190)
             --server-id NAME    the proxy's identity to expect (default: from the pod's service account with --namespace; else only the chain is checked)
   Match:    --to ADDR  --from ADDR   IP, CIDR, IP:PORT or :PORT of the destination / source
@@ -29,6 +29,7 @@ const OPTIONS = {
   pod: { type: 'string' },
   namespace: { type: 'string' },
   kubeconfig: { type: 'string' },
+  'control-port': { type: 'string' },
   bpffs: { type: 'string' },
   addr: { type: 'string' },
   'server-id': { type: 'string' },
@@ -125,7 +126,9 @@ async function locate(flags: TapFlags, v: ReturnType<typeof parse>): Promise<{ a
     if (pod === null || ip === undefined) throw new BpfmeshError(ErrorCodes.NOT_FOUND, `pod ${where.namespace}/${where.pod}: ${pod === null ? 'not found' : 'no IP yet'}`);
     const sa = typeof pod.spec?.['serviceAccountName'] === 'string' ? pod.spec['serviceAccountName'] : 'default';
     const td = v['trust-domain'] ?? 'cluster.local';
-    return { addr: { host: ip, port: 4190 }, serverId: flags.serverId ?? `${sa}.${where.namespace}.serviceaccount.identity.linkerd.${td}` };
+    const port = v['control-port'] === undefined ? 4190 : Number(v['control-port']);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw badFlag(`--control-port: "${v['control-port']}" is not a port`);
+    return { addr: { host: ip, port }, serverId: flags.serverId ?? `${sa}.${where.namespace}.serviceaccount.identity.linkerd.${td}` };
   }
   const { inspectAll } = await import('../admin/inspect.js');
   const { pinRoot } = await import('../intercept/pod.js');

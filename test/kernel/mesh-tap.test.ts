@@ -73,9 +73,9 @@ describe('bpfmesh tap: live requests through proxies with mTLS', { skip, timeout
   const streams = async (pod: LabPod): Promise<number> => promSample(await mesh.curl(pod, 'http://127.0.0.1:4191/metrics'), 'bpfmesh_tap_streams');
 
   /** `bpfmesh tap` in pod t (root: it reads cp's issuer key); returns once the proxy in `of` has registered the stream. */
-  async function startTap(of: LabPod, server: string, args: string[]): Promise<{ done: Promise<{ code: number | null; stdout: string; stderr: string }> }> {
+  async function startTap(of: LabPod, server: string, args: string[], where = ['--addr', `${of.ip4}:4190`]): Promise<{ done: Promise<{ code: number | null; stdout: string; stderr: string }> }> {
     const before = await streams(of);
-    const child = mesh.lab.spawn(t, process.execPath, [CLI, 'tap', '--addr', `${of.ip4}:4190`, '--server-id', server, '--control-plane-state', state, ...args], {});
+    const child = mesh.lab.spawn(t, process.execPath, [CLI, 'tap', ...where, '--server-id', server, '--control-plane-state', state, ...args], {});
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -154,6 +154,14 @@ describe('bpfmesh tap: live requests through proxies with mTLS', { skip, timeout
       .map((e) => e.requestInitEvent!.path);
     assert.deepEqual(paths, ['/match/1']);
     assert.equal(await streams(b), 0, 'the stream is gone from the proxy');
+  });
+
+  test('--pod NAME finds the proxy through the node\'s pins, as bpfmesh inspect does (its own IP, its control port)', async () => {
+    const tap = await startTap(b, id('b'), ['--max', '1'], ['--pod', b.netnsName]);
+    await curl([`http://${b.ip4}:8080/by-pod`]);
+    const r = await tap.done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^req id=\\d+:0 proxy=in {2}src=${a.ip4.replace(/\./g, '\\.')}:\\d+ dst=${b.ip4.replace(/\./g, '\\.')}:8080 tls=true .*:path=/by-pod$`, 'm'));
   });
 
   test('another identity, from the same trust anchors, is refused with PERMISSION_DENIED', async () => {

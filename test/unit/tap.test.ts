@@ -30,6 +30,9 @@ import { RecordingApp } from '../helpers/proxy-chain.js';
 import { metricValue } from '../helpers/control-plane.js';
 import type { Addr } from '../../src/proxy/types.js';
 import { REPO_ROOT } from '../../src/config/paths.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { startFakeKube } from '../helpers/fake-kube.js';
 import { join } from 'node:path';
 
 const PROXY_ID = 'web.ns.serviceaccount.identity.linkerd.cluster.local';
@@ -373,6 +376,52 @@ describe('tap server on loopback: mTLS, identities, events, matches, limits', { 
     abort.abort();
     const got = await held;
     assert.ok(got.some((e) => e.http?.request_init?.path === '/after-renewal'), 'the stream opened before the renewal still reports');
+    await streams(0);
+  });
+
+  test('bpfmesh tap --pod --namespace: the pod\'s IP and identity from the Kubernetes API (its service account)', async () => {
+    const kube = await startFakeKube();
+    const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-tap-cli-'));
+    try {
+      kube.setPod({ metadata: { name: 'web-0', namespace: 'ns' }, spec: { serviceAccountName: 'web' }, status: { podIP: '127.0.0.1' } });
+      kube.setPod({ metadata: { name: 'db-0', namespace: 'ns' }, spec: { serviceAccountName: 'db' }, status: { podIP: '127.0.0.1' } });
+      writeFileSync(join(dir, 'tap.crt'), tapLeaf.certPem + issuer.certPem);
+      writeFileSync(join(dir, 'tap.key'), tapLeaf.keyPem);
+      writeFileSync(join(dir, 'ca.crt'), anchor.certPem);
+      const cli = (pod: string): Promise<{ code: number | null; out: string; err: string }> =>
+        new Promise((resolve) => {
+          const args = ['tap', '--pod', pod, '--namespace', 'ns', '--kubeconfig', kube.kubeconfigPath, '--control-port', String(control.port)];
+          args.push('--cert', join(dir, 'tap.crt'), '--key', join(dir, 'tap.key'), '--trust-anchors', join(dir, 'ca.crt'), '--max', '1', '--path', '/via-kube');
+          const child = spawn(process.execPath, [join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js'), ...args]);
+          let out = '';
+          let err = '';
+          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+          const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+          child.once('exit', (code) => {
+            clearTimeout(timer);
+            resolve({ code, out, err });
+          });
+        });
+      await streams(0);
+      const running = cli('web-0');
+      await streams(1);
+      await h1('/via-kube');
+      const r = await running;
+      assert.equal(r.code, 0, `${r.err} / ${r.out}`);
+      assert.equal(r.out.split('\n').filter((l) => l !== '').length, 3, r.out);
+      assert.match(r.out, /^req id=\d+:0 proxy=in .*:path=\/via-kube$/m);
+      // db-0's service account names another identity than the proxy at that address presents.
+      const wrong = await cli('db-0');
+      assert.equal(wrong.code, 1);
+      assert.match(wrong.err, /BPFMESH_E_TAP_UNAVAILABLE/);
+      const missing = await cli('nope');
+      assert.equal(missing.code, 1);
+      assert.match(missing.err, /BPFMESH_E_NOT_FOUND: pod ns\/nope: not found/);
+    } finally {
+      await kube.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a plaintext client is closed without a gRPC answer', async () => {
