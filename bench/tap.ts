@@ -5,6 +5,10 @@
 //   no match   a tapper on the server proxy whose match selects nothing
 //   all        a tapper on the server proxy that takes every request (bounded by
 //              BPFMESH_PROXY_TAP_MAX_EVENTS_PER_SECOND, 3000 events/s by default)
+// Also in one process, without the kernel or TLS (the request path alone):
+// two proxies on loopback in front of one app, one without a hub and one
+// with, and wrk against each in turn, 1 s rounds alternated, with the hub
+// idle, with a stream whose match selects nothing, and with one taking all.
 // One pod pair with its control plane pod; the server's proxy is restarted
 // with and without LINKERD2_PROXY_TAP_SVC_NAME between the off row and the
 // others, every round, so every row runs on the same pods. The tapper is
@@ -12,7 +16,13 @@
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { Registry } from 'prom-client';
+import { parseProxyEnv } from '../src/config/proxy-env.js';
+import { createLogger } from '../src/log/logger.js';
+import { Proxy } from '../src/proxy/proxy.js';
+import { TapHub } from '../src/proxy/tap/hub.js';
+import { RecordingApp } from '../test/helpers/proxy-chain.js';
 import type { LabPod } from '../src/lab/lab.js';
 import { APP, CLI, identityName, MeshLab, meshProxyEnv, promSample, type PodProcess } from '../test/helpers/mesh.js';
 import { parseWrk } from './proxy.js';
@@ -66,7 +76,78 @@ async function pair(mesh: MeshLab, dir: string, tag: string): Promise<Pair> {
   return { client, server, state, serverTap };
 }
 
+const IN_PROCESS_ROUNDS = Number(process.env['BENCH_TAP_INPROC_ROUNDS'] ?? 10);
+
+/** The request path alone: the same Proxy class with no hub / an idle hub / a hub with a stream, in one process. */
+async function runInProcess(): Promise<TapRow[]> {
+  const app = new RecordingApp((_req, res) => res.end('hello'));
+  const appPort = await app.listen();
+  const log = createLogger({ logFormat: 'json', logLevel: 'silent' });
+  const mk = async (hub: TapHub | undefined): Promise<{ proxy: Proxy; port: number }> => {
+    const config = parseProxyEnv({ LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR: '127.0.0.1:0', LINKERD2_PROXY_INBOUND_LISTEN_ADDR: '127.0.0.1:0' });
+    const proxy = new Proxy({ config, registry: new Registry(), log, originalDst: () => ({ host: '127.0.0.1', port: appPort }), ...(hub ? { tapHub: hub } : {}) });
+    await proxy.start();
+    return { proxy, port: proxy.listening.inbound.find((a) => a.host === '127.0.0.1')!.port };
+  };
+  const hub = new TapHub({ maxEventsPerSecond: 3000 });
+  const off = await mk(undefined);
+  const on = await mk(hub);
+  const wrk = (port: number): Promise<number> =>
+    new Promise((resolve) =>
+      execFile('wrk', ['-t1', '-c16', '-d1s', `http://127.0.0.1:${port}/`], { timeout: 20_000 }, (_err, out) => resolve(parseWrk(String(out)).reqPerSec)),
+    );
+  let sink: (() => void) | undefined;
+  const sinkFor = (match: () => boolean): (() => void) => hub.add({ base: hub.nextBase(), limit: 1e9, match, send: () => true, done: () => {} });
+  const variants: Array<[string, () => Promise<number>]> = [
+    ['in process: no hub', () => wrk(off.port)],
+    ['in process: idle hub', () => wrk(on.port)],
+    [
+      'in process: a stream whose match selects nothing',
+      async () => {
+        sink = sinkFor(() => false);
+        try {
+          return await wrk(on.port);
+        } finally {
+          sink();
+        }
+      },
+    ],
+    [
+      'in process: a stream taking every request (3000 events/s cap)',
+      async () => {
+        sink = sinkFor(() => true);
+        try {
+          return await wrk(on.port);
+        } finally {
+          sink();
+        }
+      },
+    ],
+  ];
+  try {
+    await wrk(off.port); // warm-up: JIT, pools
+    await wrk(on.port);
+    const samples = new Map<string, number[]>();
+    for (let i = 0; i < IN_PROCESS_ROUNDS; i++) for (const [name, run] of variants) samples.set(name, [...(samples.get(name) ?? []), await run()]);
+    const base = median(samples.get(variants[0]![0])!);
+    return variants.map(([name]) => {
+      const perSec = median(samples.get(name)!);
+      return { load: name, perSec: round(perSec, 0), p50Ms: NaN, p99Ms: NaN, ratio: round(perSec / base) };
+    });
+  } finally {
+    await off.proxy.shutdown(0);
+    await on.proxy.shutdown(0);
+    await app.close();
+  }
+}
+
 export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
+  const inProcess = await runInProcess();
+  printTable(
+    `tap cost, the request path alone: HTTP/1.1 keep-alive through one in-process proxy, wrk -c16 (1 s rounds alternated; median of ${IN_PROCESS_ROUNDS})`,
+    ['proxy', 'req/s', 'vs no hub'],
+    inProcess.map((r) => [r.load, r.perSec, r.ratio]),
+  );
   const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-bench-tap-'));
   const tappers: ChildProcess[] = [];
   try {
@@ -167,7 +248,7 @@ export async function runTapBench(mesh: MeshLab): Promise<TapRow[]> {
       ['server proxy', 'req/s', 'p50/p99 ms', 'vs off'],
       rows.map((r) => [r.load, r.perSec, `${r.p50Ms}/${r.p99Ms}`, r.ratio]),
     );
-    return rows;
+    return [...inProcess, ...rows];
   } finally {
     for (const t of tappers) if (t.exitCode === null) t.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });

@@ -835,7 +835,7 @@ class ClientConn implements UpstreamOwner {
   }
 
   private h2ResponseDone(): void {
-    this.tapEnd(this.tapx?.bytes ?? 0);
+    if (this.tapx !== null) this.tapEnd(this.tapx.bytes);
     this.resDone = true;
     if (this.reqDone) return this.h2Done();
     // Answered before the whole request came (an early error): the rest of the request has nowhere to go.
