@@ -22,6 +22,7 @@ export const usage = `bpfmesh tap (--pod NAME [--namespace NS] | --addr HOST:POR
   Identity: --cert FILE --key FILE --trust-anchors FILE   the tap identity's certificate (LINKERD2_PROXY_TAP_SVC_NAME), key and the mesh's trust anchors (PEM)
             --control-plane-state DIR [--identity NAME]   lab: a leaf for NAME (default ${'linkerd-tap.linkerd-viz.serviceaccount.identity.linkerd.cluster.local'}) from bpfmesh control-plane's issuer
   --max N   requests to report (default 100); the stream ends when they have all ended
+  --json    one JSON object per event and line (linkerd viz tap -o json's fields)    --trust-domain D   for --namespace (default cluster.local)
 `;
 
 const DEFAULT_TAP_IDENTITY = 'linkerd-tap.linkerd-viz.serviceaccount.identity.linkerd.cluster.local';

@@ -424,6 +424,13 @@ describe('tap server on loopback: mTLS, identities, events, matches, limits', { 
     }
   });
 
+  test('a key that is not the certificate\'s is a flag error, not a stack trace', async () => {
+    await assert.rejects(
+      observe({ addr: control, certPem: tapLeaf.certPem, keyPem: otherLeaf.keyPem, trustAnchorsPem: anchor.certPem, request: { limit: 1 }, onEvent: () => {} }),
+      { code: 'BPFMESH_E_BAD_FLAG' },
+    );
+  });
+
   test('a plaintext client is closed without a gRPC answer', async () => {
     const r = await new Promise<string>((resolve) => {
       const s = connect(control.port, '127.0.0.1');

@@ -24,7 +24,12 @@ export interface ObserveOptions {
 /** Streams events until the proxy ends the stream (limit reached and done) or `signal` aborts; rejects with a coded error. */
 export function observe(o: ObserveOptions): Promise<void> {
   const target = formatAddr(o.addr);
-  const context = createSecureContext({ ca: o.trustAnchorsPem, cert: o.certPem, key: o.keyPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+  let context: ReturnType<typeof createSecureContext>;
+  try {
+    context = createSecureContext({ ca: o.trustAnchorsPem, cert: o.certPem, key: o.keyPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+  } catch (err) {
+    return Promise.reject(new BpfmeshError(ErrorCodes.BAD_FLAG, `the tap identity's certificate, key or trust anchors cannot be used (PEM; the key must be the certificate's): ${(err as Error).message}`));
+  }
   const serverId = o.serverId;
   const creds = grpc.credentials.createFromSecureContext(context, {
     checkServerIdentity: (_host, cert) => {
