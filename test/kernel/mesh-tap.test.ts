@@ -3,7 +3,8 @@
 // in pod cp) and LINKERD2_PROXY_TAP_SVC_NAME set; the tapper runs the CLI
 // in pod t (no proxy), over the lab network to b's (or a's) control port,
 // presenting a leaf for the tap identity (or another) from cp's issuer.
-//   a --HTTP/1 8080, HTTP/2 8081--> b (app-server)      t --mTLS 4190--> a, b
+//   a --HTTP/1 8080, HTTP/2 8081--> b (app-server)      t --mTLS 4190--> a, b, c
+//   a --HTTP/1 over HTTP/2 (l5d-orig-proto)--> c (app-server, endpoint hinted h2)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,13 +32,14 @@ describe('bpfmesh tap: live requests through proxies with mTLS', { skip, timeout
   let a: LabPod;
   let b: LabPod;
   let t: LabPod;
+  let c: LabPod;
   let dir: string;
   let state: string;
   const proxies: PodProcess[] = [];
 
   before(async () => {
     mesh = new MeshLab(SUBNET);
-    [a, b, t] = [mesh.pod('a'), mesh.pod('b'), mesh.pod('t')];
+    [a, b, t, c] = [mesh.pod('a'), mesh.pod('b'), mesh.pod('t'), mesh.pod('c')];
     dir = mkdtempSync(join(tmpdir(), 'bpfmesh-tap-'));
     chmodSync(dir, 0o755);
     const config = [
@@ -47,6 +49,9 @@ describe('bpfmesh tap: live requests through proxies with mTLS', { skip, timeout
       `    endpoints: [{ addr: "${b.ip4}:8080", identity: ${id('b')}, labels: { pod: b } }]`,
       `  - name: "${b.ip4}:8081"`,
       `    endpoints: [{ addr: "${b.ip4}:8081", identity: ${id('b')}, labels: { pod: b } }]`,
+      // c takes HTTP/1 from a carried over HTTP/2 between the proxies (l5d-orig-proto).
+      `  - name: "${c.ip4}:8080"`,
+      `    endpoints: [{ addr: "${c.ip4}:8080", identity: ${id('c')}, protocolHint: h2, labels: { pod: c } }]`,
       '',
     ].join('\n');
     writeFileSync(join(dir, 'mesh.yaml'), config);
@@ -55,11 +60,11 @@ describe('bpfmesh tap: live requests through proxies with mTLS', { skip, timeout
     state = join(dir, 'state');
     const cp = await mesh.controlPlanePod('cp', join(dir, 'mesh.yaml'), state);
     const anchors = readFileSync(join(state, 'trust-anchors.pem'), 'utf8');
-    for (const [pod, sa] of [[b, 'b'], [a, 'a']] as const) {
+    for (const [pod, sa] of [[b, 'b'], [c, 'c'], [a, 'a']] as const) {
       await mesh.init(pod);
       const env = { ...meshProxyEnv({ identity: id(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp }), LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID };
       proxies.push(await mesh.proxy(pod, env));
-      if (pod === b) await mesh.appServer(pod);
+      if (pod !== a) await mesh.appServer(pod);
     }
   });
 
@@ -162,6 +167,28 @@ describe('bpfmesh tap: live requests through proxies with mTLS', { skip, timeout
     const r = await tap.done;
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`^req id=\\d+:0 proxy=in {2}src=${a.ip4.replace(/\./g, '\\.')}:\\d+ dst=${b.ip4.replace(/\./g, '\\.')}:8080 tls=true .*:path=/by-pod$`, 'm'));
+  });
+
+  test('HTTP/1 carried over HTTP/2 between the proxies (l5d-orig-proto) is tapped on both sides, with its body bytes', async () => {
+    const inbound = await startTap(c, id('c'), ['--json', '--max', '1']);
+    const outbound = await startTap(a, id('a'), ['--json', '--max', '1', '--to', `${c.ip4}:8080`]);
+    const body = await curl([`http://${c.ip4}:8080/upgraded`]);
+    const [rin, rout] = [await inbound.done, await outbound.done];
+    assert.equal(rin.code, 0, rin.stderr);
+    assert.equal(rout.code, 0, rout.stderr);
+    const parse = (out: string): JsonEvent[] => out.trim().split('\n').map((l) => JSON.parse(l) as JsonEvent);
+    const [ein, eout] = [parse(rin.stdout), parse(rout.stdout)];
+    assert.equal(ein.length, 3, rin.stdout);
+    assert.equal(eout.length, 3, rout.stdout);
+    assert.equal(ein[0]!.requestInitEvent!.path, '/upgraded');
+    assert.deepEqual(ein[0]!.source.metadata, { tls: 'true', client_id: id('a') });
+    assert.equal(eout[0]!.proxyDirection, 'OUTBOUND');
+    assert.equal(eout[0]!.destination.metadata['server_id'], id('c'));
+    assert.equal(eout[0]!.destination.metadata['pod'], 'c', "the endpoint's labels");
+    assert.equal(ein[2]!.responseEndEvent!.responseBytes, Buffer.byteLength(body));
+    assert.equal(eout[2]!.responseEndEvent!.responseBytes, Buffer.byteLength(body));
+    const upgraded = promSample(await mesh.curl(a, 'http://127.0.0.1:4191/metrics'), 'bpfmesh_orig_proto_requests_total', { event: 'upgraded' });
+    assert.ok(upgraded >= 1, 'the request went over HTTP/2 between the proxies');
   });
 
   test('another identity, from the same trust anchors, is refused with PERMISSION_DENIED', async () => {
