@@ -11,7 +11,7 @@ import http2 from 'node:http2';
 import { connect, createServer, type Server } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { parseProxyEnv } from '../../src/config/proxy-env.js';
@@ -30,7 +30,7 @@ import { RecordingApp } from '../helpers/proxy-chain.js';
 import { metricValue } from '../helpers/control-plane.js';
 import type { Addr } from '../../src/proxy/types.js';
 import { REPO_ROOT } from '../../src/config/paths.js';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startFakeKube } from '../helpers/fake-kube.js';
 import { join } from 'node:path';
@@ -420,6 +420,35 @@ describe('tap server on loopback: mTLS, identities, events, matches, limits', { 
       assert.match(missing.err, /BPFMESH_E_NOT_FOUND: pod ns\/nope: not found/);
     } finally {
       await kube.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the README\'s openssl recipe for a tap identity leaf is admitted', async () => {
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    const start = readme.indexOf('  ID=linkerd-tap.');
+    const end = readme.indexOf('\n', readme.indexOf('  cat tap.leaf.crt issuer.crt > tap.crt', start));
+    assert.ok(start > 0 && end > start, 'the recipe is in the README');
+    const script = readme.slice(start, end).replace(/^ {2}/gm, '');
+    const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-tap-openssl-'));
+    try {
+      writeFileSync(join(dir, 'issuer.crt'), issuer.certPem);
+      writeFileSync(join(dir, 'issuer.key'), issuer.keyPem);
+      execFileSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: dir, stdio: 'pipe' });
+      const events = observe({
+        addr: control,
+        serverId: PROXY_ID,
+        certPem: readFileSync(join(dir, 'tap.crt'), 'utf8'),
+        keyPem: readFileSync(join(dir, 'tap.key'), 'utf8'),
+        trustAnchorsPem: anchor.certPem,
+        request: { limit: 1, match: { http: { path: { exact: '/openssl' } } } },
+        onEvent: () => {},
+      });
+      await streams(1);
+      await h1('/openssl');
+      await events;
+      await streams(0);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
