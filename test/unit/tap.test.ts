@@ -649,3 +649,17 @@ describe('bpfmesh proxy with LINKERD2_PROXY_TAP_SVC_NAME but identity disabled',
     }
   });
 });
+
+describe('tap environment', () => {
+  test('off without LINKERD2_PROXY_TAP_SVC_NAME or with LINKERD2_PROXY_TAP_DISABLED; bounds from BPFMESH_PROXY_TAP_*; bad values are BPFMESH_E_BAD_ENV', () => {
+    assert.equal(parseProxyEnv({}).tap, undefined);
+    assert.equal(parseProxyEnv({ LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID, LINKERD2_PROXY_TAP_DISABLED: 'true' }).tap, undefined);
+    assert.deepEqual(parseProxyEnv({ LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID }).tap, { svcName: TAP_ID, maxStreams: 16, queue: 400, maxEventsPerSecond: 3000 });
+    assert.deepEqual(
+      parseProxyEnv({ LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID, BPFMESH_PROXY_TAP_MAX_STREAMS: '2', BPFMESH_PROXY_TAP_QUEUE: '10', BPFMESH_PROXY_TAP_MAX_EVENTS_PER_SECOND: '99' }).tap,
+      { svcName: TAP_ID, maxStreams: 2, queue: 10, maxEventsPerSecond: 99 },
+    );
+    assert.throws(() => parseProxyEnv({ LINKERD2_PROXY_TAP_SVC_NAME: 'not a name' }), { code: 'BPFMESH_E_BAD_ENV' });
+    assert.throws(() => parseProxyEnv({ LINKERD2_PROXY_TAP_SVC_NAME: TAP_ID, BPFMESH_PROXY_TAP_QUEUE: '0' }), { code: 'BPFMESH_E_BAD_ENV' });
+  });
+});
