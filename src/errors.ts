@@ -94,6 +94,12 @@ export const ErrorCodes = {
   ROUTE_NOT_FOUND: 'BPFMESH_E_ROUTE_NOT_FOUND',
   /** Pins of a map layout this release does not know (made by a newer one): no upgrade in place from it. */
   UNKNOWN_LAYOUT: 'BPFMESH_E_UNKNOWN_LAYOUT',
+  /** `bpfmesh tap`: the proxy refused the tapper's identity (UNAUTHENTICATED, PERMISSION_DENIED). */
+  TAP_DENIED: 'BPFMESH_E_TAP_DENIED',
+  /** `bpfmesh tap`: the proxy's tap server cannot be reached, its TLS fails, or it is at its stream cap. */
+  TAP_UNAVAILABLE: 'BPFMESH_E_TAP_UNAVAILABLE',
+  /** Tap: a match or limit the proxy cannot use (INVALID_ARGUMENT). */
+  TAP_INVALID: 'BPFMESH_E_TAP_INVALID',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   cni: () => import('./cni.js'),
   'cni-install': () => import('./cni-install.js'),
   check: () => import('./check.js'),
+  tap: () => import('./tap.js'),
 };
 
 const INPUT_ERRORS = new Set<string>([ErrorCodes.BAD_FLAG, ErrorCodes.BAD_PORT, ErrorCodes.BAD_PORT_RANGE, ErrorCodes.BAD_CIDR]);

@@ -13,6 +13,8 @@ import { DestinationResolver } from '../control/destination.js';
 import { IdentityClient, type WorkloadCertificate } from '../control/identity.js';
 import { TlsStore } from '../tls/index.js';
 import { InboundAuthorizer } from '../policy/index.js';
+import { TapHub } from '../proxy/tap/hub.js';
+import { TapServer } from '../proxy/tap/server.js';
 
 export const usage = `bpfmesh proxy [--pod-name NAME | --netns PATH] [--bpffs DIR]   the sidecar proxy
   Configured by LINKERD2_PROXY_* (outbound 127.0.0.1:4140, inbound 0.0.0.0:4143, admin 127.0.0.1:4191, ...).
@@ -39,8 +41,13 @@ export async function run(argv: string[]): Promise<number> {
   const resolver = config.destination === undefined ? undefined : new DestinationResolver({ config: config.destination, registry, log, ...(tls ? { tls } : {}) });
   // Inbound authorization: the policy API when configured, else the default policy (LINKERD2_PROXY_INBOUND_DEFAULT_POLICY).
   const authorizer = config.policy === undefined ? undefined : new InboundAuthorizer({ config: config.policy, registry, log, readyTimeoutMs: config.inbound.httpFailfastTimeoutMs, ...(tls ? { tls } : {}) });
-  const proxy = new Proxy({ config, registry, log, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}), ...(authorizer ? { authorizer } : {}) });
+  // Tap needs identity (mTLS is what admits the tapper); Linkerd turns it off without, with a warning.
+  if (config.tap !== undefined && tls === undefined) log.warn({ tapSvcName: config.tap.svcName }, 'LINKERD2_PROXY_TAP_SVC_NAME is set but identity is disabled; tap stays off');
+  const tapHub = config.tap !== undefined && tls !== undefined ? new TapHub({ registry, maxEventsPerSecond: config.tap.maxEventsPerSecond }) : undefined;
+  const proxy = new Proxy({ config, registry, log, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}), ...(authorizer ? { authorizer } : {}), ...(tapHub ? { tapHub } : {}) });
   await proxy.start();
+  const tapServer = tapHub !== undefined && tls !== undefined && config.tap !== undefined ? new TapServer({ listen: config.controlListenAddr, config: config.tap, store: tls, hub: tapHub, log, registry }) : undefined;
+  if (tapServer !== undefined) log.info({ control: formatAddr(await tapServer.start()), tapSvcName: config.tap?.svcName }, 'tap listening');
   await identity?.start();
   const counters = podCounterReader(flags);
   if ('read' in counters) {
@@ -55,6 +62,7 @@ export async function run(argv: string[]): Promise<number> {
   const stop = (why: string): Promise<void> =>
     (stopping ??= (async () => {
       log.info({ why, graceMs: config.shutdownGracePeriodMs, open: proxy.openConnections }, 'shutting down');
+      await tapServer?.close();
       await proxy.shutdown(config.shutdownGracePeriodMs);
       identity?.close();
       authorizer?.close();

@@ -9,6 +9,7 @@ import type { Addr } from '../proxy/types.js';
 import { formatPortRange, parsePortList, type PortRange } from '../util/ports.js';
 import type { LogLevel, LogOptions } from './pod-flags.js';
 import { parsePolicyEnv, type PolicyConfig } from './policy-env.js';
+import { parseTapEnv, type TapConfig } from './tap-env.js';
 
 /** Not in ErrorCodes yet; listed for the README. */
 export const BAD_ENV = 'BPFMESH_E_BAD_ENV';
@@ -151,6 +152,8 @@ export interface ProxyConfig {
   identity: IdentityConfig | undefined;
   /** Inbound authorization (src/policy/); see policy-env.ts. */
   policy?: PolicyConfig;
+  /** The tap server on the control port; undefined when tap is off (see tap-env.ts). */
+  tap?: TapConfig | undefined;
 }
 
 function bad(name: string, value: string, expected: string, cause?: unknown): BpfmeshError {
@@ -427,5 +430,6 @@ export function parseProxyEnv(env: NodeJS.ProcessEnv): ProxyConfig {
     })(),
     identity: parseIdentity(env),
     policy: parsePolicyEnv(env, parseControlAddr),
+    tap: parseTapEnv(env),
   };
 }

@@ -63,6 +63,7 @@ import type {
   InboundServerPoliciesClient as GenInboundClient,
   InboundServerPoliciesHandlers as GenInboundHandlers,
 } from './gen/io/linkerd/proxy/inbound/InboundServerPolicies';
+import type { TapClient as GenTapClient, TapHandlers as GenTapHandlers } from './gen/io/linkerd/proxy/tap/Tap';
 
 /** Fields a writer may leave out although the decoder always fills them in. */
 type Loose<T, K extends keyof T> = Omit<T, K> & Partial<Pick<T, K>>;
@@ -105,6 +106,15 @@ export type { HostMatch__Output as HostMatchMsg } from './gen/io/linkerd/proxy/h
 export type { Metadata as MetadataIn, Metadata__Output as MetadataMsg } from './gen/io/linkerd/proxy/meta/Metadata';
 export type { IPNetwork as IpNetworkIn } from './gen/io/linkerd/proxy/net/IPNetwork';
 
+export type { ObserveRequest as ObserveRequestIn, ObserveRequest__Output as ObserveRequestMsg } from './gen/io/linkerd/proxy/tap/ObserveRequest';
+export type {
+  _io_linkerd_proxy_tap_ObserveRequest_Match as TapMatchIn,
+  _io_linkerd_proxy_tap_ObserveRequest_Match__Output as TapMatchMsg,
+} from './gen/io/linkerd/proxy/tap/ObserveRequest';
+export type { TapEvent as TapEventIn, TapEvent__Output as TapEventMsg } from './gen/io/linkerd/proxy/tap/TapEvent';
+export type TapClient = GenTapClient;
+export type TapHandlers = GenTapHandlers;
+
 // ---- clients and services -------------------------------------------------
 
 /** The generated client, with the stream of Get typed as UpdateMsg (see there). */
@@ -123,6 +133,7 @@ interface Loaded {
   destination: grpc.ServiceClientConstructor;
   identity: grpc.ServiceClientConstructor;
   inbound: grpc.ServiceClientConstructor;
+  tap: grpc.ServiceClientConstructor;
 }
 
 let loaded: Loaded | undefined;
@@ -131,7 +142,7 @@ function load(): Loaded {
   if (loaded !== undefined) return loaded;
   let def: PackageDefinition;
   try {
-    def = loadSync(['destination.proto', 'identity.proto', 'inbound.proto'], LOADER_OPTIONS);
+    def = loadSync(['destination.proto', 'identity.proto', 'inbound.proto', 'tap.proto'], LOADER_OPTIONS);
   } catch (err) {
     throw new BpfmeshError(ErrorCodes.NOT_FOUND, `cannot load the proxy API from ${PROTO_DIR}: ${(err as Error).message}`, { cause: err });
   }
@@ -142,12 +153,13 @@ function load(): Loaded {
           destination: { Destination: grpc.ServiceClientConstructor };
           identity: { Identity: grpc.ServiceClientConstructor };
           inbound: { InboundServerPolicies: grpc.ServiceClientConstructor };
+          tap: { Tap: grpc.ServiceClientConstructor };
         };
       };
     };
   };
   const p = ns.io.linkerd.proxy;
-  loaded = { destination: p.destination.Destination, identity: p.identity.Identity, inbound: p.inbound.InboundServerPolicies };
+  loaded = { destination: p.destination.Destination, identity: p.identity.Identity, inbound: p.inbound.InboundServerPolicies, tap: p.tap.Tap };
   return loaded;
 }
 
@@ -165,6 +177,14 @@ export function inboundPolicyClientCtor(): ClientCtor<InboundPolicyClient> {
 
 export function inboundPolicyService(): grpc.ServiceDefinition<InboundPolicyHandlers> {
   return load().inbound.service as grpc.ServiceDefinition<InboundPolicyHandlers>;
+}
+
+export function tapClientCtor(): ClientCtor<TapClient> {
+  return load().tap as unknown as ClientCtor<TapClient>;
+}
+
+export function tapService(): grpc.ServiceDefinition<TapHandlers> {
+  return load().tap.service as grpc.ServiceDefinition<TapHandlers>;
 }
 
 export function destinationService(): grpc.ServiceDefinition<DestinationHandlers> {

@@ -20,6 +20,7 @@ import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminat
 import { endpointLabeler, type EndpointLabeler } from './endpoint-labels.js';
 import { OrigProtoUpgrader } from './orig-proto.js';
 import { formatAddr, newConnLabels } from './types.js';
+import type { TapHub } from './tap/hub.js';
 import { admitConnection, authorizeRequestH1, authorizeRequestH2, inboundConn, type InboundAuthorizer, type InboundConn } from '../policy/index.js';
 
 /** A resolver that can also wait for its first answer (discovery); FallbackResolver cannot. */
@@ -44,6 +45,8 @@ export interface ProxyOptions {
    * (test/helpers/proxy-chain.ts). Null closes the connection.
    */
   originalDst?: (sock: Socket, direction: Direction) => Addr | null;
+  /** Live tap: the HTTP layers report requests to it while a tapper is connected (src/proxy/tap/). */
+  tapHub?: TapHub;
 }
 
 interface DirectionState {
@@ -250,7 +253,9 @@ export class Proxy {
       this.metrics.detected(state.direction, d.protocol, d.timedOut);
       const log = this.#opts.log.child({ component: `${state.direction}-${d.protocol}` });
       const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
-      const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}) };
+      const hub = this.#opts.tapHub;
+      const tap = hub === undefined ? {} : { tap: { hub, target, source: sock.remoteAddress === undefined ? undefined : { host: stripMapped(sock.remoteAddress), port: sock.remotePort ?? 0 } } };
+      const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}), ...tap };
       const limits = this.#opts.config.limits;
       switch (d.protocol) {
         case 'http1': {

@@ -92,6 +92,8 @@ export interface AcceptTlsOptions {
    * linkerd2-proxy does.
    */
   rejectUnverifiedClientCert?: boolean;
+  /** ALPN protocols to offer (the tap server's gRPC: ["h2"]); none by default. */
+  alpn?: string[];
 }
 
 export interface AcceptedTls {
@@ -120,7 +122,7 @@ export function acceptTls(sock: Socket, buffered: Buffer, store: TlsStore, opts:
     // TLSSocket reads what is already queued in a wrapped socket before its handle (initRead).
     sock.unshift(buffered);
   }
-  const tlsSocket = new TLSSocket(sock, { isServer: true, secureContext: store.serverContext, requestCert: true, rejectUnauthorized: false });
+  const tlsSocket = new TLSSocket(sock, { isServer: true, secureContext: store.serverContext, requestCert: true, rejectUnauthorized: false, ...(opts.alpn ? { ALPNProtocols: opts.alpn } : {}) });
   const timeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   return new Promise((resolve, reject) => {
     let settled = false;

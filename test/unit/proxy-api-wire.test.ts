@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import * as protobuf from 'protobufjs';
 import { REPO_ROOT } from '../../src/config/paths.js';
-import { decodeTcpAddress, destinationService, encodeTcpAddress, inboundPolicyService, PROTO_DIR, type ServerMsg, type UpdateMsg } from '../../src/control/protos.js';
+import { decodeTcpAddress, destinationService, encodeTcpAddress, inboundPolicyService, PROTO_DIR, tapService, type ObserveRequestMsg, type ServerMsg, type UpdateMsg } from '../../src/control/protos.js';
 import { ENUMS, FIELDS } from '../fixtures/proxy-api-v0.20.0.js';
 
 const WKT = join(REPO_ROOT, 'test', 'fixtures', 'protoc-wkt');
@@ -34,7 +34,7 @@ function describeField(f: protobuf.Field): string {
 test('every declared message matches the release: field names, numbers, types', () => {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => (target.startsWith('google/') ? join(WKT, target) : join(PROTO_DIR, target));
-  root.loadSync(['destination.proto', 'identity.proto', 'inbound.proto'], { keepCase: true }).resolveAll();
+  root.loadSync(['destination.proto', 'identity.proto', 'inbound.proto', 'tap.proto'], { keepCase: true }).resolveAll();
   for (const [name, fields] of Object.entries(FIELDS)) {
     const t = root.lookupType(name);
     assert.deepEqual(t.fieldsArray.map(describeField).sort(), [...fields].sort(), name);
@@ -145,6 +145,34 @@ test('our inbound.Server decodes in protoc with the same values', { skip: protoc
   assert.match(text, /http1 \{ routes \{ metadata \{ default: "default" \} rules \{ matches \{ path \{ exact: "\/x" \} method \{ unregistered: "PURGE" \} \} \} \} \}/);
   assert.match(text, /net \{ ip \{ ipv4: 167772160 \} prefix_len: 8 \}/);
   assert.match(text, /meshTLS \{ identities \{ suffixes \{ parts: "ns" \} \} \}/);
+});
+
+test('tap.ObserveRequest built by protoc decodes; our TapEvent decodes in protoc', { skip: protocSkip }, () => {
+  const text = `limit: 5 match { all { matches { destination { netmask { ip { ipv4: 167772162 } mask: 32 } } }
+    matches { http { path { prefix: "/api" } } } matches { not { http { method { registered: POST } } } }
+    matches { source { ports { min: 80 max: 90 } } } } } extract { http { headers {} } }`;
+  const bytes = protoc(['--encode=io.linkerd.proxy.tap.ObserveRequest', 'tap.proto'], text);
+  const req = tapService().Observe.requestDeserialize(bytes) as ObserveRequestMsg;
+  assert.equal(req.limit, 5);
+  const all = req.match?.all?.matches ?? [];
+  assert.equal(all[0]?.destination?.netmask?.ip?.ipv4, 0x0a000002);
+  assert.equal(all[0]?.destination?.netmask?.mask, 32);
+  assert.equal(all[1]?.http?.path?.prefix, '/api');
+  assert.equal(all[2]?.not?.http?.method?.registered, 'POST');
+  assert.deepEqual([all[3]?.source?.ports?.min, all[3]?.source?.ports?.max], [80, 90]);
+  assert.equal(req.extract?.http?.extract, 'headers');
+  const ours = tapService().Observe.responseSerialize({
+    source: encodeTcpAddress({ host: '10.0.0.1', port: 4321 }),
+    destination: encodeTcpAddress({ host: '10.0.0.2', port: 8080 }),
+    source_meta: { labels: { tls: 'true', client_id: 'a.ns.serviceaccount.identity.linkerd.cluster.local' } },
+    proxy_direction: 'INBOUND',
+    http: { response_end: { id: { base: 3, stream: '7' }, since_response_init: { seconds: '0', nanos: 1500000 }, response_bytes: '42', eos: { grpc_status_code: 0 } } },
+  });
+  const decoded = protoc(['--decode=io.linkerd.proxy.tap.TapEvent', 'tap.proto'], ours).toString().replace(/\s+/g, ' ');
+  assert.match(decoded, /proxy_direction: INBOUND/);
+  assert.match(decoded, /key: "client_id" value: "a\.ns\.serviceaccount\.identity\.linkerd\.cluster\.local"/);
+  assert.match(decoded, /response_end \{ id \{ base: 3 stream: 7 \} since_response_init \{ nanos: 1500000 \} response_bytes: 42 eos \{ grpc_status_code: 0 \} \}/);
+  assert.match(decoded, /port: 4321/);
 });
 
 function listFiles(dir: string): string[] {

@@ -31,6 +31,8 @@ import {
 import { classify, firstValue, grpcMessage, grpcStatusOf, headerText, isGrpc, requestHeaders, responseHeaders, trailerHeaders } from './headers.js';
 import { H2UpstreamPool, type UpstreamStream } from './pool.js';
 import { resolveSettings, type H2Log, type H2Settings, type ResolvedH2Settings } from './settings.js';
+import { countWrites, tapH2, type TapPoint } from '../tap/hooks.js';
+import type { TapExchange } from '../tap/hub.js';
 
 export interface H2Context {
   labels: ConnLabels;
@@ -67,6 +69,8 @@ export interface H2Context {
   clientId?: string | null;
   /** A client session without a frame either way for this long gets a GOAWAY, and is closed if it is still open as long again; 0 or undefined: never. */
   idleMs?: number;
+  /** Live tap (src/proxy/tap/): streams are reported only while a tapper is connected. */
+  tap?: TapPoint;
 }
 
 export interface H2Connection {
@@ -225,6 +229,8 @@ class Exchange {
   private requestEnded: boolean;
   private reqTrailers: OutgoingHttpHeaders | undefined;
   private resTrailers: OutgoingHttpHeaders | undefined;
+  /** The stream as a tapper sees it, while one does. */
+  private tapx: TapExchange | undefined;
 
   constructor(
     private readonly conn: ConnState,
@@ -272,6 +278,8 @@ class Exchange {
     this.lease = ctx.track?.(ep);
     if (ctx.endpointLabels !== undefined) this.labels = ctx.endpointLabels(ep, this.labels);
     ctx.metrics.request(this.labels);
+    if (ctx.tap?.hub.active === true) this.tapx = tapH2(ctx.tap, this.headers, ep, this.labels);
+    if (this.tapx !== undefined) countWrites(this.down, this.tapx);
     if (this.gone()) return;
     if (ctx.downgrade !== undefined && this.headers[L5D_ORIG_PROTO] !== undefined) return this.downgrade(ep, ctx.downgrade.pool);
     return this.forward(ep);
@@ -284,6 +292,7 @@ class Exchange {
         this.latencyMs = performance.now() - this.startedAt;
         this.statusCode = status;
         this.settle(this.latencyMs, false);
+        this.tapx?.response(status);
       },
       ended: () => (this.responseEnded = true),
       failed: (status, err) => this.fail(status, err),
@@ -357,6 +366,7 @@ class Exchange {
     this.statusCode = Number(h[':status'] ?? 0);
     // A gRPC "trailers-only" response carries its status in the headers.
     this.grpcStatus = grpcStatusOf(h);
+    this.tapx?.response(this.statusCode);
     try {
       down.respond(responseHeaders(h), { endStream, waitForTrailers: !endStream });
     } catch (err) {
@@ -421,6 +431,7 @@ class Exchange {
     const complete = this.responseEnded && code === h2.NGHTTP2_NO_ERROR;
     if (!complete || !this.requestEnded) this.cancelUpstream();
     this.settle(undefined, false); // cut short before a response: no sample
+    this.tapx?.end(complete ? { grpcStatus: this.grpcStatus } : { reset: code === h2.NGHTTP2_NO_ERROR ? h2.NGHTTP2_CANCEL : code });
     if (this.latencyMs === undefined) return; // no response was sent: nothing to count
     const error = this.error ?? (complete ? undefined : code === h2.NGHTTP2_NO_ERROR ? 'closed' : resetName(code));
     this.conn.ctx.metrics.response(this.labels, {
@@ -493,6 +504,7 @@ class Exchange {
       : { ':status': status, 'content-length': '0', 'l5d-proxy-error': reason };
     this.statusCode = this.grpc ? 200 : status;
     if (this.grpc) this.grpcStatus = grpcStatusFor(status);
+    this.tapx?.response(this.statusCode);
     this.responseEnded = true;
     down.respond(headers, { endStream: true });
     if (!this.requestEnded) this.dropRequestBody();

@@ -39,6 +39,8 @@ import {
   type ResponseHead,
 } from './head-parser.js';
 import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
+import { tapHttp1, type TapPoint } from '../tap/hooks.js';
+import type { TapExchange } from '../tap/hub.js';
 
 export const Http1ErrorCodes = {
   /** No endpoint to send to (load shed, NoEndpoints): 503. */
@@ -91,6 +93,8 @@ export interface Http1Context {
    * also gives the latency sample (request head to response head).
    */
   track?: Track;
+  /** Live tap (src/proxy/tap/): requests are reported only while a tapper is connected. */
+  tap?: TapPoint;
 }
 
 /**
@@ -186,6 +190,8 @@ class ClientConn implements UpstreamOwner {
   private headSince: number | undefined;
   /** Runs while a request body is expected; refreshed by every client byte. */
   private bodyTimer: NodeJS.Timeout | null = null;
+  /** The request as a tapper sees it, while one does. */
+  private tapx: TapExchange | null = null;
 
   // The exchange over HTTP/2 (St.H2).
   private h2: ClientHttp2Stream | null = null;
@@ -337,6 +343,7 @@ class ClientConn implements UpstreamOwner {
     this.lease = this.ctx.track?.(ep) ?? null;
     if (this.ctx.endpointLabels !== undefined) this.labels = this.withAuthority(this.ctx.endpointLabels(ep, this.ctx.labels), this.req!);
     this.ctx.metrics.request(this.labels);
+    if (this.ctx.tap?.hub.active === true) this.tapx = tapHttp1(this.ctx.tap, this.req!, ep, this.labels) ?? null;
     const op = this.ctx.origProto;
     const how = op === undefined ? 'http1' : op.decide(ep, this.req!);
     if (how === 'fallback') this.ctx.metrics.origProto?.('fallback_http1');
@@ -502,6 +509,7 @@ class ClientConn implements UpstreamOwner {
 
   /** Stop both body pumps and drop the upstream connection mid-exchange. */
   private stopExchange(): void {
+    if (this.tapx !== null) this.tapEnd(this.resPump?.written ?? this.tapx.bytes);
     this.state = St.CLOSED;
     this.dropTimer();
     this.clearBodyTimer();
@@ -636,6 +644,7 @@ class ClientConn implements UpstreamOwner {
   }
 
   private responseDone(extra = false): void {
+    if (this.tapx !== null) this.tapEnd(this.resPump?.written ?? 0);
     this.resDone = true;
     this.resPump = null;
     if (extra) this.up!.dead = true;
@@ -817,6 +826,7 @@ class ClientConn implements UpstreamOwner {
 
   private onH2Data(stream: ClientHttp2Stream, chunk: Buffer): void {
     if (stream !== this.h2 || this.h2Framing === null || this.h2Framing === 'none' || chunk.length === 0) return;
+    if (this.tapx !== null) this.tapx.bytes += chunk.length;
     const c = this.client;
     let ok: boolean;
     if (this.h2Framing === 'chunked') ok = writeChunk(c, chunk);
@@ -835,6 +845,7 @@ class ClientConn implements UpstreamOwner {
   }
 
   private h2ResponseDone(): void {
+    if (this.tapx !== null) this.tapEnd(this.tapx.bytes);
     this.resDone = true;
     if (this.reqDone) return this.h2Done();
     // Answered before the whole request came (an early error): the rest of the request has nowhere to go.
@@ -982,9 +993,21 @@ class ClientConn implements UpstreamOwner {
         ? { statusCode, classification: classify(statusCode), latencyMs }
         : { statusCode, classification: classify(statusCode), latencyMs, error };
     this.ctx.metrics.response(this.labels, r);
+    if (this.tapx !== null) {
+      this.tapx.response(statusCode);
+      if (error !== undefined) this.tapEnd(0); // the proxy's own answer has no body
+    }
     // A request the client got wrong says nothing about the endpoint.
     const clientFault = error === 'malformed_request' || error === 'headers_too_large';
     this.settleLease(clientFault ? undefined : { latencyMs, failed: error !== undefined });
+  }
+
+  /** The tapped request's end (once): response body bytes; an HTTP/1 failure carries no end code. */
+  private tapEnd(bytes: number): void {
+    const x = this.tapx;
+    if (x === null) return;
+    this.tapx = null;
+    x.end({}, bytes);
   }
 
   /** Ends the request's lease, with a latency sample when there is one. */
