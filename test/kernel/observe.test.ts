@@ -9,7 +9,7 @@ import { kernelSkipReason } from '../helpers/root.js';
 import { APP, BPFFS, CLI, MeshLab, PROXY, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { inspectPod } from '../../src/admin/inspect.js';
-import { Flags } from '../../src/bpf/codecs.js';
+import { Flags, OBS_RING_BYTES, obsEvent } from '../../src/bpf/codecs.js';
 import { select } from '../../src/observe/sources.js';
 import { LEASE_MS, Observation } from '../../src/observe/session.js';
 import type { ObservedEvent } from '../../src/observe/events.js';
@@ -87,6 +87,18 @@ except socket.timeout:
     pass
 time.sleep(0.5)
 print(sent)
+`;
+
+// Connects to a closed loopback port N times: two decisions each (connect, sk_lookup).
+const CONNECT_LOOP = `
+import socket, sys
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", 1))
+    except OSError:
+        pass
+    s.close()
 `;
 
 describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
@@ -264,6 +276,26 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
     } finally {
       obs.close();
     }
+  });
+
+  test('the ring is bounded: a reader that falls behind loses events, counted and shown by inspect', async () => {
+    let seen = 0;
+    const obs = new Observation(select({ bpffs: BPFFS, pod: a.netnsName, cgroup: undefined }), { bpffs: BPFFS, onEvent: () => seen++ });
+    try {
+      obs.startPolling(); // lease on, nobody reading
+      assert.equal(inspectPod(mesh.pinDir(a), a.netnsName).observe?.on, true);
+      const r = await mesh.lab.exec(a, 'python3', ['-c', CONNECT_LOOP, '1500'], APP, 60_000);
+      assert.equal(r.code, 0, r.stderr);
+      obs.drain();
+      const lost = obs.dropped();
+      assert.ok(lost > 0n, 'events were lost');
+      assert.ok(seen <= OBS_RING_BYTES / (obsEvent.size + 8), `at most a ring's worth kept: ${seen}`);
+      assert.ok(BigInt(seen) + lost >= 3000n, `every decision was either kept or counted lost: ${seen} + ${lost}`);
+      assert.ok(BigInt(inspectPod(mesh.pinDir(a), a.netnsName).observe?.dropped ?? '0') >= lost);
+    } finally {
+      obs.close();
+    }
+    assert.equal(inspectPod(mesh.pinDir(a), a.netnsName).observe?.on, false, 'off again once the observer closed');
   });
 
   test('--cgroup finds the pod whose cgroup it is', async () => {
