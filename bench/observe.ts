@@ -3,8 +3,9 @@
 // answer byte, close) to an address the connect program redirects to an
 // echo proxy in the pod; rounds alternate observation off and on (an
 // Observation in this process reading the ring on its event loop, as the
-// CLI does). Each connection is four events (out_redirected, two
-// sockpath_paired or sockpath_refused, orig_dst_answered).
+// CLI does). Each connection is five events: out_redirected, in_pass_local
+// (its SYN to the proxy on loopback), two sockpath_paired (or _refused),
+// orig_dst_answered.
 // Also, with kernel.bpf_stats_enabled on for the run (restored after), the
 // connect4 and sockops programs' own run time per call, off vs on: the
 // in-kernel price of one event, without the noise of the whole path.
@@ -56,7 +57,7 @@ export async function runObserveBench(mesh: MeshLab): Promise<Record<string, num
   const sockopsNs: Record<'off' | 'on', number[]> = { off: [], on: [] };
   let events = 0;
   let lost = 0n;
-  let onSeconds = 0;
+  let onConns = 0;
   try {
     for (let i = 0; i < ROUNDS * 2; i++) {
       const mode = i % 2 === 0 ? 'off' : 'on';
@@ -71,12 +72,12 @@ export async function runObserveBench(mesh: MeshLab): Promise<Record<string, num
         await new Promise((res) => setTimeout(res, 200)); // the last events
         obs.close();
         lost += obs.dropped();
-        onSeconds += SECONDS;
       }
       if (r.code !== 0) throw new Error(`conn-rate failed: ${r.stderr}`);
       const res = JSON.parse(r.stdout) as { ok: number; errors: number; perSec: number };
       if (res.errors > 0) throw new Error(`conn-rate: ${res.errors} connections failed`);
       rate[mode].push(res.perSec);
+      if (mode === 'on') onConns += res.ok;
       connectNs[mode].push(perRun(c0, c1));
       sockopsNs[mode].push(perRun(s0, s1));
     }
@@ -85,7 +86,7 @@ export async function runObserveBench(mesh: MeshLab): Promise<Record<string, num
   }
   const off = median(rate.off);
   const on = median(rate.on);
-  const eventsPerConn = events / (on * onSeconds);
+  const eventsPerConn = events / Math.max(onConns, 1);
   // Extra wall time per connection (the machine's, at CONNS in parallel), spread over its events.
   const perEventUs = ((1 / on - 1 / off) * 1e6) / Math.max(eventsPerConn, 1);
   const result = {

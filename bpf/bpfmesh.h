@@ -197,7 +197,9 @@ struct obs_config {
 };
 
 /* Size of the ring buffer mesh_events (a power of two, a multiple of the page size). */
-#define BPFMESH_OBS_RING_BYTES (128u << 10)
+#define BPFMESH_OBS_RING_BYTES (256u << 10)
+/* How often the reader drains the ring without a wakeup (see obs_submit), in ms. */
+#define BPFMESH_OBS_POLL_MS 100
 
 /*
  * One steering decision, in mesh_events. event is the enum bpfmesh_counter

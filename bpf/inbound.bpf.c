@@ -94,7 +94,7 @@ static __always_inline void observe_lookup(__u64 cookie, __u32 id, const struct 
 	e->dst_addr[3] = c->local[3];
 	e->src_port = (__u16)c->remote_port;
 	e->dst_port = (__u16)c->local_port;
-	bpf_ringbuf_submit(e, 0);
+	obs_submit(e);
 }
 
 /*

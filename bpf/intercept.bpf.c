@@ -135,7 +135,7 @@ static __always_inline void observe_connect(struct bpf_sock_addr *ctx, __u64 coo
 	obs_task(e);
 	e->sock_cookie = bpf_get_socket_cookie(ctx);
 	obs_dst(e, dst);
-	bpf_ringbuf_submit(e, 0);
+	obs_submit(e);
 }
 
 /*
@@ -442,7 +442,7 @@ static __always_inline void observe_sockops(struct bpf_sock_ops *skops, const st
 		return;
 	e->sock_cookie = bpf_get_socket_cookie(skops);
 	obs_tuple(e, own, false);
-	bpf_ringbuf_submit(e, 0);
+	obs_submit(e);
 }
 
 static __always_inline void pair_socket(struct bpf_sock_ops *skops, struct sock_tuple *own, __u32 flags)
@@ -588,7 +588,7 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 			return;
 		e->sock_cookie = bpf_get_socket_cookie(skops);
 		obs_tuple(e, &own, false);
-		bpf_ringbuf_submit(e, 0);
+		obs_submit(e);
 	}
 }
 
@@ -707,7 +707,7 @@ static __always_inline void observe_sockopt(struct bpf_sockopt *ctx, struct bpf_
 	obs_tuple(e, &own, true);
 	if (answer)
 		obs_dst(e, answer);
-	bpf_ringbuf_submit(e, 0);
+	obs_submit(e);
 }
 
 static __always_inline void answer_orig_dst(struct bpf_sockopt *ctx, int level)
@@ -842,7 +842,7 @@ static __always_inline void observe_bind(struct bpf_sock_addr *ctx, const struct
 	obs_task(e);
 	e->sock_cookie = bpf_get_socket_cookie(ctx);
 	obs_dst(e, want);
-	bpf_ringbuf_submit(e, 0);
+	obs_submit(e);
 }
 
 SEC("cgroup/bind4")
@@ -981,7 +981,7 @@ static __always_inline void observe_msg(const struct sock_tuple *own, __u32 id)
 	if (!e)
 		return;
 	obs_tuple(e, own, false);
-	bpf_ringbuf_submit(e, 0);
+	obs_submit(e);
 }
 
 /*

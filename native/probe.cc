@@ -97,6 +97,7 @@ const Helper kHelpers[] = {
     {"ktime_get_ns", BPF_FUNC_ktime_get_ns},
     {"ringbuf_reserve", BPF_FUNC_ringbuf_reserve},
     {"ringbuf_submit", BPF_FUNC_ringbuf_submit},
+    {"ringbuf_query", BPF_FUNC_ringbuf_query},
     {"get_current_pid_tgid", BPF_FUNC_get_current_pid_tgid},
     {"get_current_cgroup_id", BPF_FUNC_get_current_cgroup_id},
     {"get_current_comm", BPF_FUNC_get_current_comm},

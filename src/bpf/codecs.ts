@@ -317,7 +317,9 @@ export const interceptRodata: Codec<{ testKnobs: number }> = {
 // --- bpfmesh observe (bpf/observe.h) ---
 
 /** BPFMESH_OBS_RING_BYTES: the size of each ring buffer mesh_events. */
-export const OBS_RING_BYTES = 128 << 10;
+export const OBS_RING_BYTES = 256 << 10;
+/** BPFMESH_OBS_POLL_MS: the reader drains this often; the kernel wakes it only once the ring is a quarter full. */
+export const OBS_POLL_MS = 100;
 
 /** struct obs_config: events are emitted while the kernel's CLOCK_MONOTONIC < untilNs; 0 is off. */
 export const obsConfig: Codec<{ untilNs: bigint }> = {

@@ -9,7 +9,7 @@ import { native } from '../bpf/native.js';
 import { SOCKMAP_PROGRAMS } from '../intercept/layout.js';
 
 /** bpfmesh observe (bpf/observe.h): the lease's clock and the ring buffer; in task context also the caller. */
-const OBSERVE = ['ktime_get_ns', 'ringbuf_reserve', 'ringbuf_submit'];
+const OBSERVE = ['ktime_get_ns', 'ringbuf_reserve', 'ringbuf_submit', 'ringbuf_query'];
 const OBSERVE_IN_TASK = [...OBSERVE, 'get_current_pid_tgid', 'get_current_cgroup_id', 'get_current_comm'];
 
 /** Helpers (BPF_FUNC_ suffix) each program type calls in bpf/*.bpf.c. */

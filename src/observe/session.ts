@@ -70,6 +70,7 @@ export class Observation {
   #names: Map<bigint, string>;
   #namesReadAt = 0;
   #timer: NodeJS.Timeout | undefined;
+  #poller: NodeJS.Timeout | undefined;
   #closed = false;
   #lost: bigint | undefined;
 
@@ -89,10 +90,15 @@ export class Observation {
     this.#namesReadAt = Date.now();
   }
 
-  /** Turns observation on and delivers events as the kernel signals them, until close(). */
+  /**
+   * Turns observation on and delivers events until close(): every
+   * OBS_POLL_MS, and at once when the kernel wakes the reader (a ring a
+   * quarter full; see obs_submit in bpf/observe.h).
+   */
   start(): void {
     this.#refresh();
     this.#timer = setInterval(() => this.#refresh(), REFRESH_MS);
+    this.#poller = setInterval(() => this.drain(), c.OBS_POLL_MS);
     this.#reader.start((bufs) => this.#deliver(bufs));
   }
 
@@ -118,6 +124,7 @@ export class Observation {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#poller !== undefined) clearInterval(this.#poller);
     for (const h of this.#held) {
       try {
         h.cfg.set(0, { untilNs: 0n });
