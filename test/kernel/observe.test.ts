@@ -4,7 +4,10 @@
 // after an observer was killed.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
 import { APP, BPFFS, CLI, MeshLab, PROXY, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
@@ -13,6 +16,10 @@ import { Flags, OBS_RING_BYTES, obsEvent } from '../../src/bpf/codecs.js';
 import { select } from '../../src/observe/sources.js';
 import { LEASE_MS, Observation } from '../../src/observe/session.js';
 import type { ObservedEvent } from '../../src/observe/events.js';
+import { ensureBpffs } from '../../src/intercept/mounts.js';
+import { parseInitFlags } from '../../src/config/pod-flags.js';
+import { createLogger } from '../../src/log/logger.js';
+import { enrollPod, ensureNodeInstall, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
 
 const skip = kernelSkipReason();
 
@@ -312,5 +319,72 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
     const r = await runCli(['observe', '--pod', 'no-such-pod-here', '--bpffs', BPFFS]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /BPFMESH_E_NOT_INSTALLED/);
+  });
+});
+
+describe('bpfmesh observe, node-wide pods', { skip, timeout: 120_000 }, () => {
+  const log = createLogger({ logFormat: 'plain', logLevel: 'error' });
+  let mesh: MeshLab;
+  let n1: LabPod;
+  let n2: LabPod;
+  let bpffs: string;
+  let scope: NodeScope;
+
+  before(async () => {
+    mesh = new MeshLab(98);
+    n1 = mesh.pod('n1');
+    n2 = mesh.pod('n2');
+    bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-observe-'));
+    ensureBpffs(bpffs, false);
+    scope = { bpffs, bpffsExplicit: true, cgroupRoot: mesh.lab.cgroupRoot };
+    ensureNodeInstall(scope, log);
+    for (const [id, pod] of [['n1', n1], ['n2', n2]] as const) enrollPod(scope, id, pod.netns, parseInitFlags(['--proxy-uid', String(PROXY.uid)]), log);
+    await mesh.relay(n1, 'report');
+    await mesh.relay(n2, 'report');
+  });
+  after(() => {
+    try {
+      if (scope !== undefined) uninstallNode(scope, log);
+    } finally {
+      try {
+        mesh?.cleanup();
+      } finally {
+        if (bpffs !== undefined) {
+          execFileSync('umount', [bpffs]);
+          rmdirSync(bpffs);
+        }
+      }
+    }
+  });
+
+  /** observe for 2 s with args while both pods make a redirected connection; the JSON events. */
+  async function watch(args: string[]): Promise<ObservedEvent[]> {
+    const run = runCli(['observe', '--bpffs', bpffs, '--json', '--duration', '2', ...args]);
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal(await mesh.curl(n1, 'http://10.98.0.51:8080/'), 'outbound orig=10.98.0.51:8080');
+    assert.equal(await mesh.curl(n2, 'http://10.98.0.52:8080/'), 'outbound orig=10.98.0.52:8080');
+    const out = await run;
+    assert.equal(out.code, 0, out.stderr);
+    return out.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as ObservedEvent);
+  }
+
+  test('--pod node/<id> (or the bare id) shows that pod only, named node/<id>', async () => {
+    for (const pod of ['node/n1', 'n1']) {
+      const evs = await watch(['--pod', pod]);
+      assert.ok(evs.some((x) => x.event === 'out_redirected' && x.dst?.address === '10.98.0.51'), JSON.stringify(evs));
+      assert.ok(evs.every((x) => x.pod === 'node/n1'), 'no event of n2');
+    }
+  });
+
+  test('without --pod: every pod of the node, each named', async () => {
+    const evs = await watch([]);
+    assert.ok(evs.some((x) => x.pod === 'node/n1' && x.dst?.address === '10.98.0.51'));
+    assert.ok(evs.some((x) => x.pod === 'node/n2' && x.dst?.address === '10.98.0.52'));
+  });
+
+  test('--cgroup of a node-wide pod: found through a process in it and its network namespace', async () => {
+    const evs = await watch(['--cgroup', n2.cgroup]);
+    assert.ok(evs.some((x) => x.event === 'out_redirected' && x.pod === 'node/n2'), JSON.stringify(evs));
+    assert.ok(evs.every((x) => x.pod === 'node/n2'));
   });
 });
