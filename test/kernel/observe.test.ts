@@ -23,20 +23,25 @@ import { enrollPod, ensureNodeInstall, uninstallNode, type NodeScope } from '../
 
 const skip = kernelSkipReason();
 
-/** `bpfmesh observe --follow --json` on one pod, collecting its JSON lines. */
+/** `bpfmesh observe` (by default --follow --json), collecting its lines; JSON ones parsed. */
 class Observer {
   readonly events: ObservedEvent[] = [];
   readonly child: ChildProcess;
+  readonly exit: Promise<number | null>;
+  stdout = '';
   stderr = '';
   #buf = '';
 
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [CLI, 'observe', '--follow', '--json', '--bpffs', BPFFS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(args: string[], mode = ['--follow', '--json'], bpffs = BPFFS) {
+    this.child = spawn(process.execPath, [CLI, 'observe', ...mode, '--bpffs', bpffs, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.exit = new Promise((r) => this.child.once('exit', (code) => r(code)));
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (d: string) => {
+      this.stdout += d;
       this.#buf += d;
       for (let i = this.#buf.indexOf('\n'); i >= 0; i = this.#buf.indexOf('\n')) {
-        this.events.push(JSON.parse(this.#buf.slice(0, i)) as ObservedEvent);
+        const line = this.#buf.slice(0, i);
+        if (line.startsWith('{')) this.events.push(JSON.parse(line) as ObservedEvent);
         this.#buf = this.#buf.slice(i + 1);
       }
     });
@@ -56,9 +61,8 @@ class Observer {
 
   async stop(signal: NodeJS.Signals = 'SIGINT'): Promise<number | null> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
-    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)));
     this.child.kill(signal);
-    return exited;
+    return this.exit;
   }
 }
 
@@ -243,21 +247,19 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
 
   test('human lines: time, pod, direction, verdict, reason, src -> dst', async () => {
     await obsB.stop();
-    const run = runCli(['observe', '--pod', b.netnsName, '--duration', '3', '--bpffs', BPFFS]);
-    await new Promise((r) => setTimeout(r, 1000));
+    const out = new Observer(['--pod', b.netnsName, '--duration', '5'], []);
+    await out.ready();
     assert.equal(await mesh.curl(c, `http://${b.ip4}:8080/`), `inbound local=${b.ip4}:8080`);
-    const out = await run;
-    assert.equal(out.code, 0, out.stderr);
+    assert.equal(await out.exit, 0, out.stderr);
     const re = new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}  ${b.netnsName}  inbound   STEERED     to-proxy         ${c.ip4.replace(/\./g, '\\.')}:\\d+ -> ${b.ip4.replace(/\./g, '\\.')}:8080$`, 'm');
     assert.match(out.stdout, re);
   });
 
   test('--limit stops after N events', async () => {
-    const run = runCli(['observe', '--pod', b.netnsName, '--follow', '--limit', '2', '--json', '--bpffs', BPFFS]);
-    await new Promise((r) => setTimeout(r, 1000));
+    const out = new Observer(['--pod', b.netnsName, '--limit', '2']);
+    await out.ready();
     for (let i = 0; i < 3; i++) await mesh.curl(c, `http://${b.ip4}:8080/`);
-    const out = await run;
-    assert.equal(out.code, 0, out.stderr);
+    assert.equal(await out.exit, 0, out.stderr);
     assert.equal(out.stdout.trim().split('\n').length, 2);
   });
 
@@ -306,13 +308,11 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
   });
 
   test('--cgroup finds the pod whose cgroup it is', async () => {
-    const run = runCli(['observe', '--cgroup', a.cgroup, '--duration', '2', '--json', '--bpffs', BPFFS]);
-    await new Promise((r) => setTimeout(r, 800));
+    const out = new Observer(['--cgroup', a.cgroup, '--duration', '5'], ['--json']);
+    await out.ready();
     await mesh.curl(a, 'http://10.97.0.9:8080/c');
-    const out = await run;
-    assert.equal(out.code, 0, out.stderr);
-    const evs = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as ObservedEvent);
-    assert.ok(evs.some((x) => x.event === 'out_redirected' && x.pod === a.netnsName), out.stdout);
+    assert.equal(await out.exit, 0, out.stderr);
+    assert.ok(out.events.some((x) => x.event === 'out_redirected' && x.pod === a.netnsName), out.stdout);
   });
 
   test('clear errors: no such pod', async () => {
@@ -357,15 +357,14 @@ describe('bpfmesh observe, node-wide pods', { skip, timeout: 120_000 }, () => {
     }
   });
 
-  /** observe for 2 s with args while both pods make a redirected connection; the JSON events. */
+  /** observe for 5 s with args while both pods make a redirected connection; the JSON events. */
   async function watch(args: string[]): Promise<ObservedEvent[]> {
-    const run = runCli(['observe', '--bpffs', bpffs, '--json', '--duration', '2', ...args]);
-    await new Promise((r) => setTimeout(r, 700));
+    const out = new Observer([...args, '--duration', '5'], ['--json'], bpffs);
+    await out.ready();
     assert.equal(await mesh.curl(n1, 'http://10.98.0.51:8080/'), 'outbound orig=10.98.0.51:8080');
     assert.equal(await mesh.curl(n2, 'http://10.98.0.52:8080/'), 'outbound orig=10.98.0.52:8080');
-    const out = await run;
-    assert.equal(out.code, 0, out.stderr);
-    return out.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as ObservedEvent);
+    assert.equal(await out.exit, 0, out.stderr);
+    return out.events;
   }
 
   test('--pod node/<id> (or the bare id) shows that pod only, named node/<id>', async () => {
