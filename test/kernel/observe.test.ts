@@ -13,6 +13,7 @@ import { APP, BPFFS, CLI, MeshLab, PROXY, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { inspectPod } from '../../src/admin/inspect.js';
 import { Flags, OBS_RING_BYTES, obsEvent } from '../../src/bpf/codecs.js';
+import { native } from '../../src/bpf/native.js';
 import { select } from '../../src/observe/sources.js';
 import { LEASE_MS, Observation } from '../../src/observe/session.js';
 import type { ObservedEvent } from '../../src/observe/events.js';
@@ -313,6 +314,19 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
     await mesh.curl(a, 'http://10.97.0.9:8080/c');
     assert.equal(await out.exit, 0, out.stderr);
     assert.ok(out.events.some((x) => x.event === 'out_redirected' && x.pod === a.netnsName), out.stdout);
+  });
+
+  test('a pod installed before observe existed: a clear error, and init again fixes it', async () => {
+    native().unpin(join(mesh.pinDir(e), 'mesh_events')); // what a folder from an older bpfmesh lacks
+    const r = await runCli(['observe', '--pod', e.netnsName, '--duration', '1', '--bpffs', BPFFS]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /BPFMESH_E_NOT_INSTALLED: .*without observe.*run "bpfmesh init" for the pod again/);
+    await mesh.init(e, ['--sockpath-high-water', '64Ki']);
+    const out = new Observer(['--pod', e.netnsName, '--duration', '5'], ['--json']);
+    await out.ready();
+    await mesh.lab.exec(e, 'nc', ['-N', '-w', '2', '10.97.0.9', '7'], APP, 10_000, 'x\n');
+    assert.equal(await out.exit, 0, out.stderr);
+    assert.ok(out.events.some((x) => x.event === 'out_redirected' && x.dst?.port === 7), out.stdout);
   });
 
   test('clear errors: no such pod', async () => {
