@@ -194,6 +194,7 @@ struct sock_dst {
  */
 struct obs_config {
 	__u64 until_ns;
+	__u64 netns_cookie; /* only this pod's events; 0: every pod of the pin folder */
 };
 
 /* Size of the ring buffer mesh_events (a power of two, a multiple of the page size). */

@@ -78,7 +78,7 @@ static __always_inline void observe_lookup(__u64 cookie, __u32 id, const struct 
 {
 	struct obs_event *e;
 
-	if (!obs_on())
+	if (!obs_on(cookie))
 		return;
 	e = obs_reserve(cookie, id);
 	if (!e)

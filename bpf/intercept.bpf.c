@@ -127,7 +127,7 @@ static __always_inline void observe_connect(struct bpf_sock_addr *ctx, __u64 coo
 {
 	struct obs_event *e;
 
-	if (!obs_on())
+	if (!obs_on(cookie))
 		return;
 	e = obs_reserve(cookie, id);
 	if (!e)
@@ -435,7 +435,7 @@ static __always_inline void observe_sockops(struct bpf_sock_ops *skops, const st
 {
 	struct obs_event *e;
 
-	if (!obs_on())
+	if (!obs_on(own->netns_cookie))
 		return;
 	e = obs_reserve(own->netns_cookie, id);
 	if (!e)
@@ -577,7 +577,7 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 	if (bpf_sock_hash_update(skops, &mesh_listeners, &key, BPF_ANY))
 		return;
 	count(cookie, BPFMESH_C_LISTENER_REGISTERED);
-	if (obs_on()) {
+	if (obs_on(cookie)) {
 		struct sock_tuple own;
 		struct obs_event *e;
 
@@ -690,13 +690,13 @@ static __always_inline bool write_orig_dst(struct bpf_sockopt *ctx, int level, c
  * bpfmesh observe: an SO_ORIGINAL_DST answer (dst = the answer) or its
  * absence (dst = the socket's local address); src = the socket's peer.
  */
-static __always_inline void observe_sockopt(struct bpf_sockopt *ctx, struct bpf_sock *sk, __u32 id,
+static __always_inline void observe_sockopt(struct bpf_sockopt *ctx, struct bpf_sock *sk, __u64 cookie, __u32 id,
 					    const struct orig_dst *answer)
 {
 	struct sock_tuple own;
 	struct obs_event *e;
 
-	if (!obs_on())
+	if (!obs_on(cookie))
 		return;
 	if (!tuple_from_sock(ctx, sk, &own))
 		return;
@@ -727,7 +727,7 @@ static __always_inline void answer_orig_dst(struct bpf_sockopt *ctx, int level)
 
 		id = write_orig_dst(ctx, level, &sd->dst) ? BPFMESH_C_ORIG_DST_ANSWERED : BPFMESH_C_ORIG_DST_MISSING;
 		count(cookie, id);
-		observe_sockopt(ctx, sk, id, id == BPFMESH_C_ORIG_DST_ANSWERED ? &sd->dst : NULL);
+		observe_sockopt(ctx, sk, cookie, id, id == BPFMESH_C_ORIG_DST_ANSWERED ? &sd->dst : NULL);
 		return;
 	}
 	if (!tuple_from_sock(ctx, sk, &own))
@@ -736,7 +736,7 @@ static __always_inline void answer_orig_dst(struct bpf_sockopt *ctx, int level)
 	d = bpf_map_lookup_elem(&mesh_dst_tuple, &app);
 	id = d && write_orig_dst(ctx, level, d) ? BPFMESH_C_ORIG_DST_ANSWERED : BPFMESH_C_ORIG_DST_MISSING;
 	count(own.netns_cookie, id);
-	observe_sockopt(ctx, sk, id, id == BPFMESH_C_ORIG_DST_ANSWERED ? d : NULL);
+	observe_sockopt(ctx, sk, own.netns_cookie, id, id == BPFMESH_C_ORIG_DST_ANSWERED ? d : NULL);
 }
 
 SEC("cgroup/getsockopt")
@@ -832,11 +832,12 @@ static __always_inline int bind_verdict(struct bpf_sock_addr *ctx)
 /* bpfmesh observe: a denied bind, dst = the address and port asked for (canonical). */
 static __always_inline void observe_bind(struct bpf_sock_addr *ctx, const struct orig_dst *want)
 {
+	__u64 cookie = bpf_get_netns_cookie(ctx);
 	struct obs_event *e;
 
-	if (!obs_on())
+	if (!obs_on(cookie))
 		return;
-	e = obs_reserve(bpf_get_netns_cookie(ctx), BPFMESH_C_BIND_DENIED);
+	e = obs_reserve(cookie, BPFMESH_C_BIND_DENIED);
 	if (!e)
 		return;
 	obs_task(e);
@@ -975,7 +976,7 @@ static __always_inline void observe_msg(const struct sock_tuple *own, __u32 id)
 {
 	struct obs_event *e;
 
-	if (!obs_on())
+	if (!obs_on(own->netns_cookie))
 		return;
 	e = obs_reserve(own->netns_cookie, id);
 	if (!e)

@@ -8,17 +8,26 @@
 #ifndef BPFMESH_OBSERVE_H
 #define BPFMESH_OBSERVE_H
 
-/* Is an observer's lease running? Off (until_ns == 0) reads no clock. */
-static __always_inline bool obs_on(void)
+/*
+ * Does an observer want this pod's events now? Off (until_ns == 0) reads
+ * no clock; a pod the observer did not ask for is left out here, so it
+ * takes no room in the ring (node-wide folders hold every pod's events).
+ */
+static __always_inline bool obs_on(__u64 netns_cookie)
 {
 	__u32 key = 0;
 	struct obs_config *cfg = bpf_map_lookup_elem(&mesh_obs_cfg, &key);
-	__u64 until;
+	__u64 until, only;
 
 	if (!cfg)
 		return false;
 	until = cfg->until_ns;
-	return until != 0 && bpf_ktime_get_ns() < until;
+	if (until == 0)
+		return false;
+	only = cfg->netns_cookie;
+	if (only != 0 && only != netns_cookie)
+		return false;
+	return bpf_ktime_get_ns() < until;
 }
 
 /* A zeroed event in the ring, or NULL (ring full: counted in mesh_obs_drops). */

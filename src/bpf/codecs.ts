@@ -321,12 +321,17 @@ export const OBS_RING_BYTES = 256 << 10;
 /** BPFMESH_OBS_POLL_MS: the reader drains this often; the kernel wakes it only once the ring is a quarter full. */
 export const OBS_POLL_MS = 100;
 
-/** struct obs_config: events are emitted while the kernel's CLOCK_MONOTONIC < untilNs; 0 is off. */
-export const obsConfig: Codec<{ untilNs: bigint }> = {
+/** struct obs_config: events are emitted while the kernel's CLOCK_MONOTONIC < untilNs (0: off), for netnsCookie's pod only (0: every pod). */
+export const obsConfig: Codec<{ untilNs: bigint; netnsCookie: bigint }> = {
   name: 'struct obs_config',
-  size: 8,
-  encode: (v) => netnsCookieKey.encode(v.untilNs),
-  decode: (b) => ({ untilNs: u64(b, 0) }),
+  size: 16,
+  encode(v) {
+    const b = Buffer.alloc(16);
+    w64(b, v.untilNs, 0);
+    w64(b, v.netnsCookie, 8);
+    return b;
+  },
+  decode: (b) => ({ untilNs: u64(b, 0), netnsCookie: u64(b, 8) }),
 };
 
 /** Key of the one-element ARRAY maps (mesh_obs_cfg, mesh_obs_drops). */

@@ -20,7 +20,7 @@ export const REFRESH_MS = 1_000;
 interface Held {
   pinDir: string;
   lockFd: number;
-  cfg: TypedMap<number, { untilNs: bigint }>;
+  cfg: TypedMap<number, { untilNs: bigint; netnsCookie: bigint }>;
   drops: TypedMap<number, bigint>;
   dropsAtStart: bigint;
 }
@@ -72,6 +72,7 @@ export class Observation {
   #timer: NodeJS.Timeout | undefined;
   #poller: NodeJS.Timeout | undefined;
   #closed = false;
+  #received = 0;
   #lost: bigint | undefined;
 
   constructor(sel: Selection, opts: ObservationOptions) {
@@ -127,7 +128,7 @@ export class Observation {
     if (this.#poller !== undefined) clearInterval(this.#poller);
     for (const h of this.#held) {
       try {
-        h.cfg.set(0, { untilNs: 0n });
+        h.cfg.set(0, { untilNs: 0n, netnsCookie: 0n });
       } catch {
         /* the folder was reset meanwhile: nothing left to turn off */
       }
@@ -142,7 +143,8 @@ export class Observation {
 
   #refresh(): void {
     const until = monotonicNs() + BigInt(LEASE_MS) * 1_000_000n;
-    for (const h of this.#held) h.cfg.set(0, { untilNs: until });
+    // The kernel leaves other pods' events out (the folder has one observer: this one).
+    for (const h of this.#held) h.cfg.set(0, { untilNs: until, netnsCookie: this.#sel.netnsCookie ?? 0n });
   }
 
   #podOf(cookie: bigint): string {
@@ -155,7 +157,13 @@ export class Observation {
     return name ?? `netns-cookie-${cookie}`;
   }
 
+  /** Events read from the rings, before the pod filter (the kernel applies it first). */
+  get received(): number {
+    return this.#received;
+  }
+
   #deliver(bufs: Buffer[]): void {
+    this.#received += bufs.length;
     for (const b of bufs) {
       if (b.length < c.obsEvent.size) continue;
       const e = c.obsEvent.decode(b);

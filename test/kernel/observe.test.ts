@@ -395,6 +395,21 @@ describe('bpfmesh observe, node-wide pods', { skip, timeout: 120_000 }, () => {
     assert.ok(evs.some((x) => x.pod === 'node/n2' && x.dst?.address === '10.98.0.52'));
   });
 
+  test('the kernel leaves out the pods the observer did not ask for: they take no room in the shared ring', async () => {
+    const obs = new Observation(select({ bpffs, pod: 'node/n1', cgroup: undefined }), { bpffs, onEvent: () => undefined });
+    try {
+      obs.startPolling();
+      assert.equal(await mesh.curl(n2, 'http://10.98.0.53:8080/'), 'outbound orig=10.98.0.53:8080');
+      obs.drain();
+      assert.equal(obs.received, 0, "n2's decisions never reached the ring");
+      assert.equal(await mesh.curl(n1, 'http://10.98.0.53:8080/'), 'outbound orig=10.98.0.53:8080');
+      obs.drain();
+      assert.ok(obs.received > 0, "n1's did");
+    } finally {
+      obs.close();
+    }
+  });
+
   test('--cgroup of a node-wide pod: found through a process in it and its network namespace', async () => {
     const evs = await watch(['--cgroup', n2.cgroup]);
     assert.ok(evs.some((x) => x.event === 'out_redirected' && x.pod === 'node/n2'), JSON.stringify(evs));
