@@ -50,7 +50,7 @@ class Observer {
   }
 
   async ready(): Promise<void> {
-    await until(() => this.stderr.includes('observing') || this.child.exitCode !== null, 10_000, 'observer start');
+    await until(() => this.stderr.includes('observing') || this.child.exitCode !== null, 30_000, 'observer start');
     if (this.child.exitCode !== null) throw new Error(`observe exited ${this.child.exitCode}: ${this.stderr}`);
   }
 
@@ -248,12 +248,16 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
 
   test('human lines: time, pod, direction, verdict, reason, src -> dst', async () => {
     await obsB.stop();
-    const out = new Observer(['--pod', b.netnsName, '--duration', '5'], []);
+    const out = new Observer(['--pod', b.netnsName, '--follow'], []);
     await out.ready();
     assert.equal(await mesh.curl(c, `http://${b.ip4}:8080/`), `inbound local=${b.ip4}:8080`);
-    assert.equal(await out.exit, 0, out.stderr);
+    assert.equal(await out.stop(), 0, out.stderr);
     const re = new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}  ${b.netnsName}  inbound   STEERED     to-proxy         ${c.ip4.replace(/\./g, '\\.')}:\\d+ -> ${b.ip4.replace(/\./g, '\\.')}:8080$`, 'm');
     assert.match(out.stdout, re);
+    // Without --follow it ends by itself after --duration.
+    const bounded = await runCli(['observe', '--pod', b.netnsName, '--duration', '1', '--bpffs', BPFFS]);
+    assert.equal(bounded.code, 0, bounded.stderr);
+    assert.match(bounded.stderr, /for 1 s/);
   });
 
   test('--limit stops after N events', async () => {
@@ -309,10 +313,10 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
   });
 
   test('--cgroup finds the pod whose cgroup it is', async () => {
-    const out = new Observer(['--cgroup', a.cgroup, '--duration', '5'], ['--json']);
+    const out = new Observer(['--cgroup', a.cgroup, '--follow'], ['--json']);
     await out.ready();
     await mesh.curl(a, 'http://10.97.0.9:8080/c');
-    assert.equal(await out.exit, 0, out.stderr);
+    assert.equal(await out.stop(), 0, out.stderr);
     assert.ok(out.events.some((x) => x.event === 'out_redirected' && x.pod === a.netnsName), out.stdout);
   });
 
@@ -322,10 +326,10 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /BPFMESH_E_NOT_INSTALLED: .*without observe.*run "bpfmesh init" for the pod again/);
     await mesh.init(e, ['--sockpath-high-water', '64Ki']);
-    const out = new Observer(['--pod', e.netnsName, '--duration', '5'], ['--json']);
+    const out = new Observer(['--pod', e.netnsName, '--follow'], ['--json']);
     await out.ready();
     await mesh.lab.exec(e, 'nc', ['-N', '-w', '2', '10.97.0.9', '7'], APP, 10_000, 'x\n');
-    assert.equal(await out.exit, 0, out.stderr);
+    assert.equal(await out.stop(), 0, out.stderr);
     assert.ok(out.events.some((x) => x.event === 'out_redirected' && x.dst?.port === 7), out.stdout);
   });
 
@@ -371,13 +375,13 @@ describe('bpfmesh observe, node-wide pods', { skip, timeout: 120_000 }, () => {
     }
   });
 
-  /** observe for 5 s with args while both pods make a redirected connection; the JSON events. */
+  /** observe with args while both pods make a redirected connection; the JSON events (Ctrl-C drains the ring first). */
   async function watch(args: string[]): Promise<ObservedEvent[]> {
-    const out = new Observer([...args, '--duration', '5'], ['--json'], bpffs);
+    const out = new Observer([...args, '--follow'], ['--json'], bpffs);
     await out.ready();
     assert.equal(await mesh.curl(n1, 'http://10.98.0.51:8080/'), 'outbound orig=10.98.0.51:8080');
     assert.equal(await mesh.curl(n2, 'http://10.98.0.52:8080/'), 'outbound orig=10.98.0.52:8080');
-    assert.equal(await out.exit, 0, out.stderr);
+    assert.equal(await out.stop(), 0, out.stderr);
     return out.events;
   }
 
