@@ -187,4 +187,41 @@ struct sock_dst {
 	__u32 kind; /* BPFMESH_SD_* */
 };
 
+/*
+ * bpfmesh observe. Value of the one-element ARRAY mesh_obs_cfg: events are
+ * emitted while bpf_ktime_get_ns() (CLOCK_MONOTONIC) < until_ns; 0 is off.
+ * An observer refreshes it, so a killed one turns it off by expiring.
+ */
+struct obs_config {
+	__u64 until_ns;
+	__u64 netns_cookie; /* only this pod's events; 0: every pod of the pin folder */
+};
+
+/* Size of the ring buffer mesh_events (a power of two, a multiple of the page size). */
+#define BPFMESH_OBS_RING_BYTES (256u << 10)
+/* How often the reader drains the ring without a wakeup (see obs_submit), in ms. */
+#define BPFMESH_OBS_POLL_MS 100
+
+/*
+ * One steering decision, in mesh_events. event is the enum bpfmesh_counter
+ * id of the counter the decision increments (so the set of reasons is the
+ * counters', and append-only). Addresses are canonical (see common.h).
+ */
+struct obs_event {
+	__u64 ts_ns;        /* bpf_ktime_get_ns() */
+	__u64 netns_cookie; /* the pod */
+	__u64 cgroup_id;    /* the calling task's cgroup v2 id; 0 outside a task (sk_lookup, sockops, sk_msg) */
+	__u64 sock_cookie;  /* the socket's cookie; 0 where the hook has none */
+	__u32 event;        /* enum bpfmesh_counter */
+	__u32 family;       /* AF_INET or AF_INET6; 0 when there are no addresses */
+	__u32 pid;          /* tgid of the calling task; 0 outside a task */
+	__u32 uid;          /* its uid; BPFMESH_ID_UNSET outside a task */
+	__u32 src_addr[4];  /* network order; IPv4 in [0] */
+	__u32 dst_addr[4];
+	__u16 src_port;     /* host order */
+	__u16 dst_port;     /* host order */
+	__u32 _pad;
+	char comm[16];      /* the calling task's comm; empty outside a task */
+};
+
 #endif /* BPFMESH_H */

@@ -25,6 +25,7 @@
 #include "bpfmesh.h"
 #include "maps.h"
 #include "common.h"
+#include "observe.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -40,36 +41,60 @@ const volatile __u64 pod_netns_cookie = 0;
 struct inbound_conn {
 	__u32 family;   /* canonical, see common.h */
 	__u32 local_port; /* host order */
+	__u32 remote_port; /* host order */
 	__u32 local[4];
 	__u32 remote[4];
 };
 
-/* Should this connection go to the proxy? Counts the reason of a pass. */
-static __always_inline bool inbound_verdict(__u64 cookie, const struct pod_settings *s,
-					    const struct inbound_conn *c)
+/*
+ * Should this connection go to the proxy? Returns BPFMESH_C_IN_STEERED, or
+ * the counter of the reason to pass (counted here).
+ */
+static __always_inline __u32 inbound_verdict(__u64 cookie, const struct pod_settings *s,
+					     const struct inbound_conn *c)
 {
 	__u16 port_be = bpf_htons((__u16)c->local_port);
+	__u32 why;
 
 	/* Loopback: the app's own local traffic, and the proxy forwarding to it. */
 	if (addr_is_loopback(c->family, c->local) || addr_is_loopback(c->family, c->remote) ||
-	    addr_equal(c->local, c->remote)) {
-		count(cookie, BPFMESH_C_IN_PASS_LOCAL);
-		return false;
-	}
-	if (port_rule(BPFMESH_RULE_INBOUND_IGNORE, cookie, port_be)) {
-		count(cookie, BPFMESH_C_IN_PASS_PORT);
-		return false;
-	}
-	if ((s->flags & BPFMESH_F_INBOUND_ONLY_LISTED) &&
-	    !port_rule(BPFMESH_RULE_INBOUND_REDIRECT, cookie, port_be)) {
-		count(cookie, BPFMESH_C_IN_PASS_PORT);
-		return false;
-	}
-	if (subnet_rule(BPFMESH_RULE_INBOUND_IGNORE, cookie, c->family, c->remote)) {
-		count(cookie, BPFMESH_C_IN_PASS_SUBNET);
-		return false;
-	}
-	return true;
+	    addr_equal(c->local, c->remote))
+		why = BPFMESH_C_IN_PASS_LOCAL;
+	else if (port_rule(BPFMESH_RULE_INBOUND_IGNORE, cookie, port_be))
+		why = BPFMESH_C_IN_PASS_PORT;
+	else if ((s->flags & BPFMESH_F_INBOUND_ONLY_LISTED) &&
+		 !port_rule(BPFMESH_RULE_INBOUND_REDIRECT, cookie, port_be))
+		why = BPFMESH_C_IN_PASS_PORT;
+	else if (subnet_rule(BPFMESH_RULE_INBOUND_IGNORE, cookie, c->family, c->remote))
+		why = BPFMESH_C_IN_PASS_SUBNET;
+	else
+		return BPFMESH_C_IN_STEERED;
+	count(cookie, why);
+	return why;
+}
+
+/* bpfmesh observe: an inbound decision, src = the peer, dst = the address it dialled. */
+static __always_inline void observe_lookup(__u64 cookie, __u32 id, const struct inbound_conn *c)
+{
+	struct obs_event *e;
+
+	if (!obs_on(cookie))
+		return;
+	e = obs_reserve(cookie, id);
+	if (!e)
+		return;
+	e->family = c->family;
+	e->src_addr[0] = c->remote[0];
+	e->src_addr[1] = c->remote[1];
+	e->src_addr[2] = c->remote[2];
+	e->src_addr[3] = c->remote[3];
+	e->dst_addr[0] = c->local[0];
+	e->dst_addr[1] = c->local[1];
+	e->dst_addr[2] = c->local[2];
+	e->dst_addr[3] = c->local[3];
+	e->src_port = (__u16)c->remote_port;
+	e->dst_port = (__u16)c->local_port;
+	obs_submit(e);
 }
 
 /*
@@ -85,7 +110,7 @@ static __always_inline bool inbound_verdict(__u64 cookie, const struct pod_setti
  * is visible as IN_DROP_ASSIGN, and the peer can retry.
  */
 static __always_inline int steer(struct bpf_sk_lookup *ctx, __u64 cookie, const struct pod_settings *s,
-				 __u32 family)
+				 __u32 family, __u32 *why)
 {
 	struct listener_key key = { .netns_cookie = cookie, .family = family, ._pad = 0 };
 	struct bpf_sock *sk;
@@ -97,21 +122,15 @@ static __always_inline int steer(struct bpf_sk_lookup *ctx, __u64 cookie, const 
 		sk = bpf_map_lookup_elem(&mesh_listeners, &key);
 	}
 	if (!sk) {
-		if (s->flags & BPFMESH_F_FAIL_OPEN) {
-			count(cookie, BPFMESH_C_IN_PASS_NO_PROXY);
-			return SK_PASS;
-		}
-		count(cookie, BPFMESH_C_IN_DROP_NO_PROXY);
-		return SK_DROP;
+		*why = (s->flags & BPFMESH_F_FAIL_OPEN) ? BPFMESH_C_IN_PASS_NO_PROXY : BPFMESH_C_IN_DROP_NO_PROXY;
+		count(cookie, *why);
+		return *why == BPFMESH_C_IN_PASS_NO_PROXY ? SK_PASS : SK_DROP;
 	}
 	err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
-	if (err) {
-		count(cookie, BPFMESH_C_IN_DROP_ASSIGN);
-		return SK_DROP;
-	}
-	count(cookie, BPFMESH_C_IN_STEERED);
-	return SK_PASS;
+	*why = err ? BPFMESH_C_IN_DROP_ASSIGN : BPFMESH_C_IN_STEERED;
+	count(cookie, *why);
+	return err ? SK_DROP : SK_PASS;
 }
 
 SEC("sk_lookup")
@@ -120,7 +139,8 @@ int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
 	__u64 cookie = pod_netns_cookie;
 	struct inbound_conn c = {};
 	struct pod_settings *s;
-	__u32 family, local4, remote4;
+	__u32 family, local4, remote4, why;
+	int verdict;
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return SK_PASS;
@@ -135,6 +155,7 @@ int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
 	 */
 	family = ctx->family;
 	c.local_port = ctx->local_port;
+	c.remote_port = bpf_ntohs((__u16)ctx->remote_port);
 	if (family == AF_INET) {
 		local4 = ctx->local_ip4;
 		remote4 = ctx->remote_ip4;
@@ -156,7 +177,12 @@ int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
 	}
 	c.family = family;
 
-	if (!inbound_verdict(cookie, s, &c))
+	why = inbound_verdict(cookie, s, &c);
+	if (why != BPFMESH_C_IN_STEERED) {
+		observe_lookup(cookie, why, &c);
 		return SK_PASS;
-	return steer(ctx, cookie, s, family);
+	}
+	verdict = steer(ctx, cookie, s, family, &why);
+	observe_lookup(cookie, why, &c);
+	return verdict;
 }

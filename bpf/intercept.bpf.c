@@ -40,6 +40,7 @@
 #include "bpfmesh.h"
 #include "maps.h"
 #include "common.h"
+#include "observe.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -91,38 +92,50 @@ static __always_inline bool proxy_listening(void *ctx, bool to_v4, __u16 port)
 /*
  * Should this connect go to the proxy? dst is canonical (a mapped
  * destination is AF_INET). to_v4: where the rewrite would point.
- * Counts the reason of a pass.
+ * Returns BPFMESH_C_OUT_REDIRECTED, or the counter of the reason to pass
+ * (counted here).
  */
-static __always_inline bool outbound_verdict(void *ctx, __u64 cookie, const struct pod_settings *s,
-					     const struct orig_dst *dst, bool to_v4)
+static __always_inline __u32 outbound_verdict(void *ctx, __u64 cookie, const struct pod_settings *s,
+					      const struct orig_dst *dst, bool to_v4)
 {
 	__u64 ugid = bpf_get_current_uid_gid();
 	__u32 uid = (__u32)ugid;
 	__u32 gid = (__u32)(ugid >> 32);
+	__u32 why;
 
-	if (uid == s->proxy_uid || (s->proxy_gid != BPFMESH_ID_UNSET && gid == s->proxy_gid)) {
-		count(cookie, BPFMESH_C_OUT_PASS_PROXY);
-		return false;
-	}
+	if (uid == s->proxy_uid || (s->proxy_gid != BPFMESH_ID_UNSET && gid == s->proxy_gid))
+		why = BPFMESH_C_OUT_PASS_PROXY;
 	/* The pod's own addresses go out lo too (proxy-init: -o lo -j RETURN). */
-	if (addr_is_loopback(dst->family, dst->addr) ||
-	    subnet_rule(BPFMESH_RULE_LOCAL_ADDR, cookie, dst->family, dst->addr)) {
-		count(cookie, BPFMESH_C_OUT_PASS_LOOPBACK);
-		return false;
-	}
-	if (port_rule(BPFMESH_RULE_OUTBOUND_IGNORE, cookie, dst->port)) {
-		count(cookie, BPFMESH_C_OUT_PASS_PORT);
-		return false;
-	}
-	if (subnet_rule(BPFMESH_RULE_OUTBOUND_IGNORE, cookie, dst->family, dst->addr)) {
-		count(cookie, BPFMESH_C_OUT_PASS_SUBNET);
-		return false;
-	}
-	if ((s->flags & BPFMESH_F_FAIL_OPEN) && !proxy_listening(ctx, to_v4, s->outgoing_port)) {
-		count(cookie, BPFMESH_C_OUT_PASS_NO_PROXY);
-		return false;
-	}
-	return true;
+	else if (addr_is_loopback(dst->family, dst->addr) ||
+		 subnet_rule(BPFMESH_RULE_LOCAL_ADDR, cookie, dst->family, dst->addr))
+		why = BPFMESH_C_OUT_PASS_LOOPBACK;
+	else if (port_rule(BPFMESH_RULE_OUTBOUND_IGNORE, cookie, dst->port))
+		why = BPFMESH_C_OUT_PASS_PORT;
+	else if (subnet_rule(BPFMESH_RULE_OUTBOUND_IGNORE, cookie, dst->family, dst->addr))
+		why = BPFMESH_C_OUT_PASS_SUBNET;
+	else if ((s->flags & BPFMESH_F_FAIL_OPEN) && !proxy_listening(ctx, to_v4, s->outgoing_port))
+		why = BPFMESH_C_OUT_PASS_NO_PROXY;
+	else
+		return BPFMESH_C_OUT_REDIRECTED;
+	count(cookie, why);
+	return why;
+}
+
+/* bpfmesh observe: an outbound decision, with the destination the app dialled. */
+static __always_inline void observe_connect(struct bpf_sock_addr *ctx, __u64 cookie, __u32 id,
+					    const struct orig_dst *dst)
+{
+	struct obs_event *e;
+
+	if (!obs_on(cookie))
+		return;
+	e = obs_reserve(cookie, id);
+	if (!e)
+		return;
+	obs_task(e);
+	e->sock_cookie = bpf_get_socket_cookie(ctx);
+	obs_dst(e, dst);
+	obs_submit(e);
 }
 
 /*
@@ -172,6 +185,7 @@ int mesh_connect4(struct bpf_sock_addr *ctx)
 	struct orig_dst dst = {};
 	struct pod_settings *s;
 	__u64 cookie;
+	__u32 why;
 
 	if (!is_tcp(ctx->type, ctx->protocol))
 		return 1;
@@ -183,16 +197,21 @@ int mesh_connect4(struct bpf_sock_addr *ctx)
 	dst.family = AF_INET;
 	dst.addr[0] = ctx->user_ip4;
 	dst.port = (__u16)ctx->user_port;
-	if (!outbound_verdict(ctx, cookie, s, &dst, true)) {
+	why = outbound_verdict(ctx, cookie, s, &dst, true);
+	if (why != BPFMESH_C_OUT_REDIRECTED) {
 		forget_orig_dst(ctx);
+		observe_connect(ctx, cookie, why, &dst);
 		return 1;
 	}
-	if (!record_orig_dst(ctx, cookie, &dst))
+	if (!record_orig_dst(ctx, cookie, &dst)) {
+		observe_connect(ctx, cookie, BPFMESH_C_OUT_RECORD_FAILED, &dst);
 		return 1;
+	}
 
 	ctx->user_ip4 = bpf_htonl(BPFMESH_LOOPBACK4);
 	ctx->user_port = bpf_htons(s->outgoing_port);
 	count(cookie, BPFMESH_C_OUT_REDIRECTED);
+	observe_connect(ctx, cookie, BPFMESH_C_OUT_REDIRECTED, &dst);
 	return 1;
 }
 
@@ -204,6 +223,7 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
 	__u32 ip6[4];
 	__u64 cookie;
 	bool mapped;
+	__u32 why;
 
 	if (!is_tcp(ctx->type, ctx->protocol))
 		return 1;
@@ -219,12 +239,16 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
 	dst.family = canon6(ip6, dst.addr);
 	dst.port = (__u16)ctx->user_port;
 	mapped = dst.family == AF_INET;
-	if (!outbound_verdict(ctx, cookie, s, &dst, mapped)) {
+	why = outbound_verdict(ctx, cookie, s, &dst, mapped);
+	if (why != BPFMESH_C_OUT_REDIRECTED) {
 		forget_orig_dst(ctx);
+		observe_connect(ctx, cookie, why, &dst);
 		return 1;
 	}
-	if (!record_orig_dst(ctx, cookie, &dst))
+	if (!record_orig_dst(ctx, cookie, &dst)) {
+		observe_connect(ctx, cookie, BPFMESH_C_OUT_RECORD_FAILED, &dst);
 		return 1;
+	}
 
 	/* An IPv4-mapped destination (dual-stack socket) stays IPv4: ::ffff:127.0.0.1. */
 	ctx->user_ip6[0] = 0;
@@ -233,6 +257,7 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[3] = mapped ? bpf_htonl(BPFMESH_LOOPBACK4) : bpf_htonl(1);
 	ctx->user_port = bpf_htons(s->outgoing_port);
 	count(cookie, BPFMESH_C_OUT_REDIRECTED);
+	observe_connect(ctx, cookie, BPFMESH_C_OUT_REDIRECTED, &dst);
 	return 1;
 }
 
@@ -405,20 +430,36 @@ static __always_inline bool tuple_from_sockops(struct bpf_sock_ops *skops, struc
  * Insert a socket into mesh_sock_pairs under its own tuple; counted. On a
  * kernel that cannot bound the path it stays out (loopback TCP), counted.
  */
+/* bpfmesh observe: a socket-path decision on one end of a connection (src = this end). */
+static __always_inline void observe_sockops(struct bpf_sock_ops *skops, const struct sock_tuple *own, __u32 id)
+{
+	struct obs_event *e;
+
+	if (!obs_on(own->netns_cookie))
+		return;
+	e = obs_reserve(own->netns_cookie, id);
+	if (!e)
+		return;
+	e->sock_cookie = bpf_get_socket_cookie(skops);
+	obs_tuple(e, own, false);
+	obs_submit(e);
+}
+
 static __always_inline void pair_socket(struct bpf_sock_ops *skops, struct sock_tuple *own, __u32 flags)
 {
+	__u32 id = BPFMESH_C_SOCKPATH_PAIRED;
+
 	if (flags & BPFMESH_F_SOCKPATH_REFUSED) {
-		count(own->netns_cookie, BPFMESH_C_SOCKPATH_REFUSED);
+		id = BPFMESH_C_SOCKPATH_REFUSED;
+	} else if (!(flags & BPFMESH_F_SOCKPATH)) {
 		return;
+	} else if (bpf_sock_hash_update(skops, &mesh_sock_pairs, own, BPF_ANY)) {
+		id = BPFMESH_C_SOCKPATH_PAIR_FAILED;
 	}
-	if (!(flags & BPFMESH_F_SOCKPATH))
-		return;
-	if (bpf_sock_hash_update(skops, &mesh_sock_pairs, own, BPF_ANY)) {
-		count(own->netns_cookie, BPFMESH_C_SOCKPATH_PAIR_FAILED);
-		return;
-	}
-	count(own->netns_cookie, BPFMESH_C_SOCKPATH_PAIRED);
-	remember_socket(skops, own);
+	count(own->netns_cookie, id);
+	observe_sockops(skops, own, id);
+	if (id == BPFMESH_C_SOCKPATH_PAIRED)
+		remember_socket(skops, own);
 }
 
 /* The app's connect to the proxy is established: key the record by the tuple. */
@@ -533,8 +574,22 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 		return;
 	key.netns_cookie = cookie;
 	key.family = skops->family;
-	if (!bpf_sock_hash_update(skops, &mesh_listeners, &key, BPF_ANY))
-		count(cookie, BPFMESH_C_LISTENER_REGISTERED);
+	if (bpf_sock_hash_update(skops, &mesh_listeners, &key, BPF_ANY))
+		return;
+	count(cookie, BPFMESH_C_LISTENER_REGISTERED);
+	if (obs_on(cookie)) {
+		struct sock_tuple own;
+		struct obs_event *e;
+
+		if (!tuple_from_sockops(skops, &own))
+			return;
+		e = obs_reserve(cookie, BPFMESH_C_LISTENER_REGISTERED);
+		if (!e)
+			return;
+		e->sock_cookie = bpf_get_socket_cookie(skops);
+		obs_tuple(e, &own, false);
+		obs_submit(e);
+	}
 }
 
 SEC("sockops")
@@ -631,12 +686,37 @@ static __always_inline bool write_orig_dst(struct bpf_sockopt *ctx, int level, c
 	return true;
 }
 
+/*
+ * bpfmesh observe: an SO_ORIGINAL_DST answer (dst = the answer) or its
+ * absence (dst = the socket's local address); src = the socket's peer.
+ */
+static __always_inline void observe_sockopt(struct bpf_sockopt *ctx, struct bpf_sock *sk, __u64 cookie, __u32 id,
+					    const struct orig_dst *answer)
+{
+	struct sock_tuple own;
+	struct obs_event *e;
+
+	if (!obs_on(cookie))
+		return;
+	if (!tuple_from_sock(ctx, sk, &own))
+		return;
+	e = obs_reserve(own.netns_cookie, id);
+	if (!e)
+		return;
+	obs_task(e);
+	obs_tuple(e, &own, true);
+	if (answer)
+		obs_dst(e, answer);
+	obs_submit(e);
+}
+
 static __always_inline void answer_orig_dst(struct bpf_sockopt *ctx, int level)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct sock_tuple own, app;
 	struct sock_dst *sd;
 	struct orig_dst *d;
+	__u32 id;
 
 	if (sk->protocol != IPPROTO_TCP)
 		return;
@@ -645,20 +725,18 @@ static __always_inline void answer_orig_dst(struct bpf_sockopt *ctx, int level)
 	if (sd) {
 		__u64 cookie = bpf_get_netns_cookie(ctx);
 
-		if (write_orig_dst(ctx, level, &sd->dst))
-			count(cookie, BPFMESH_C_ORIG_DST_ANSWERED);
-		else
-			count(cookie, BPFMESH_C_ORIG_DST_MISSING);
+		id = write_orig_dst(ctx, level, &sd->dst) ? BPFMESH_C_ORIG_DST_ANSWERED : BPFMESH_C_ORIG_DST_MISSING;
+		count(cookie, id);
+		observe_sockopt(ctx, sk, cookie, id, id == BPFMESH_C_ORIG_DST_ANSWERED ? &sd->dst : NULL);
 		return;
 	}
 	if (!tuple_from_sock(ctx, sk, &own))
 		return;
 	tuple_swap(&app, &own);
 	d = bpf_map_lookup_elem(&mesh_dst_tuple, &app);
-	if (d && write_orig_dst(ctx, level, d))
-		count(own.netns_cookie, BPFMESH_C_ORIG_DST_ANSWERED);
-	else
-		count(own.netns_cookie, BPFMESH_C_ORIG_DST_MISSING);
+	id = d && write_orig_dst(ctx, level, d) ? BPFMESH_C_ORIG_DST_ANSWERED : BPFMESH_C_ORIG_DST_MISSING;
+	count(own.netns_cookie, id);
+	observe_sockopt(ctx, sk, own.netns_cookie, id, id == BPFMESH_C_ORIG_DST_ANSWERED ? d : NULL);
 }
 
 SEC("cgroup/getsockopt")
@@ -751,16 +829,56 @@ static __always_inline int bind_verdict(struct bpf_sock_addr *ctx)
 	return 0;
 }
 
+/* bpfmesh observe: a denied bind, dst = the address and port asked for (canonical). */
+static __always_inline void observe_bind(struct bpf_sock_addr *ctx, const struct orig_dst *want)
+{
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+	struct obs_event *e;
+
+	if (!obs_on(cookie))
+		return;
+	e = obs_reserve(cookie, BPFMESH_C_BIND_DENIED);
+	if (!e)
+		return;
+	obs_task(e);
+	e->sock_cookie = bpf_get_socket_cookie(ctx);
+	obs_dst(e, want);
+	obs_submit(e);
+}
+
 SEC("cgroup/bind4")
 int mesh_bind4(struct bpf_sock_addr *ctx)
 {
-	return bind_verdict(ctx);
+	struct orig_dst want = {};
+	__u32 ip4;
+
+	if (bind_verdict(ctx))
+		return 1;
+	ip4 = ctx->user_ip4;
+	barrier_var(ip4); /* see ctx_load_note */
+	want.family = AF_INET;
+	want.addr[0] = ip4;
+	want.port = (__u16)ctx->user_port;
+	observe_bind(ctx, &want);
+	return 0;
 }
 
 SEC("cgroup/bind6")
 int mesh_bind6(struct bpf_sock_addr *ctx)
 {
-	return bind_verdict(ctx);
+	struct orig_dst want = {};
+	__u32 ip6[4];
+
+	if (bind_verdict(ctx))
+		return 1;
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	want.family = canon6(ip6, want.addr);
+	want.port = (__u16)ctx->user_port;
+	observe_bind(ctx, &want);
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -853,6 +971,20 @@ static __always_inline bool tcp_path_drained(struct sk_msg_md *msg, struct sock 
 	return true;
 }
 
+/* bpfmesh observe: the writer's path changed (src = the writing end). */
+static __always_inline void observe_msg(const struct sock_tuple *own, __u32 id)
+{
+	struct obs_event *e;
+
+	if (!obs_on(own->netns_cookie))
+		return;
+	e = obs_reserve(own->netns_cookie, id);
+	if (!e)
+		return;
+	obs_tuple(e, own, false);
+	obs_submit(e);
+}
+
 /*
  * Every socket in mesh_sock_pairs is one end of an app<->proxy pair; its
  * peer is the socket whose own tuple is this one swapped. A redirected
@@ -894,6 +1026,7 @@ int mesh_sk_msg(struct sk_msg_md *msg)
 		if (queued + msg->size > high) {
 			st->path = SOCKPATH_TCP;
 			count(cookie, BPFMESH_C_SOCKPATH_FALLBACK);
+			observe_msg(&own, BPFMESH_C_SOCKPATH_FALLBACK);
 			return SK_PASS;
 		}
 	} else {
@@ -901,8 +1034,10 @@ int mesh_sk_msg(struct sk_msg_md *msg)
 			goto tcp;
 		if (!(bpfmesh_test_knobs & BPFMESH_TEST_NO_DRAIN_CHECK) && !tcp_path_drained(msg, psk))
 			goto tcp;
-		if (st->path == SOCKPATH_TCP)
+		if (st->path == SOCKPATH_TCP) {
 			count(cookie, BPFMESH_C_SOCKPATH_SWITCHBACK);
+			observe_msg(&own, BPFMESH_C_SOCKPATH_SWITCHBACK);
+		}
 		st->path = SOCKPATH_REDIRECT;
 	}
 	if (bpf_msg_redirect_hash(msg, &mesh_sock_pairs, &peer, BPF_F_INGRESS) == SK_PASS) {

@@ -122,4 +122,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mesh_sock_dst SEC(".maps");
 
+/*
+ * bpfmesh observe (bpf/observe.h): steering events, emitted only while
+ * mesh_obs_cfg holds a lease in the future (one read when off). The ring
+ * buffer is bounded (BPFMESH_OBS_RING_BYTES, allocated when the map is
+ * created); an event that finds it full is dropped and counted in
+ * mesh_obs_drops. One of each per pin folder (a pod install, or node-wide).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct obs_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mesh_obs_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, BPFMESH_OBS_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mesh_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mesh_obs_drops SEC(".maps");
+
 #endif /* BPFMESH_MAPS_H */

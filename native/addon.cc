@@ -151,6 +151,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion, "libbpfVersion"));
   exports.Set("probeProgType", Napi::Function::New(env, ProbeProgType, "probeProgType"));
   RegisterProbes(env, exports);
+  RegisterRingReader(env, exports);
   return exports;
 }
 

@@ -37,6 +37,7 @@ struct Addon {
   napi_env env;
   bool hook_ran = false;
   Napi::FunctionReference object_ctor, program_ctor, map_ctor, link_ctor;
+  Napi::FunctionReference ring_ctor;  // ringbuf.cc
   std::unordered_set<Resource*> live;
 };
 
@@ -211,5 +212,8 @@ Napi::Value Unpin(const Napi::CallbackInfo& info);
 
 // Kernel feature probes for `bpfmesh check` (probe.cc).
 void RegisterProbes(Napi::Env env, Napi::Object exports);
+
+// The ring buffer reader for `bpfmesh observe` (ringbuf.cc).
+void RegisterRingReader(Napi::Env env, Napi::Object exports);
 
 }  // namespace bpfmesh

@@ -93,6 +93,14 @@ const Helper kHelpers[] = {
     {"skc_to_tcp_sock", BPF_FUNC_skc_to_tcp_sock},
     {"skb_adjust_room", BPF_FUNC_skb_adjust_room},
     {"probe_read_kernel", BPF_FUNC_probe_read_kernel},
+    // bpfmesh observe (bpf/observe.h)
+    {"ktime_get_ns", BPF_FUNC_ktime_get_ns},
+    {"ringbuf_reserve", BPF_FUNC_ringbuf_reserve},
+    {"ringbuf_submit", BPF_FUNC_ringbuf_submit},
+    {"ringbuf_query", BPF_FUNC_ringbuf_query},
+    {"get_current_pid_tgid", BPF_FUNC_get_current_pid_tgid},
+    {"get_current_cgroup_id", BPF_FUNC_get_current_cgroup_id},
+    {"get_current_comm", BPF_FUNC_get_current_comm},
 };
 
 // r0 = 1; exit: "allow" for cgroup programs, SK_PASS for sk_msg/sk_skb/sk_lookup.

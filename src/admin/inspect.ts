@@ -6,9 +6,11 @@ import { native } from '../bpf/native.js';
 import * as c from '../bpf/codecs.js';
 import { formatCidr, formatIp } from '../util/ip.js';
 import { formatPortRange } from '../util/ports.js';
-import { LINKS, closeMaps, mapsOfPinDir, type LinkSpec, type PodMaps } from '../intercept/layout.js';
+import { LINKS, MapNames, closeMaps, mapsOfPinDir, type LinkSpec, type PodMaps } from '../intercept/layout.js';
+import { TypedMap } from '../bpf/typed-map.js';
 import { NODE_DIR_NAME, NODE_LOCK_NAME, podCookie } from '../intercept/node-wide.js';
 import { cgroup2Mount } from '../intercept/mounts.js';
+import { mapsDirOf } from '../intercept/versions.js';
 
 export interface HookState {
   pin: string;
@@ -37,7 +39,32 @@ export interface PodState {
   socketPathSockets: number;
   listeners: Array<{ family: string; registered: boolean }>;
   counters: Record<string, string>;
+  /** bpfmesh observe in the pin folder (node-wide: shared by its pods); null when it predates observe. */
+  observe: ObserveState | null;
   problems: string[];
+}
+
+export interface ObserveState {
+  /** An observer holds the lease now. */
+  on: boolean;
+  /** Events lost to a full ring buffer since the folder was made (mesh_obs_drops). */
+  dropped: string;
+  ringBytes: number;
+}
+
+/** The folder's observe lease and lost-event count, read from its pins. */
+function readObserve(pinDir: string): ObserveState | null {
+  const dir = mapsDirOf(pinDir);
+  if (!existsSync(join(dir, MapNames.obsCfg)) || !existsSync(join(dir, MapNames.obsDrops))) return null;
+  const cfg = new TypedMap(native().openPinnedMap(join(dir, MapNames.obsCfg)), c.u32Key, c.obsConfig);
+  const drops = new TypedMap(native().openPinnedMap(join(dir, MapNames.obsDrops)), c.u32Key, c.u64Sum);
+  try {
+    const until = cfg.get(0)?.untilNs ?? 0n;
+    return { on: until > process.hrtime.bigint(), dropped: (drops.get(0) ?? 0n).toString(), ringBytes: c.OBS_RING_BYTES };
+  } finally {
+    cfg.close();
+    drops.close();
+  }
 }
 
 /** Where a cgroup id (its kernfs inode) lives under the cgroup2 mount; bounded walk. */
@@ -174,6 +201,7 @@ function emptyState(pod: string, pinDir: string): PodState {
     socketPathSockets: 0,
     listeners: [],
     counters: {},
+    observe: null,
     problems: [],
   };
 }
@@ -192,6 +220,7 @@ export function inspectPod(pinDir: string, pod: string): PodState {
   const state = emptyState(pod, pinDir);
   state.hooks = readHooks(() => pinDir, state.problems);
   withMaps(pinDir, (maps) => readMaps(maps, state, null));
+  state.observe = readObserve(pinDir);
   return state;
 }
 
@@ -206,6 +235,7 @@ export function inspectNodePod(nodeDir: string, id: string): PodState {
     return state;
   }
   withMaps(nodeDir, (maps) => readMaps(maps, state, cookie));
+  state.observe = readObserve(nodeDir);
   return state;
 }
 

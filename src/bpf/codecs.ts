@@ -313,3 +313,87 @@ export const interceptRodata: Codec<{ testKnobs: number }> = {
   },
   decode: (b) => ({ testKnobs: u32(b, 0) }),
 };
+
+// --- bpfmesh observe (bpf/observe.h) ---
+
+/** BPFMESH_OBS_RING_BYTES: the size of each ring buffer mesh_events. */
+export const OBS_RING_BYTES = 256 << 10;
+/** BPFMESH_OBS_POLL_MS: the reader drains this often; the kernel wakes it only once the ring is a quarter full. */
+export const OBS_POLL_MS = 100;
+
+/** struct obs_config: events are emitted while the kernel's CLOCK_MONOTONIC < untilNs (0: off), for netnsCookie's pod only (0: every pod). */
+export const obsConfig: Codec<{ untilNs: bigint; netnsCookie: bigint }> = {
+  name: 'struct obs_config',
+  size: 16,
+  encode(v) {
+    const b = Buffer.alloc(16);
+    w64(b, v.untilNs, 0);
+    w64(b, v.netnsCookie, 8);
+    return b;
+  },
+  decode: (b) => ({ untilNs: u64(b, 0), netnsCookie: u64(b, 8) }),
+};
+
+/** Key of the one-element ARRAY maps (mesh_obs_cfg, mesh_obs_drops). */
+export const u32Key: Codec<number> = {
+  name: '__u32',
+  size: 4,
+  encode(v) {
+    const b = Buffer.alloc(4);
+    w32(b, v, 0);
+    return b;
+  },
+  decode: (b) => u32(b, 0),
+};
+
+export interface ObsEvent {
+  tsNs: bigint;
+  netnsCookie: bigint;
+  /** 0 outside a task (sk_lookup, sockops, sk_msg). */
+  cgroupId: bigint;
+  /** 0 where the hook has none. */
+  sockCookie: bigint;
+  /** enum bpfmesh_counter: COUNTER_NAMES[event]. */
+  event: number;
+  /** null when the event carries no addresses. */
+  family: Family | null;
+  pid: number;
+  /** ID_UNSET outside a task. */
+  uid: number;
+  srcAddress: string;
+  srcPort: number;
+  dstAddress: string;
+  dstPort: number;
+  comm: string;
+}
+
+/** struct obs_event, as the ring buffer hands it over. */
+export const obsEvent: Codec<ObsEvent> = {
+  name: 'struct obs_event',
+  size: 104,
+  encode() {
+    throw new Error('obs_event is written by the kernel only');
+  },
+  decode(b) {
+    const af = u32(b, 36);
+    const family = af === AF_INET ? 4 : af === AF_INET6 ? 6 : null;
+    const len = family === 6 ? 16 : 4;
+    const comm = b.subarray(88, 104);
+    const nul = comm.indexOf(0);
+    return {
+      tsNs: u64(b, 0),
+      netnsCookie: u64(b, 8),
+      cgroupId: u64(b, 16),
+      sockCookie: u64(b, 24),
+      event: u32(b, 32),
+      family,
+      pid: u32(b, 40),
+      uid: u32(b, 44),
+      srcAddress: family === null ? '' : formatIp(b.subarray(48, 48 + len), family),
+      dstAddress: family === null ? '' : formatIp(b.subarray(64, 64 + len), family),
+      srcPort: u16(b, 80),
+      dstPort: u16(b, 82),
+      comm: comm.subarray(0, nul < 0 ? 16 : nul).toString('latin1'),
+    };
+  },
+};

@@ -163,6 +163,18 @@ export interface NativeBinding {
   sockmapFionread(withSkbVerdict: boolean): { written: number; peeked: number; fionread: number };
   /** Pins a one-element ARRAY map holding a u32 pin layout version at path. */
   pinLayoutMarker(path: string, version: number): void;
+  /** A consumer of the pinned BPF ring buffers at paths (bpfmesh observe). */
+  openRingReader(paths: string[]): NativeRingReader;
+}
+
+/** One consumer of one or more ring buffers; each event is one Buffer (a copy). */
+export interface NativeRingReader {
+  /** The events in the rings now, at most 4096 (the rest on the next call). */
+  consume(): Buffer[];
+  /** Calls onEvents on Node's loop whenever the kernel signals data (uv_poll on libbpf's epoll fd); keeps the loop alive until stop() or close(). */
+  start(onEvents: (events: Buffer[]) => void): void;
+  stop(): void;
+  close(): void;
 }
 
 export interface SocketMeminfo {

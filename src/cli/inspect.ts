@@ -32,6 +32,7 @@ export function formatPod(p: PodState): string {
   }
   const counters = Object.entries(p.counters).filter(([, v]) => v !== '0');
   out.push(`  counters     ${counters.length ? counters.map(([k, v]) => `${k}=${v}`).join(' ') : 'all zero'}`);
+  if (p.observe !== null) out.push(`  observe      ${p.observe.on ? 'on (an observer runs)' : 'off'}; ${p.observe.dropped} events lost to a full ring (${p.observe.ringBytes >> 10} KiB)`);
   for (const problem of p.problems) out.push(`  PROBLEM      ${problem}`);
   out.push(`  pins         ${p.pins.join(' ')}`);
   return out.join('\n');

@@ -11,6 +11,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   init: () => import('./init.js'),
   reset: () => import('./reset.js'),
   inspect: () => import('./inspect.js'),
+  observe: () => import('./observe.js'),
   proxy: () => import('./proxy.js'),
   demo: () => import('./demo.js'),
   'control-plane': () => import('./control-plane.js'),

@@ -21,6 +21,10 @@ export const MapNames = {
   counters: 'mesh_counters',
   /** SK_STORAGE (per socket, freed with it): not read from user space. */
   sockDst: 'mesh_sock_dst',
+  /** bpfmesh observe: the lease (ARRAY, 1), the event ring buffer, the per-CPU count of events lost to a full ring. */
+  obsCfg: 'mesh_obs_cfg',
+  events: 'mesh_events',
+  obsDrops: 'mesh_obs_drops',
 } as const;
 
 export type HookTarget = 'cgroup' | 'netns';

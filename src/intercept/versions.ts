@@ -25,10 +25,12 @@ export const LEGACY = 'legacy';
  * built objects' maps hash to another id: set the new id here and add this
  * one to PREVIOUS_LAYOUTS, so that installs of it keep upgrading.
  */
-export const LAYOUT_ID = '586d304a';
+export const LAYOUT_ID = 'e825af86';
 
 /** Versioned layouts of earlier releases this one upgrades from, with what changed since. */
-export const PREVIOUS_LAYOUTS: Readonly<Record<string, string>> = {};
+export const PREVIOUS_LAYOUTS: Readonly<Record<string, string>> = {
+  '586d304a': 'before the observe maps (mesh_obs_cfg, mesh_events, mesh_obs_drops): created empty on upgrade',
+};
 
 export interface MapShape {
   name: string;
