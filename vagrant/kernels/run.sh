@@ -39,7 +39,7 @@ HERE=$REPO/vagrant/kernels
 # and sockpath cover (proxy-e2e alone takes about 3.5 minutes under TCG;
 # BPFMESH_KERNEL_TESTS runs it: it passed on 6.1, once after one failure of
 # its SIGTERM-drain test).
-DEFAULT_TESTS="dist/test/kernel/errors.test.js dist/test/kernel/outbound.test.js dist/test/kernel/inbound.test.js dist/test/kernel/foreign-proxy.test.js dist/test/kernel/sockpath.test.js dist/test/kernel/sockpath-bound.test.js dist/test/kernel/collide.test.js dist/test/kernel/lifecycle.test.js dist/test/kernel/node-wide.test.js dist/test/kernel/upgrade.test.js"
+DEFAULT_TESTS="dist/test/kernel/errors.test.js dist/test/kernel/outbound.test.js dist/test/kernel/inbound.test.js dist/test/kernel/foreign-proxy.test.js dist/test/kernel/sockpath.test.js dist/test/kernel/sockpath-bound.test.js dist/test/kernel/collide.test.js dist/test/kernel/lifecycle.test.js dist/test/kernel/node-wide.test.js dist/test/kernel/upgrade.test.js dist/test/kernel/observe.test.js"
 TESTS=${BPFMESH_KERNEL_TESTS:-$DEFAULT_TESTS}
 TIMEOUT=${BPFMESH_VM_TIMEOUT:-780}
 CPUS=${BPFMESH_VM_CPUS:-2}
