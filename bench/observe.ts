@@ -9,11 +9,9 @@
 // Also, with kernel.bpf_stats_enabled on for the run (restored after), the
 // connect4 and sockops programs' own run time per call, off vs on: the
 // in-kernel price of one event, without the noise of the whole path.
-import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/config/paths.js';
-import { native } from '../src/bpf/native.js';
+import { perRun, progStats, withBpfStats } from './bpf-stats.js';
 import { APP, BPFFS, type MeshLab } from '../test/helpers/mesh.js';
 import { select } from '../src/observe/sources.js';
 import { Observation } from '../src/observe/session.js';
@@ -23,42 +21,19 @@ const CONN_RATE = join(REPO_ROOT, 'dist', 'bench', 'conn-rate.js');
 const ROUNDS = Number(process.env['BENCH_OBSERVE_ROUNDS'] ?? 3);
 const SECONDS = 4;
 const CONNS = 8;
-const STATS_SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
-
-interface ProgStats {
-  runNs: number;
-  runs: number;
-}
-
-/** run_time_ns / run_cnt of the program behind a pinned link (needs bpf_stats_enabled). */
-function progStats(linkPin: string): ProgStats {
-  const link = native().openPinnedLink(linkPin);
-  let progId: number;
-  try {
-    progId = link.info().progId;
-  } finally {
-    link.close();
-  }
-  const info = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(progId), '--json']).toString()) as { run_time_ns?: number; run_cnt?: number };
-  return { runNs: info.run_time_ns ?? 0, runs: info.run_cnt ?? 0 };
-}
-
-const perRun = (a: ProgStats, b: ProgStats): number => (b.runs > a.runs ? (b.runNs - a.runNs) / (b.runs - a.runs) : NaN);
 
 export async function runObserveBench(mesh: MeshLab): Promise<Record<string, number>> {
   const pod = mesh.pod('obs');
   await mesh.init(pod);
   await mesh.relay(pod, 'echo', false, ['--quiet']);
   const pinDir = mesh.pinDir(pod);
-  const statsBefore = readFileSync(STATS_SYSCTL, 'utf8').trim();
-  writeFileSync(STATS_SYSCTL, '1');
   const rate: Record<'off' | 'on', number[]> = { off: [], on: [] };
   const connectNs: Record<'off' | 'on', number[]> = { off: [], on: [] };
   const sockopsNs: Record<'off' | 'on', number[]> = { off: [], on: [] };
   let events = 0;
   let lost = 0n;
   let onConns = 0;
-  try {
+  await withBpfStats(async () => {
     for (let i = 0; i < ROUNDS * 2; i++) {
       const mode = i % 2 === 0 ? 'off' : 'on';
       const obs = mode === 'on' ? new Observation(select({ bpffs: BPFFS, pod: pod.netnsName, cgroup: undefined }), { bpffs: BPFFS, onEvent: () => events++ }) : null;
@@ -81,9 +56,7 @@ export async function runObserveBench(mesh: MeshLab): Promise<Record<string, num
       connectNs[mode].push(perRun(c0, c1));
       sockopsNs[mode].push(perRun(s0, s1));
     }
-  } finally {
-    writeFileSync(STATS_SYSCTL, statsBefore);
-  }
+  });
   const off = median(rate.off);
   const on = median(rate.on);
   const eventsPerConn = events / Math.max(onConns, 1);

@@ -11,10 +11,12 @@
 //   4. mTLS between the proxies vs plaintext between the same proxies.
 //   5. tap: keep-alive req/s with tap off, idle, a tapper matching nothing, a tapper taking all.
 //   6. observe: new connections/s with `bpfmesh observe` off vs on (bench/observe.ts).
-// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,tap,observe picks sections. Prints tables and writes
+//   7. bpf-cost: each BPF program's run time per new connection (bench/bpf-cost.ts).
+// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,tap,observe,bpf-cost picks sections. Prints tables and writes
 // bench/results/latest.json (sections not run keep their previous results).
 import { runHostileBench } from './hostile.js';
 import { runObserveBench } from './observe.js';
+import { runBpfCostBench } from './bpf-cost.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
@@ -199,11 +201,12 @@ async function main(): Promise<void> {
     const hostile = want('hostile') ? await runHostileBench() : null;
     const tap = want('tap') ? await runTapBench(mesh) : null;
     const observe = want('observe') ? await runObserveBench(mesh) : null;
+    const bpfCost = want('bpf-cost') ? await runBpfCostBench(mesh) : null;
     const dir = join(REPO_ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, 'latest.json');
     const previous = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
-    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, tap, observe }).filter(([, v]) => v !== null));
+    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, tap, observe, 'bpf-cost': bpfCost }).filter(([, v]) => v !== null));
     // When each section was last measured: a partial run leaves the others as they were.
     const measured = { ...(previous['measured'] as Record<string, string> | undefined), ...Object.fromEntries(Object.keys(ran).map((k) => [k, machine.date])) };
     writeFileSync(file, JSON.stringify({ ...previous, machine, measured, ...ran }, null, 2) + '\n');
