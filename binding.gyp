@@ -12,7 +12,8 @@
         "native/socket.cc",
         "native/pin.cc",
         "native/probe.cc",
-        "native/lock.cc"
+        "native/lock.cc",
+        "native/netns-socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],

@@ -8,6 +8,9 @@ import { startAdminServer } from '../admin/server.js';
 import { parseNodeFlags } from '../node/flags.js';
 import { createNodeMetrics } from '../node/metrics.js';
 import { NodeAgent } from '../node/agent.js';
+import { PodProxies } from '../node/pod-proxies.js';
+import { NodeRegistry } from '../node/node-registry.js';
+import { parseProxyEnv } from '../config/proxy-env.js';
 
 export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
 
@@ -23,6 +26,9 @@ export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every me
   --admin-port N (4191), --control-port N (4190), --fail-open, --no-sockpath,
   --sockpath-high-water SIZE (2Mi)
   --log-format plain|json, --log-level LEVEL
+  --proxy                       also be the proxy of every enrolled pod without a linkerd-proxy container: one
+                                process for the node, its listeners and upstream sockets made in each pod's netns
+                                (configured by LINKERD2_PROXY_* as the sidecar; needs CAP_SYS_ADMIN and CAP_NET_ADMIN)
 
   Meshed pods: annotated linkerd.io/inject: enabled, or with a linkerd-proxy container
   (unless linkerd.io/inject: disabled). SIGTERM stops the agent and leaves interception in place.
@@ -40,12 +46,14 @@ export async function run(argv: string[]): Promise<number> {
   const client = new KubeClient(access);
   const metrics = createNodeMetrics(opts.nodeName);
   const scope = { bpffs: opts.bpffs, bpffsExplicit: opts.bpffsExplicit, cgroupRoot: opts.cgroupRoot ?? cgroup2Mount() };
-  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics });
+  const proxyConfig = opts.proxy ? parseProxyEnv(process.env) : undefined;
+  const proxies = proxyConfig === undefined ? undefined : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log });
+  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics, ...(proxies ? { proxies } : {}) });
   log.info({ node: opts.nodeName, kube: access.source, server: access.server }, 'starting');
   const admin = await startAdminServer({
     host: opts.adminHost,
     port: opts.adminPort,
-    registry: metrics.registry,
+    registry: proxies === undefined ? metrics.registry : new NodeRegistry(metrics.registry, proxies),
     ready: () => agent.ready,
     shutdownEnabled: false,
     onShutdown: () => undefined,
@@ -62,6 +70,11 @@ export async function run(argv: string[]): Promise<number> {
   const signal = await stopped;
   log.info({ signal, meshed: agent.meshed }, 'stopping; interception stays in place');
   await agent.stop();
+  if (proxies !== undefined && proxyConfig !== undefined) {
+    // A new node proxy listens beside this one (SO_REUSEPORT): stop accepting, let open work finish.
+    log.info({ pods: proxies.size, open: proxies.openConnections, graceMs: proxyConfig.shutdownGracePeriodMs }, 'node proxy draining');
+    await proxies.shutdown(proxyConfig.shutdownGracePeriodMs);
+  }
   await admin.close();
   client.close();
   return 0;

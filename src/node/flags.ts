@@ -22,6 +22,8 @@ export interface NodeOptions extends LogOptions {
   /** The pod defaults, as `bpfmesh init` would parse them; annotations override them per pod. */
   podDefaultArgs: string[];
   podDefaults: PodPolicy;
+  /** --proxy: also run the proxy of every enrolled pod (the node proxy). */
+  proxy: boolean;
 }
 
 /** Flags that mean what they mean for `bpfmesh init`. */
@@ -46,6 +48,7 @@ const NODE_FLAGS = {
   'admin-addr': { type: 'string', default: '0.0.0.0:4192' },
   'log-format': { type: 'string', default: 'plain' },
   'log-level': { type: 'string', default: 'info' },
+  proxy: { type: 'boolean', default: false },
   ...POD_DEFAULT_FLAGS,
 } as const;
 
@@ -118,5 +121,6 @@ export function parseNodeFlags(argv: string[], env: NodeJS.ProcessEnv = process.
     adminPort: admin.port,
     podDefaultArgs,
     podDefaults: toPolicy(parseInitFlags(podDefaultArgs)),
+    proxy: v.proxy,
   };
 }

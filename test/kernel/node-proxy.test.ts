@@ -1,0 +1,264 @@
+// `bpfmesh node --proxy`: one node proxy serves several pods of a node with
+// sockets made in each pod's netns. Real kernel, real node-wide BPF, pods
+// laid out as kubelet does and wired to a bridge (in a hub netns of their
+// own), the agent as a child process in a cgroup under the attach root, the
+// fake Kubernetes API. Traffic with curl between pods: HTTP/1, HTTP/2
+// (prior knowledge), opaque TCP; per-pod metrics; a pod removed under
+// traffic; its netns freed (its veth peer in the hub disappears only when
+// the namespace is destroyed, so a kept fd or socket would show).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { kernelSkipReason } from '../helpers/root.js';
+import { APP, APP_SERVER, CLI, PodProcess } from '../helpers/mesh.js';
+import { startFakeKube, type FakeKube } from '../helpers/fake-kube.js';
+import { KubeletNode, type NodePod } from '../helpers/kube-pods.js';
+import { ensureBpffs } from '../../src/intercept/mounts.js';
+import { listEnrolled, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
+import { createLogger } from '../../src/log/logger.js';
+
+const skip = kernelSkipReason();
+const NODE = 'node-p';
+const INJECT = { 'linkerd.io/inject': 'enabled' };
+
+interface LogRecord {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+async function until(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Sum of a metric's samples whose line has every one of the label texts. */
+function metricSum(text: string, name: string, labels: string[]): number {
+  let sum = 0;
+  for (const l of text.split('\n')) {
+    if (!l.startsWith(name + '{') || !labels.every((x) => l.includes(x))) continue;
+    sum += Number(l.slice(l.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** The agent with --proxy, in its own cgroup under the attach root (so the node-wide hooks cover its sockets). */
+class NodeProxyAgent {
+  readonly child: ChildProcess;
+  readonly records: LogRecord[] = [];
+  #buf = '';
+  constructor(cgroup: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+    mkdirSync(cgroup, { recursive: true });
+    const script = 'echo $$ > "$0/cgroup.procs" && exec "$@"';
+    this.child = spawn('sh', ['-c', script, cgroup, process.execPath, CLI, 'node', '--proxy', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stderr!.on('data', (d: string) => {
+      this.#buf += d;
+      for (let i = this.#buf.indexOf('\n'); i >= 0; i = this.#buf.indexOf('\n')) {
+        const line = this.#buf.slice(0, i);
+        this.#buf = this.#buf.slice(i + 1);
+        try {
+          this.records.push(JSON.parse(line) as LogRecord);
+        } catch {
+          this.records.push({ level: 50, msg: line });
+        }
+      }
+    });
+  }
+  async waitLog(pred: (r: LogRecord) => boolean, what: string, timeoutMs = 15_000): Promise<LogRecord> {
+    await until(what, () => this.records.some(pred) || this.child.exitCode !== null, timeoutMs);
+    const hit = this.records.find(pred);
+    if (!hit) throw new Error(`${what}: agent exited ${this.child.exitCode}: ${JSON.stringify(this.records.slice(-5))}`);
+    return hit;
+  }
+  async metrics(): Promise<string> {
+    const r = await this.waitLog((x) => x.msg === 'admin server listening' && typeof x['admin'] === 'string', 'admin address');
+    return new Promise((resolve, reject) => {
+      httpGet(`http://${String(r['admin'])}/metrics`, { agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.once('end', () => resolve(body));
+      }).once('error', reject);
+    });
+  }
+  served(name: string): boolean {
+    return this.records.some((r) => r.msg === 'serving pod' && r['pod'] === `app/${name}`);
+  }
+}
+
+describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, timeout: 240_000 }, () => {
+  let kube: FakeKube;
+  let node: KubeletNode;
+  let bpffs: string;
+  let scope: NodeScope;
+  let agent: NodeProxyAgent;
+  let hub: string;
+  const pods = new Map<string, { pod: NodePod; ip: string; veth: string }>();
+  const apps: PodProcess[] = [];
+  const log = createLogger({ logFormat: 'plain', logLevel: 'error' });
+
+  /** A pod on the hub's bridge: 10.79.0.<n>/24 on eth0, the hub end named veth. */
+  async function podOnBridge(name: string, n: number): Promise<void> {
+    const pod = await node.addPod();
+    const veth = `${node.prefix.slice(-6)}v${n}`;
+    sh('ip', ['-n', hub, 'link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.netnsName]);
+    sh('ip', ['-n', hub, 'link', 'set', veth, 'master', 'br0', 'up']);
+    const ip = `10.79.0.${n}`;
+    sh('ip', ['-n', pod.netnsName, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+    sh('ip', ['-n', pod.netnsName, 'link', 'set', 'eth0', 'up']);
+    pods.set(name, { pod, ip, veth });
+  }
+  const announce = (name: string, annotations: Record<string, string> = INJECT): void => {
+    const p = pods.get(name)!;
+    kube.setPod({ metadata: { name, namespace: 'app', uid: p.pod.uid, annotations }, spec: { nodeName: NODE, serviceAccountName: `sa-${name}` } });
+  };
+  const vethExists = (veth: string): boolean => sh('ip', ['-n', hub, '-o', 'link', 'show']).includes(`${veth}@`);
+  const curl = (from: string, args: string[]) => node.exec(pods.get(from)!.pod, 'curl', ['-sS', '--max-time', '5', ...args], APP);
+
+  before(async () => {
+    kube = await startFakeKube({ bookmarkIntervalMs: 200 });
+    node = new KubeletNode();
+    hub = `${node.prefix}-hub`;
+    sh('ip', ['netns', 'add', hub]);
+    sh('ip', ['-n', hub, 'link', 'add', 'br0', 'type', 'bridge']);
+    sh('ip', ['-n', hub, 'link', 'set', 'br0', 'up']);
+    bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-node-proxy-'));
+    ensureBpffs(bpffs, false);
+    scope = { bpffs, bpffsExplicit: true, cgroupRoot: node.cgroupRoot };
+    await podOnBridge('a', 2);
+    await podOnBridge('b', 3);
+    await podOnBridge('c', 4);
+    await podOnBridge('plain', 5); // not meshed: sees the source address of what reaches it
+    for (const name of ['b', 'c']) {
+      const app = new PodProcess(node.spawn(pods.get(name)!.pod, process.execPath, [APP_SERVER], APP));
+      await app.waitFor((e) => e.event === 'ready');
+      apps.push(app);
+    }
+    const peer = node.spawn(pods.get('plain')!.pod, process.execPath, ['-e', "require('http').createServer((q,r)=>r.end('peer '+q.socket.remoteAddress+'\\n')).listen(7000,()=>console.log('ready'))"], APP);
+    const whoami = new PodProcess(peer);
+    await whoami.waitFor((e) => e.event === 'ready');
+    apps.push(whoami);
+    agent = new NodeProxyAgent(join(node.cgroupRoot, 'system', 'bpfmesh-node'), [
+      '--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', node.cgroupRoot, '--bpffs', bpffs,
+      '--admin-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'debug',
+    ], { LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD: '2s', LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT: '1s', LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT: '1s' });
+    for (const name of ['a', 'b', 'c']) announce(name);
+    await until('three pods served', () => ['a', 'b', 'c'].every((n) => agent.served(n)) || agent.child.exitCode !== null, 20_000);
+    assert.equal(agent.child.exitCode, null, JSON.stringify(agent.records.slice(-5)));
+  });
+
+  after(async () => {
+    try {
+      for (const a of apps) a.child.kill('SIGKILL');
+      agent?.child.kill('SIGKILL');
+      if (agent !== undefined && agent.child.exitCode === null) await new Promise((r) => agent.child.once('exit', r));
+      if (scope !== undefined) uninstallNode(scope, log);
+    } finally {
+      try {
+        node?.cleanup();
+        if (hub !== undefined) execFileSync('ip', ['netns', 'delete', hub], { stdio: 'ignore' });
+      } finally {
+        if (bpffs !== undefined) {
+          execFileSync('umount', [bpffs]);
+          rmdirSync(bpffs);
+        }
+        await kube?.close();
+      }
+    }
+  });
+
+  test('each pod has listeners made in its own netns, owned by the one agent process', () => {
+    const pid = String(agent.child.pid);
+    for (const name of ['a', 'b', 'c']) {
+      const ss = sh('ip', ['netns', 'exec', pods.get(name)!.pod.netnsName, 'ss', '-Htlnp']);
+      for (const port of ['127.0.0.1:4140', '0.0.0.0:4143']) {
+        const line = ss.split('\n').find((l) => l.includes(port));
+        assert.ok(line !== undefined, `${name}: no listener on ${port}:\n${ss}`);
+        // sh exec'd node: the agent is the child's own pid.
+        assert.match(line, new RegExp(`pid=${pid},`), `${name}: ${port} is not the agent's`);
+      }
+    }
+    assert.deepEqual(listEnrolled(scope).map((e) => e.id).sort(), ['a', 'b', 'c'].map((n) => pods.get(n)!.pod.uid).sort());
+  });
+
+  test('HTTP/1 from pod a to pod b, through both pods\' proxies in the one process', async () => {
+    const b = pods.get('b')!;
+    const r = await curl('a', [`http://${b.ip}:8080/h1`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), `hello /h1 from ${b.ip}:8080 1.1`);
+    const m = await agent.metrics();
+    assert.ok(metricSum(m, 'request_total', ['direction="outbound"', 'pod="a"', 'namespace="app"']) >= 1, 'a: outbound request not counted under pod a');
+    assert.ok(metricSum(m, 'request_total', ['direction="inbound"', 'pod="b"']) >= 1, 'b: inbound request not counted under pod b');
+    assert.equal(metricSum(m, 'request_total', ['pod="c"']), 0, 'pod c counted traffic it never saw');
+  });
+
+  test('HTTP/2 (prior knowledge) from pod a to pod c', async () => {
+    const c = pods.get('c')!;
+    const r = await curl('a', ['--http2-prior-knowledge', `http://${c.ip}:8081/h2`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), `hello /h2 from ${c.ip}:8081 2.0`);
+    const m = await agent.metrics();
+    assert.ok(metricSum(m, 'bpfmesh_proxy_protocol_detected_total', ['protocol="h2"', 'pod="c"', 'direction="inbound"']) >= 1, 'c: h2 not detected inbound');
+  });
+
+  test('opaque TCP (a server-speaks-first port) from pod b to pod c', async () => {
+    const c = pods.get('c')!;
+    const r = await node.exec(pods.get('b')!.pod, 'sh', ['-c', `printf 'ping\\n' | nc -q 2 -w 5 ${c.ip} 3306`], APP);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /ping/);
+    const m = await agent.metrics();
+    assert.ok(metricSum(m, 'tcp_open_total', ['pod="b"', 'direction="outbound"']) >= 1, 'b: outbound TCP not counted under pod b');
+  });
+
+  test('an upstream connection leaves with the source pod\'s IP', async () => {
+    const plain = pods.get('plain')!;
+    const r = await curl('b', [`http://${plain.ip}:7000/`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim().replace('::ffff:', ''), `peer ${pods.get('b')!.ip}`);
+    const m = await agent.metrics();
+    assert.ok(metricSum(m, 'request_total', ['direction="outbound"', 'pod="b"']) >= 1, 'the request did not go through b\'s proxy');
+  });
+
+  test('a pod added under traffic is served; one removed under traffic is withdrawn and its netns freed', async () => {
+    const b = pods.get('b')!;
+    let stop = false;
+    let ok = 0;
+    let failed = 0;
+    const load = (async () => {
+      for (let i = 0; i < 400 && !stop; i++) {
+        const r = await curl('a', [`http://${b.ip}:8080/load`]);
+        if (r.code === 0 && r.stdout.includes('hello /load')) ok++;
+        else failed++;
+      }
+    })();
+    await podOnBridge('d', 6);
+    announce('d');
+    await until('pod d served', () => agent.served('d'));
+    const c = pods.get('c')!;
+    // Without the proxy's fd and sockets, deleting the name frees the netns; while served, the proxy keeps it alive.
+    sh('ip', ['netns', 'delete', c.pod.netnsName]);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(vethExists(c.veth), 'the netns went while the node proxy still served it: the check below could not fail');
+    node.removePod(c.pod);
+    kube.deletePod('app', 'c');
+    await agent.waitLog((r) => r.msg === 'pod no longer served' && r['pod'] === 'app/c', 'pod c withdrawn');
+    await until('pod c netns freed (its veth peer gone from the hub)', () => !vethExists(c.veth), 10_000);
+    stop = true;
+    await load;
+    assert.ok(ok > 0, 'no request succeeded under the changes');
+    assert.equal(failed, 0, `${failed} requests a->b failed while pods came and went`);
+    const r = await curl('a', [`http://${pods.get('d')!.ip}:7000/`]);
+    // d has no app: its inbound proxy answers (502/503) rather than a refused connect: it is served.
+    assert.equal(r.code, 0, r.stderr);
+  });
+});
