@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
 import { APP, APP_SERVER, CLI, PodProcess } from '../helpers/mesh.js';
 import { startFakeKube, type FakeKube } from '../helpers/fake-kube.js';
-import { KubeletNode, type NodePod } from '../helpers/kube-pods.js';
+import { KubeletNode } from '../helpers/kube-pods.js';
+import { PodBridge, type BridgedPod } from '../helpers/pod-bridge.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
 import { listEnrolled, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -102,43 +103,32 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
   let bpffs: string;
   let scope: NodeScope;
   let agent: NodeProxyAgent;
-  let hub: string;
-  const pods = new Map<string, { pod: NodePod; ip: string; veth: string }>();
+  const pods = new Map<string, BridgedPod>();
+  let bridge: PodBridge;
   const apps: PodProcess[] = [];
   const log = createLogger({ logFormat: 'plain', logLevel: 'error' });
 
-  /** A pod on the hub's bridge: 10.79.0.<n>/24 on eth0, the hub end named veth. */
-  async function podOnBridge(name: string, n: number): Promise<void> {
-    const pod = await node.addPod();
-    const veth = `${node.prefix.slice(-6)}v${n}`;
-    sh('ip', ['-n', hub, 'link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.netnsName]);
-    sh('ip', ['-n', hub, 'link', 'set', veth, 'master', 'br0', 'up']);
-    const ip = `10.79.0.${n}`;
-    sh('ip', ['-n', pod.netnsName, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
-    sh('ip', ['-n', pod.netnsName, 'link', 'set', 'eth0', 'up']);
-    pods.set(name, { pod, ip, veth });
+  async function podOnBridge(name: string): Promise<void> {
+    pods.set(name, bridge.attach(await node.addPod()));
   }
   const announce = (name: string, annotations: Record<string, string> = INJECT): void => {
     const p = pods.get(name)!;
     kube.setPod({ metadata: { name, namespace: 'app', uid: p.pod.uid, annotations }, spec: { nodeName: NODE, serviceAccountName: `sa-${name}` } });
   };
-  const vethExists = (veth: string): boolean => sh('ip', ['-n', hub, '-o', 'link', 'show']).includes(`${veth}@`);
+  const vethExists = (veth: string): boolean => bridge.vethExists(veth);
   const curl = (from: string, args: string[]) => node.exec(pods.get(from)!.pod, 'curl', ['-sS', '--max-time', '5', ...args], APP);
 
   before(async () => {
     kube = await startFakeKube({ bookmarkIntervalMs: 200 });
     node = new KubeletNode();
-    hub = `${node.prefix}-hub`;
-    sh('ip', ['netns', 'add', hub]);
-    sh('ip', ['-n', hub, 'link', 'add', 'br0', 'type', 'bridge']);
-    sh('ip', ['-n', hub, 'link', 'set', 'br0', 'up']);
+    bridge = new PodBridge(node);
     bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-node-proxy-'));
     ensureBpffs(bpffs, false);
     scope = { bpffs, bpffsExplicit: true, cgroupRoot: node.cgroupRoot };
-    await podOnBridge('a', 2);
-    await podOnBridge('b', 3);
-    await podOnBridge('c', 4);
-    await podOnBridge('plain', 5); // not meshed: sees the source address of what reaches it
+    await podOnBridge('a');
+    await podOnBridge('b');
+    await podOnBridge('c');
+    await podOnBridge('plain'); // not meshed: sees the source address of what reaches it
     for (const name of ['b', 'c']) {
       const app = new PodProcess(node.spawn(pods.get(name)!.pod, process.execPath, [APP_SERVER], APP));
       await app.waitFor((e) => e.event === 'ready');
@@ -166,7 +156,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     } finally {
       try {
         node?.cleanup();
-        if (hub !== undefined) execFileSync('ip', ['netns', 'delete', hub], { stdio: 'ignore' });
+        bridge?.cleanup();
       } finally {
         if (bpffs !== undefined) {
           execFileSync('umount', [bpffs]);
@@ -241,7 +231,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
         else failed++;
       }
     })();
-    await podOnBridge('d', 6);
+    await podOnBridge('d');
     announce('d');
     await until('pod d served', () => agent.served('d'));
     const c = pods.get('c')!;
