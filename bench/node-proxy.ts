@@ -18,6 +18,7 @@ import { startFakeKube, type FakeKube } from '../test/helpers/fake-kube.js';
 import { KubeletNode } from '../test/helpers/kube-pods.js';
 import { PodBridge, type BridgedPod } from '../test/helpers/pod-bridge.js';
 import { APP, APP_SERVER, CLI, PROXY, PodProcess } from '../test/helpers/mesh.js';
+import { cleanupOnExit } from '../src/lab/lab.js';
 import { printTable, round } from './stats.js';
 
 const SIZES = (process.env['BENCH_NODE_PROXY_PODS'] ?? '1,20,100').split(',').map(Number);
@@ -78,9 +79,10 @@ class AgentProc {
   }
 }
 
-async function holdConns(cgroup: string, target: BridgedPod, pods: BridgedPod[]): Promise<ChildProcess> {
+async function holdConns(cgroup: string, target: BridgedPod, pods: BridgedPod[], children: ChildProcess[]): Promise<ChildProcess> {
   const per = Math.ceil(CONNS / pods.length);
   const child = spawnInCgroup(cgroup, [POD_CONNS, target.ip, '9000', String(per), ...pods.map((p) => p.pod.netns)]);
+  children.push(child);
   const p = new PodProcess(child);
   await p.waitFor((e) => e.event.startsWith('holding'), 120_000);
   return child;
@@ -104,6 +106,22 @@ export async function runNodeProxyBench(): Promise<Record<string, unknown>> {
   const loadCgroup = join(node.cgroupRoot, 'system', 'load');
   const children: ChildProcess[] = [];
   const rows: Array<Record<string, number>> = [];
+  let tornDown = false;
+  // Also on a signal (cleanupOnExit): the agent and load children, pins, pods, hub, bpffs.
+  const teardown = (): void => {
+    if (tornDown) return;
+    tornDown = true;
+    for (const c of children) c.kill('SIGKILL');
+    try {
+      uninstallNode(scope, createLogger({ logFormat: 'plain', logLevel: 'warn' }));
+    } finally {
+      node.cleanup();
+      bridge.cleanup();
+      execFileSync('umount', [bpffs]);
+      rmdirSync(bpffs);
+    }
+  };
+  const unregister = cleanupOnExit({ cleanup: teardown });
   try {
     const echo = bridge.attach(await node.addPod());
     const app = new PodProcess(node.spawn(echo.pod, process.execPath, [APP_SERVER], APP));
@@ -119,6 +137,7 @@ export async function runNodeProxyBench(): Promise<Record<string, unknown>> {
 
       // Sidecars: the agent enrolls (no --proxy), a `bpfmesh proxy` runs in each pod as the proxy uid.
       let agent = new AgentProc(agentCgroup, kube, scope, false);
+      children.push(agent.child);
       await until(`${n} pods enrolled`, () => agent.count('interception in place') + agent.count('interception updated') + agent.count('interception adopted') >= n, 60_000);
       const sidecars: ChildProcess[] = [];
       for (let i = 0; i < n; i += 10) {
@@ -138,7 +157,7 @@ export async function runNodeProxyBench(): Promise<Record<string, unknown>> {
       await sleep(2000);
       const agentAloneMb = rssMb(agent.child.pid!);
       const sidecarIdleMb = sidecars.reduce((a, c) => a + rssMb(c.pid!), 0);
-      let load = await holdConns(loadCgroup, echo, some);
+      let load = await holdConns(loadCgroup, echo, some, children);
       await sleep(1000);
       const sidecarConnsMb = sidecars.reduce((a, c) => a + rssMb(c.pid!), 0);
       await killed(load);
@@ -147,11 +166,12 @@ export async function runNodeProxyBench(): Promise<Record<string, unknown>> {
 
       // The node proxy: the same pods, one process.
       agent = new AgentProc(agentCgroup, kube, scope, true);
+      children.push(agent.child);
       await until(`${n} pods served by the node proxy`, () => agent.count('serving pod') >= n || agent.child.exitCode !== null, 60_000);
       if (agent.child.exitCode !== null) throw new Error(`node proxy exited: ${agent.msgs.slice(-5).join(' | ')}`);
       await sleep(2000);
       const nodeIdleMb = rssMb(agent.child.pid!);
-      load = await holdConns(loadCgroup, echo, some);
+      load = await holdConns(loadCgroup, echo, some, children);
       await sleep(1000);
       const nodeConnsMb = rssMb(agent.child.pid!);
       await killed(load);
@@ -163,14 +183,11 @@ export async function runNodeProxyBench(): Promise<Record<string, unknown>> {
     ]));
     return { conns: CONNS, rows, targetMb100Pods: 150 };
   } finally {
-    for (const c of children) c.kill('SIGKILL');
+    await Promise.all(children.map((c) => killed(c)));
     try {
-      uninstallNode(scope, createLogger({ logFormat: 'plain', logLevel: 'warn' }));
+      teardown();
     } finally {
-      node.cleanup();
-      bridge.cleanup();
-      execFileSync('umount', [bpffs]);
-      rmdirSync(bpffs);
+      unregister();
       await kube.close();
     }
   }

@@ -147,6 +147,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("takeSocket", Napi::Function::New(env, TakeSocket, "takeSocket"));
   exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns, "socketInNetns"));
   exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
+  exports.Set("sysctlInNetns", Napi::Function::New(env, SysctlInNetns, "sysctlInNetns"));
   exports.Set("flockExclusive", Napi::Function::New(env, FlockExclusive, "flockExclusive"));
   exports.Set("flockRelease", Napi::Function::New(env, FlockRelease, "flockRelease"));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus, "numPossibleCpus"));

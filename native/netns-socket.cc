@@ -120,4 +120,34 @@ Napi::Value ListenInNetns(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, sock);
 }
 
+// sysctlInNetns(netnsFd, "net.ipv4.tcp_migrate_req", "1"): writes a
+// per-netns sysctl of the pod. A /proc/sys/net file belongs to the netns of
+// the thread that opens it, so only open() runs inside.
+Napi::Value SysctlInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int netns_fd = ArgFd(info, 0, "sysctlInNetns", "netnsFd");
+  if (info.Length() < 3 || !info[1].IsString() || !info[2].IsString()) ThrowType(env, "sysctlInNetns", "name and value must be strings");
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  std::string value = info[2].As<Napi::String>().Utf8Value();
+  if (name.rfind("net.", 0) != 0 || name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.") != std::string::npos || name.find("..") != std::string::npos)
+    ThrowType(env, "sysctlInNetns", "name \"" + name + "\" is not a net.* sysctl");
+  std::string path = "/proc/sys/" + name;
+  for (auto& c : path) if (c == '.') c = '/';
+  int home = HomeNetns(env);
+  if (setns(netns_fd, CLONE_NEWNET) < 0)
+    ThrowErrno(env, errno, "setns", "sysctlInNetns: entering the network namespace of fd " + std::to_string(netns_fd) + " failed (needs CAP_SYS_ADMIN)");
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  int err = fd < 0 ? errno : 0;
+  if (setns(home, CLONE_NEWNET) < 0) {
+    fprintf(stderr, "bpfmesh: cannot return to the original network namespace (%s); aborting\n", strerror(errno));
+    abort();
+  }
+  if (fd < 0) ThrowErrno(env, err, "open", "sysctlInNetns: opening " + path + " in the pod's network namespace failed", path);
+  ssize_t n = write(fd, value.data(), value.size());
+  err = n < 0 ? errno : 0;
+  close(fd);
+  if (n < 0) ThrowErrno(env, err, "write", "sysctlInNetns: writing " + name + " failed", path);
+  return env.Undefined();
+}
+
 }  // namespace bpfmesh

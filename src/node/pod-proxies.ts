@@ -142,6 +142,7 @@ export class PodProxies {
       this.#log.warn({ pod: ref, uid: pod.uid, code: errorCode(err), err: (err as Error).message }, 'cannot serve pod');
       return false;
     }
+    if ((this.#o.reusePort ?? true) && !sockets.migrateRequests()) this.#log.info({ pod: ref }, 'net.ipv4.tcp_migrate_req not available: a handover may reset handshakes queued on the old listeners');
     const registry = new Registry();
     registry.setDefaultLabels({ namespace: pod.namespace, pod: pod.name });
     const config = this.#configFor(pod);

@@ -41,6 +41,20 @@ export class PodSockets implements ProxySockets {
     return new Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
   }
 
+  /**
+   * net.ipv4.tcp_migrate_req=1 in the pod (Linux 5.14+): handshakes queued
+   * on a closing listener move to the other SO_REUSEPORT listener, so a node
+   * proxy handing over to a new one resets none. False when the kernel lacks it.
+   */
+  migrateRequests(): boolean {
+    try {
+      native().sysctlInNetns(this.#netns(), 'net.ipv4.tcp_migrate_req', '1');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Addresses of the pod's interfaces (read inside its netns). */
   addresses(): string[] {
     return native().netnsAddresses(this.#netns());

@@ -103,6 +103,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
   let bpffs: string;
   let scope: NodeScope;
   let agent: NodeProxyAgent;
+  const agents: NodeProxyAgent[] = [];
   const pods = new Map<string, BridgedPod>();
   let bridge: PodBridge;
   const apps: PodProcess[] = [];
@@ -117,6 +118,37 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
   };
   const vethExists = (veth: string): boolean => bridge.vethExists(veth);
   const curl = (from: string, args: string[]) => node.exec(pods.get(from)!.pod, 'curl', ['-sS', '--max-time', '5', ...args], APP);
+
+  const startAgent = (cgroup: string, extra: string[] = []): NodeProxyAgent => {
+    const a = new NodeProxyAgent(join(node.cgroupRoot, 'system', cgroup), [
+      '--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', node.cgroupRoot, '--bpffs', bpffs,
+      '--admin-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'debug', ...extra,
+    ], { LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD: '3s', LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT: '1s', LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT: '1s' });
+    agents.push(a);
+    return a;
+  };
+  const exited = (a: NodeProxyAgent): Promise<unknown> => (a.child.exitCode !== null || a.child.signalCode !== null ? Promise.resolve() : new Promise((r) => a.child.once('exit', r)));
+  /** curl a -> b in a loop until stopped (bounded): counts answers and failures. */
+  const loadAtoB = (): { stop: () => Promise<{ ok: number; failed: string[] }> } => {
+    const b = pods.get('b')!;
+    let stopped = false;
+    let ok = 0;
+    const failed: string[] = [];
+    const run = (async () => {
+      for (let i = 0; i < 2000 && !stopped; i++) {
+        const r = await curl('a', [`http://${b.ip}:8080/load`]);
+        if (r.code === 0 && r.stdout.includes('hello /load')) ok++;
+        else failed.push(`${r.code} ${r.stderr.trim()}`);
+      }
+    })();
+    return {
+      stop: async () => {
+        stopped = true;
+        await run;
+        return { ok, failed };
+      },
+    };
+  };
 
   before(async () => {
     kube = await startFakeKube({ bookmarkIntervalMs: 200 });
@@ -138,10 +170,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     const whoami = new PodProcess(peer);
     await whoami.waitFor((e) => e.event === 'ready');
     apps.push(whoami);
-    agent = new NodeProxyAgent(join(node.cgroupRoot, 'system', 'bpfmesh-node'), [
-      '--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', node.cgroupRoot, '--bpffs', bpffs,
-      '--admin-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'debug',
-    ], { LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD: '2s', LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT: '1s', LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT: '1s' });
+    agent = startAgent('bpfmesh-node');
     for (const name of ['a', 'b', 'c']) announce(name);
     await until('three pods served', () => ['a', 'b', 'c'].every((n) => agent.served(n)) || agent.child.exitCode !== null, 20_000);
     assert.equal(agent.child.exitCode, null, JSON.stringify(agent.records.slice(-5)));
@@ -150,8 +179,10 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
   after(async () => {
     try {
       for (const a of apps) a.child.kill('SIGKILL');
-      agent?.child.kill('SIGKILL');
-      if (agent !== undefined && agent.child.exitCode === null) await new Promise((r) => agent.child.once('exit', r));
+      for (const a of agents) {
+        a.child.kill('SIGKILL');
+        if (a.child.exitCode === null && a.child.signalCode === null) await new Promise((r) => a.child.once('exit', r));
+      }
       if (scope !== undefined) uninstallNode(scope, log);
     } finally {
       try {
@@ -250,5 +281,50 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     const r = await curl('a', [`http://${pods.get('d')!.ip}:7000/`]);
     // d has no app: its inbound proxy answers (502/503) rather than a refused connect: it is served.
     assert.equal(r.code, 0, r.stderr);
+  });
+  test('restarted under load: the new node proxy listens beside the old one, the old one drains; no request fails', async () => {
+    const load = loadAtoB();
+    const next = startAgent('bpfmesh-node-2');
+    await until('the new node proxy serves a, b and d', () => ['a', 'b', 'd'].every((n) => next.served(n)) || next.child.exitCode !== null, 20_000);
+    const ss = sh('ip', ['netns', 'exec', pods.get('b')!.pod.netnsName, 'ss', '-Htlnp', 'sport = :4143']);
+    assert.ok(ss.includes(`pid=${agent.child.pid},`) && ss.includes(`pid=${next.child.pid},`), `b: not both node proxies listening:\n${ss}`);
+    assert.equal(sh('ip', ['netns', 'exec', pods.get('b')!.pod.netnsName, 'cat', '/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '1');
+    await new Promise((r) => setTimeout(r, 500));
+    const old = agent;
+    old.child.kill('SIGTERM');
+    await old.waitLog((r) => r.msg === 'node proxy draining', 'old node proxy draining');
+    await exited(old);
+    agent = next;
+    await new Promise((r) => setTimeout(r, 500));
+    const { ok, failed } = await load.stop();
+    assert.ok(ok >= 5, `only ${ok} requests during the handover`);
+    assert.deepEqual(failed, [], `${failed.length} of ${ok + failed.length} requests failed during the handover`);
+    const after = sh('ip', ['netns', 'exec', pods.get('b')!.pod.netnsName, 'ss', '-Htlnp', 'sport = :4143']);
+    assert.ok(!after.includes(`pid=${old.child.pid},`), 'the old node proxy still listens');
+  });
+
+  test('a pod whose node proxy is down fails closed: outbound and inbound refused, nothing bypasses', async () => {
+    agent.child.kill('SIGKILL');
+    await exited(agent);
+    const b = pods.get('b')!;
+    const out = await curl('a', [`http://${b.ip}:8080/closed`]);
+    assert.equal(out.code, 7, `a -> b with the node proxy down: ${out.code} ${out.stdout}`);
+    const inbound = await curl('plain', [`http://${b.ip}:8080/closed`]);
+    assert.equal(inbound.code, 7, `unmeshed -> b with the node proxy down: ${inbound.code} ${inbound.stdout}`);
+  });
+
+  test('with --fail-open, a pod whose node proxy is down is reached directly', async () => {
+    const open = startAgent('bpfmesh-node-3', ['--fail-open']);
+    await until('served again', () => ['a', 'b'].every((n) => open.served(n)) || open.child.exitCode !== null, 20_000);
+    const b = pods.get('b')!;
+    const through = await curl('a', [`http://${b.ip}:8080/open`]);
+    assert.equal(through.code, 0, through.stderr);
+    const before = metricSum(await open.metrics(), 'request_total', ['direction="inbound"', 'pod="b"']);
+    assert.ok(before >= 1, 'the request did not go through the node proxy while it ran');
+    open.child.kill('SIGKILL');
+    await exited(open);
+    const direct = await curl('a', [`http://${b.ip}:8080/open`]);
+    assert.equal(direct.code, 0, `fail-open: ${direct.stderr}`);
+    assert.equal(direct.stdout.trim(), `hello /open from ${b.ip}:8080 1.1`);
   });
 });
