@@ -11,6 +11,7 @@ import { NodeAgent } from '../node/agent.js';
 import { PodProxies } from '../node/pod-proxies.js';
 import { NodeRegistry } from '../node/node-registry.js';
 import { parseProxyEnv } from '../config/proxy-env.js';
+import { PodTokens } from '../node/pod-tokens.js';
 
 export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
 
@@ -47,7 +48,12 @@ export async function run(argv: string[]): Promise<number> {
   const metrics = createNodeMetrics(opts.nodeName);
   const scope = { bpffs: opts.bpffs, bpffsExplicit: opts.bpffsExplicit, cgroupRoot: opts.cgroupRoot ?? cgroup2Mount() };
   const proxyConfig = opts.proxy ? parseProxyEnv(process.env) : undefined;
-  const proxies = proxyConfig === undefined ? undefined : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log });
+  // Each pod's identity is certified with a token of its own service account (TokenRequest), not the agent's.
+  const tokens = proxyConfig?.identity === undefined ? undefined : new PodTokens(client, log, { onFailure: () => metrics.failures.inc({ reason: 'token_request' }) });
+  const proxies =
+    proxyConfig === undefined
+      ? undefined
+      : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log, ...(tokens ? { tokenFileFor: (p) => tokens.fileFor(p), releaseToken: (p) => tokens.release(p) } : {}) });
   const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics, ...(proxies ? { proxies } : {}) });
   log.info({ node: opts.nodeName, kube: access.source, server: access.server }, 'starting');
   const admin = await startAdminServer({
@@ -75,6 +81,7 @@ export async function run(argv: string[]): Promise<number> {
     log.info({ pods: proxies.size, open: proxies.openConnections, graceMs: proxyConfig.shutdownGracePeriodMs }, 'node proxy draining');
     await proxies.shutdown(proxyConfig.shutdownGracePeriodMs);
   }
+  tokens?.close();
   await admin.close();
   client.close();
   return 0;

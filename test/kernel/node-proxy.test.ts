@@ -9,11 +9,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
+import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { APP, APP_SERVER, CLI, PodProcess } from '../helpers/mesh.js';
 import { startFakeKube, type FakeKube } from '../helpers/fake-kube.js';
 import { KubeletNode } from '../helpers/kube-pods.js';
@@ -119,11 +120,14 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
   const vethExists = (veth: string): boolean => bridge.vethExists(veth);
   const curl = (from: string, args: string[]) => node.exec(pods.get(from)!.pod, 'curl', ['-sS', '--max-time', '5', ...args], APP);
 
+  let cp: TestControlPlane;
+  let controlEnv: NodeJS.ProcessEnv = {};
+  const identityOf = (name: string): string => `sa-${name}.app.serviceaccount.identity.cluster.local`;
   const startAgent = (cgroup: string, extra: string[] = []): NodeProxyAgent => {
     const a = new NodeProxyAgent(join(node.cgroupRoot, 'system', cgroup), [
       '--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', node.cgroupRoot, '--bpffs', bpffs,
       '--admin-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'debug', ...extra,
-    ], { LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD: '3s', LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT: '1s', LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT: '1s' });
+    ], { LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD: '3s', LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT: '1s', LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT: '1s', ...controlEnv });
     agents.push(a);
     return a;
   };
@@ -161,6 +165,20 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     await podOnBridge('b');
     await podOnBridge('c');
     await podOnBridge('plain'); // not meshed: sees the source address of what reaches it
+    // The control plane (in this netns, as for a node agent): identity for tokens of the pods' own service
+    // accounts only, discovery giving b's and c's HTTP ports their identities (so a -> b, a -> c are mTLS).
+    const tokens = ['a', 'b', 'c'].map((n) => `  "tr.app.sa-${n}.${pods.get(n)!.pod.uid}": ${identityOf(n)}`);
+    const services = ['b', 'c'].flatMap((n) => [8080, 8081].flatMap((port) => [`  - name: "${pods.get(n)!.ip}:${port}"`, `    endpoints: [{ addr: "${pods.get(n)!.ip}:${port}", identity: ${identityOf(n)} }]`]));
+    cp = await startTestControlPlane(['trustDomain: cluster.local', 'tokens:', ...tokens, 'services:', ...services, ''].join('\n'));
+    const cpAddr = `127.0.0.1:${cp.cp.address.port}`;
+    controlEnv = {
+      LINKERD2_PROXY_DESTINATION_SVC_ADDR: cpAddr,
+      LINKERD2_PROXY_IDENTITY_SVC_ADDR: cpAddr,
+      // The agent's own name only gives the trust domain; each pod certifies as its own service account.
+      LINKERD2_PROXY_IDENTITY_LOCAL_NAME: 'bpfmesh-node.bpfmesh.serviceaccount.identity.cluster.local',
+      LINKERD2_PROXY_IDENTITY_TOKEN_FILE: join(cp.dir, 'no-such-token'),
+      LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: readFileSync(join(cp.dir, 'state', 'trust-anchors.pem'), 'utf8'),
+    };
     for (const name of ['b', 'c']) {
       const app = new PodProcess(node.spawn(pods.get(name)!.pod, process.execPath, [APP_SERVER], APP));
       await app.waitFor((e) => e.event === 'ready');
@@ -194,6 +212,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
           rmdirSync(bpffs);
         }
         await kube?.close();
+        await cp?.cleanup();
       }
     }
   });
@@ -210,6 +229,24 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
       }
     }
     assert.deepEqual(listEnrolled(scope).map((e) => e.id).sort(), ['a', 'b', 'c'].map((n) => pods.get(n)!.pod.uid).sort());
+  });
+
+  test('mTLS between pods of the node, each pod with its own identity from a token of its own service account', async () => {
+    const b = pods.get('b')!;
+    let who = '';
+    await until('a -> b over mTLS', async () => {
+      const r = await curl('a', [`http://${b.ip}:8080/whoami`]);
+      who = r.stdout.trim();
+      return who.includes(identityOf('a'));
+    }, 15_000).catch((err: Error) => assert.fail(`${err.message}: last answer "${who}"`));
+    // b's app saw a's identity (l5d-client-id, set by b's inbound proxy from a's verified client certificate);
+    // a's outbound verified b's server certificate against b's identity from discovery.
+    const certified = new Set(cp.certifies.filter((e) => e.result === 'OK').map((e) => `${e.identity} ${e.token.split('.').slice(0, 3).join('.')}`));
+    for (const n of ['a', 'b', 'c']) assert.ok(certified.has(`${identityOf(n)} tr.app.sa-${n}`), `${n} not certified with its own token: ${[...certified].join(', ')}`);
+    assert.ok(kube.tokenRequests.length >= 3 && kube.tokenRequests.every((t) => t.audiences.join() === 'identity.l5d.io'), JSON.stringify(kube.tokenRequests));
+    const m = await agent.metrics();
+    assert.ok(metricSum(m, 'request_total', ['direction="inbound"', 'pod="b"', 'tls="true"', `client_id="${identityOf('a')}"`]) >= 1, 'b: no inbound mTLS request from a counted');
+    assert.ok(metricSum(m, 'request_total', ['direction="outbound"', 'pod="a"', 'tls="true"', `server_id="${identityOf('b')}"`]) >= 1, 'a: no outbound mTLS request to b counted');
   });
 
   test('HTTP/1 from pod a to pod b, through both pods\' proxies in the one process', async () => {
