@@ -56,6 +56,23 @@ interface Served {
 }
 
 const TRUST_DOMAIN = /\.serviceaccount\.identity\.(.+)$/;
+/** How long a pod's listeners wait for its first certificate. */
+const CERT_WAIT_MS = 10_000;
+
+function certified(id: IdentityClient, timeoutMs: number): Promise<boolean> {
+  if (id.isReady) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      id.off('certificate', done);
+      resolve(false);
+    }, timeoutMs);
+    const done = (): void => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    id.once('certificate', done);
+  });
+}
 
 export class PodProxies {
   readonly #o: PodProxiesOptions;
@@ -162,8 +179,14 @@ export class PodProxies {
       const resolver = config.destination === undefined ? undefined : new DestinationResolver({ config: config.destination, registry, log, ...(tls ? { tls } : {}) });
       authorizer = config.policy === undefined ? undefined : new InboundAuthorizer({ config: config.policy, registry, log, readyTimeoutMs: config.inbound.httpFailfastTimeoutMs, ...(tls ? { tls } : {}) });
       proxy = new Proxy({ config, registry, log, sockets, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}), ...(authorizer ? { authorizer } : {}) });
+      // Certificate first, listeners after: a new node proxy taking over from an old one (or a pod
+      // enrolled again) must not accept mTLS traffic it cannot yet serve. Bounded: without an identity
+      // service answering, the pod gets its listeners anyway (refused connections help no one).
+      if (identity !== undefined) {
+        await identity.start();
+        if (!(await certified(identity, CERT_WAIT_MS))) this.#log.warn({ pod: ref, identity: identity.identity, waitedMs: CERT_WAIT_MS }, 'no certificate yet; listening anyway (mTLS to and from this pod fails until it comes)');
+      }
       await proxy.start();
-      await identity?.start();
     } catch (err) {
       this.#log.warn({ pod: ref, uid: pod.uid, code: errorCode(err), err: (err as Error).message }, 'cannot serve pod');
       await proxy?.close();

@@ -20,7 +20,10 @@ import { startFakeKube, type FakeKube } from '../helpers/fake-kube.js';
 import { KubeletNode } from '../helpers/kube-pods.js';
 import { PodBridge, type BridgedPod } from '../helpers/pod-bridge.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
-import { listEnrolled, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
+import { listEnrolled, openNodeMaps, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
+import { closeMaps } from '../../src/intercept/layout.js';
+import { netnsCookieOf } from '../../src/intercept/pod.js';
+import { Flags } from '../../src/bpf/codecs.js';
 import { createLogger } from '../../src/log/logger.js';
 
 const skip = kernelSkipReason();
@@ -140,9 +143,9 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     const failed: string[] = [];
     const run = (async () => {
       for (let i = 0; i < 2000 && !stopped; i++) {
-        const r = await curl('a', [`http://${b.ip}:8080/load`]);
+        const r = await curl('a', ['-i', `http://${b.ip}:8080/load`]);
         if (r.code === 0 && r.stdout.includes('hello /load')) ok++;
-        else failed.push(`${r.code} ${r.stderr.trim()}`);
+        else failed.push(`${r.code} ${r.stderr.trim()} ${r.stdout.replace(/\r/g, '').split('\n').filter((l) => /^(HTTP|l5d|grpc|content-length)/i.test(l) || !l.includes(':')).join(' | ')}`);
       }
     })();
     return {
@@ -319,6 +322,26 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     // d has no app: its inbound proxy answers (502/503) rather than a refused connect: it is served.
     assert.equal(r.code, 0, r.stderr);
   });
+  test('a pod with its own linkerd-proxy container keeps its sidecar: enrolled without the node proxy flag, not served', async () => {
+    await podOnBridge('e');
+    const e = pods.get('e')!;
+    kube.setPod({ metadata: { name: 'e', namespace: 'app', uid: e.pod.uid, annotations: INJECT }, spec: { nodeName: NODE, serviceAccountName: 'sa-e', containers: [{ name: 'app' }, { name: 'linkerd-proxy' }] } });
+    await agent.waitLog((r) => r.msg === 'interception in place' && r['uid'] === e.pod.uid, 'pod e enrolled');
+    const maps = openNodeMaps(scope);
+    try {
+      const row = maps.settings.get(netnsCookieOf(e.pod.netns));
+      assert.ok(row !== null, 'e has no settings row');
+      assert.equal(row.flags & Flags.NODE_PROXY, 0, 'e enrolled for the node proxy although it has a sidecar');
+      const a = maps.settings.get(netnsCookieOf(pods.get('a')!.pod.netns));
+      assert.notEqual((a?.flags ?? 0) & Flags.NODE_PROXY, 0, 'a (no sidecar) lacks the node proxy flag');
+    } finally {
+      closeMaps(maps);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(!agent.served('e'), 'the node proxy serves a pod that has its own sidecar');
+    assert.equal(sh('ip', ['netns', 'exec', e.pod.netnsName, 'ss', '-Htln', 'sport = :4140']).trim(), '', 'a listener on 4140 in e');
+  });
+
   test('restarted under load: the new node proxy listens beside the old one, the old one drains; no request fails', async () => {
     const load = loadAtoB();
     const next = startAgent('bpfmesh-node-2');
