@@ -235,6 +235,7 @@ export class PodProxies {
     if (domain === undefined) return undefined;
     const tokenFile = await this.#o.tokenFileFor(pod);
     if (tokenFile === undefined) return undefined;
-    return { ...base, localName: `${pod.serviceAccount}.${pod.namespace}.serviceaccount.identity.${domain}`, tokenFile };
+    // No shared LINKERD2_PROXY_IDENTITY_DIR: pods would overwrite each other's files there.
+    return { ...base, localName: `${pod.serviceAccount}.${pod.namespace}.serviceaccount.identity.${domain}`, tokenFile, dir: undefined };
   }
 }
