@@ -24,6 +24,12 @@
       "defines": ["NAPI_VERSION=8"]
     },
     {
+      "target_name": "bpfmesh-cni-forward",
+      "type": "executable",
+      "sources": ["native/cni-forward.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"]
+    },
+    {
       "target_name": "bpf_objects",
       "type": "none",
       "actions": [

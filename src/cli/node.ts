@@ -12,6 +12,7 @@ import { PodProxies } from '../node/pod-proxies.js';
 import { NodeRegistry } from '../node/node-registry.js';
 import { parseProxyEnv } from '../config/proxy-env.js';
 import { PodTokens } from '../node/pod-tokens.js';
+import { startCniServer } from '../node/cni-server.js';
 
 export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
 
@@ -30,6 +31,8 @@ export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every me
   --proxy                       also be the proxy of every enrolled pod without a linkerd-proxy container: one
                                 process for the node, its listeners and upstream sockets made in each pod's netns
                                 (configured by LINKERD2_PROXY_* as the sidecar; needs CAP_SYS_ADMIN and CAP_NET_ADMIN)
+  --cni-socket PATH              serve bin/bpfmesh-cni's calls on this unix socket (the plugin's default:
+                                /run/bpfmesh/cni.sock), so a pod ADD starts no Node.js process
 
   Meshed pods: annotated linkerd.io/inject: enabled, or with a linkerd-proxy container
   (unless linkerd.io/inject: disabled). SIGTERM stops the agent and leaves interception in place.
@@ -66,15 +69,18 @@ export async function run(argv: string[]): Promise<number> {
     log,
   });
   log.info({ admin: `${admin.address.host}:${admin.address.port}` }, 'admin server listening');
+  const cni = opts.cniSocket === undefined ? undefined : await startCniServer(opts.cniSocket, { getPod: (_k8s, namespace, name) => client.getPod(namespace, name), logger: () => log.child({ component: 'cni' }) }, log);
   try {
     agent.start();
   } catch (err) {
+    await cni?.close();
     await admin.close();
     client.close();
     throw err;
   }
   const signal = await stopped;
   log.info({ signal, meshed: agent.meshed }, 'stopping; interception stays in place');
+  await cni?.close();
   await agent.stop();
   if (proxies !== undefined && proxyConfig !== undefined) {
     // A new node proxy listens beside this one (SO_REUSEPORT): stop accepting, let open work finish.

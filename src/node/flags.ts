@@ -24,6 +24,8 @@ export interface NodeOptions extends LogOptions {
   podDefaults: PodPolicy;
   /** --proxy: also run the proxy of every enrolled pod (the node proxy). */
   proxy: boolean;
+  /** --cni-socket: serve bin/bpfmesh-cni's calls here (undefined: not). */
+  cniSocket: string | undefined;
 }
 
 /** Flags that mean what they mean for `bpfmesh init`. */
@@ -49,6 +51,7 @@ const NODE_FLAGS = {
   'log-format': { type: 'string', default: 'plain' },
   'log-level': { type: 'string', default: 'info' },
   proxy: { type: 'boolean', default: false },
+  'cni-socket': { type: 'string' },
   ...POD_DEFAULT_FLAGS,
 } as const;
 
@@ -122,5 +125,6 @@ export function parseNodeFlags(argv: string[], env: NodeJS.ProcessEnv = process.
     podDefaultArgs,
     podDefaults: toPolicy(parseInitFlags(podDefaultArgs)),
     proxy: v.proxy,
+    cniSocket: v['cni-socket'],
   };
 }
