@@ -13,6 +13,7 @@ import { NodeRegistry } from '../node/node-registry.js';
 import { parseProxyEnv } from '../config/proxy-env.js';
 import { PodTokens } from '../node/pod-tokens.js';
 import { startCniServer } from '../node/cni-server.js';
+import { ProxyWorkers } from '../node/proxy-workers.js';
 
 export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
 
@@ -31,6 +32,8 @@ export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every me
   --proxy                       also be the proxy of every enrolled pod without a linkerd-proxy container: one
                                 process for the node, its listeners and upstream sockets made in each pod's netns
                                 (configured by LINKERD2_PROXY_* as the sidecar; needs CAP_SYS_ADMIN and CAP_NET_ADMIN)
+  --proxy-workers N             with --proxy: N more processes serving every pod (listeners side by side,
+                                SO_REUSEPORT: the kernel spreads connections), for more than one core (default 0)
   --cni-socket PATH              serve bin/bpfmesh-cni's calls on this unix socket (the plugin's default:
                                 /run/bpfmesh/cni.sock), so a pod ADD starts no Node.js process
 
@@ -57,12 +60,15 @@ export async function run(argv: string[]): Promise<number> {
     proxyConfig === undefined
       ? undefined
       : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log, ...(tokens ? { tokenFileFor: (p) => tokens.fileFor(p), releaseToken: (p) => tokens.release(p) } : {}) });
-  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics, ...(proxies ? { proxies } : {}) });
+  // --proxy-workers: more processes serving every pod beside this one (the kernel spreads connections over them).
+  const workers = proxies === undefined || opts.proxyWorkers === 0 ? undefined : new ProxyWorkers(proxies, opts.proxyWorkers, { log, env: { ...process.env, NODE_NAME: opts.nodeName }, ...(tokens ? { tokenPath: (uid) => tokens.pathOf(uid) } : {}) });
+  const host = workers ?? proxies;
+  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics, ...(host ? { proxies: host } : {}) });
   log.info({ node: opts.nodeName, kube: access.source, server: access.server }, 'starting');
   const admin = await startAdminServer({
     host: opts.adminHost,
     port: opts.adminPort,
-    registry: proxies === undefined ? metrics.registry : new NodeRegistry(metrics.registry, proxies),
+    registry: host === undefined ? metrics.registry : new NodeRegistry(metrics.registry, workers ?? proxies!),
     ready: () => agent.ready,
     shutdownEnabled: false,
     onShutdown: () => undefined,
@@ -85,7 +91,7 @@ export async function run(argv: string[]): Promise<number> {
   if (proxies !== undefined && proxyConfig !== undefined) {
     // A new node proxy listens beside this one (SO_REUSEPORT): stop accepting, let open work finish.
     log.info({ pods: proxies.size, open: proxies.openConnections, graceMs: proxyConfig.shutdownGracePeriodMs }, 'node proxy draining');
-    await proxies.shutdown(proxyConfig.shutdownGracePeriodMs);
+    await (workers ?? proxies).shutdown(proxyConfig.shutdownGracePeriodMs);
   }
   tokens?.close();
   await admin.close();

@@ -12,7 +12,7 @@ import { PodInformer } from '../kube/informer.js';
 import { netnsCookieOf } from '../intercept/pod.js';
 import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, nodeEnrollmentOf, podInstallOn, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
 import { hasSidecar, meshDecision, policyKey, policyOf, serviceAccountOf } from './annotations.js';
-import type { PodProxies } from './pod-proxies.js';
+import type { PodProxyHost } from './pod-proxies.js';
 import type { NodeMetrics } from './metrics.js';
 import { PodNetnsFinder } from './pod-netns.js';
 
@@ -36,7 +36,7 @@ export interface NodeAgentOptions {
   onEnrolled?: (uid: string, reason: string) => void;
   onWithdrawn?: (uid: string, reason: string) => void;
   /** `--proxy`: the node proxy serves every enrolled pod that has no sidecar of its own. */
-  proxies?: PodProxies;
+  proxies?: PodProxyHost;
   /** Told when the node proxy serves a pod (tests). */
   onServed?: (uid: string) => void;
 }

@@ -28,6 +28,14 @@ export interface ServedPod {
   netnsIno: number;
   incomingPort: number;
   outgoingPort: number;
+  /** A worker process: the token file the agent keeps for this pod. */
+  tokenFile?: string;
+}
+
+/** What the node agent drives: this process's PodProxies, or it plus worker processes (proxy-workers.ts). */
+export interface PodProxyHost {
+  serve(pod: ServedPod): Promise<boolean>;
+  withdraw(uid: string, reason: string): Promise<boolean>;
 }
 
 export interface PodProxiesOptions {
@@ -55,6 +63,8 @@ interface Served {
   authorizer: InboundAuthorizer | undefined;
 }
 
+type metricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
 const TRUST_DOMAIN = /\.serviceaccount\.identity\.(.+)$/;
 /** How long a pod's listeners wait for its first certificate. */
 const CERT_WAIT_MS = 10_000;
@@ -74,7 +84,7 @@ function certified(id: IdentityClient, timeoutMs: number): Promise<boolean> {
   });
 }
 
-export class PodProxies {
+export class PodProxies implements PodProxyHost {
   readonly #o: PodProxiesOptions;
   readonly #log: Logger;
   readonly #served = new Map<string, Served>();
@@ -123,8 +133,12 @@ export class PodProxies {
 
   /** Every pod's metrics, each series labelled with its pod (namespace, pod). */
   async metrics(): Promise<Registry> {
-    const all = await Promise.all([...this.#served.values()].map((s) => s.registry.getMetricsAsJSON()));
-    return AggregatorRegistry.aggregate(all);
+    return AggregatorRegistry.aggregate(await this.metricsJson());
+  }
+
+  /** The pods' metrics as prom-client JSON (one array per pod), to merge with other processes'. */
+  async metricsJson(): Promise<metricJson[]> {
+    return Promise.all([...this.#served.values()].map((s) => s.registry.getMetricsAsJSON()));
   }
 
   /** Handover or stop: stops accepting in every pod, lets open work finish within graceMs, then closes the rest. */

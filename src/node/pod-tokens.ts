@@ -32,6 +32,11 @@ export class PodTokens {
     this.#onFailure = opts.onFailure;
   }
 
+  /** Where the pod's token is kept (once fileFor succeeded). */
+  pathOf(uid: string): string {
+    return join(this.dir, uid);
+  }
+
   /** Requests the pod's token and writes it; undefined (logged) when the API server refuses. */
   async fileFor(pod: ServedPod): Promise<string | undefined> {
     const file = join(this.dir, pod.uid);
