@@ -30,9 +30,9 @@ const rssMb = (pid: number): number => {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 };
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, pred: () => boolean, timeoutMs: number): Promise<void> {
+export async function until(what: string, pred: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pred()) {
     if (Date.now() > deadline) throw new Error(`node-proxy bench: timed out waiting for ${what}`);
@@ -46,12 +46,12 @@ function spawnInCgroup(cgroup: string, args: string[], env: NodeJS.ProcessEnv = 
   return spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
 }
 
-class AgentProc {
+export class AgentProc {
   readonly child: ChildProcess;
   readonly msgs: string[] = [];
   #buf = '';
-  constructor(cgroup: string, kube: FakeKube, scope: NodeScope, proxy: boolean) {
-    const args = [CLI, 'node', ...(proxy ? ['--proxy'] : []), '--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', scope.cgroupRoot, '--bpffs', scope.bpffs, '--admin-addr', '127.0.0.1:0', '--log-format', 'json'];
+  constructor(cgroup: string, kube: FakeKube, scope: NodeScope, proxy: boolean, extra: string[] = []) {
+    const args = [CLI, 'node', ...(proxy ? ['--proxy'] : []), ...extra, '--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', scope.cgroupRoot, '--bpffs', scope.bpffs, '--admin-addr', '127.0.0.1:0', '--log-format', 'json'];
     this.child = spawnInCgroup(cgroup, args, { LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD: '1s' });
     this.child.stdout!.resume();
     this.child.stderr!.setEncoding('utf8');
@@ -88,7 +88,7 @@ async function holdConns(cgroup: string, target: BridgedPod, pods: BridgedPod[],
   return child;
 }
 
-async function killed(c: ChildProcess): Promise<void> {
+export async function killed(c: ChildProcess): Promise<void> {
   if (c.exitCode !== null || c.signalCode !== null) return;
   const exited = new Promise((r) => c.once('exit', r));
   c.kill('SIGKILL');

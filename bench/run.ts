@@ -9,7 +9,7 @@
 //   3. the proxy: direct vs bpfmesh vs iptables under HTTP/1.1, HTTP/2,
 //      new connections, opaque TCP, a fixed rate, and 1000 open connections.
 //   4. mTLS between the proxies vs plaintext between the same proxies.
-// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,node-proxy,cni-forward picks sections. Prints tables and writes
+// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,node-proxy,node-proxy-load,cni-forward picks sections. Prints tables and writes
 // bench/results/latest.json (sections not run keep their previous results).
 import { runHostileBench } from './hostile.js';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -31,6 +31,7 @@ import { runNodeAttachBench } from './node-attach.js';
 import { runMtlsBench } from './mtls.js';
 import { runNodeProxyBench } from './node-proxy.js';
 import { runCniForwardBench } from './cni-forward.js';
+import { runNodeProxyLoadBench } from './node-proxy-load.js';
 
 const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
 const SOCKPATH_STRESS = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'sockpath-stress.js');
@@ -197,11 +198,12 @@ async function main(): Promise<void> {
     const hostile = want('hostile') ? await runHostileBench() : null;
     const nodeProxy = want('node-proxy') ? await runNodeProxyBench() : null;
     const cniForward = want('cni-forward') ? await runCniForwardBench() : null;
+    const nodeProxyLoad = want('node-proxy-load') ? await runNodeProxyLoadBench() : null;
     const dir = join(REPO_ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, 'latest.json');
     const previous = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
-    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, 'node-proxy': nodeProxy, 'cni-forward': cniForward }).filter(([, v]) => v !== null));
+    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, 'node-proxy': nodeProxy, 'cni-forward': cniForward, 'node-proxy-load': nodeProxyLoad }).filter(([, v]) => v !== null));
     // When each section was last measured: a partial run leaves the others as they were.
     const measured = { ...(previous['measured'] as Record<string, string> | undefined), ...Object.fromEntries(Object.keys(ran).map((k) => [k, machine.date])) };
     writeFileSync(file, JSON.stringify({ ...previous, machine, measured, ...ran }, null, 2) + '\n');

@@ -21,7 +21,7 @@ import { createLogger } from '../../src/log/logger.js';
 
 const skip = kernelSkipReason();
 
-describe('bpfmesh-cni forwarded to the node agent', { skip, timeout: 120_000 }, () => {
+describe('bpfmesh-cni forwarded to the node agent', { skip, timeout: 300_000 }, () => {
   let kube: FakeKube;
   let node: KubeletNode;
   let bpffs: string;
@@ -61,7 +61,8 @@ describe('bpfmesh-cni forwarded to the node agent', { skip, timeout: 120_000 }, 
     agent = spawn(process.execPath, [CLI, 'node', '--kubeconfig', kube.kubeconfigPath, '--node-name', 'n1', '--cgroup-root', node.cgroupRoot, '--bpffs', bpffs, '--admin-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'debug', '--cni-socket', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.setEncoding('utf8');
     agent.stderr!.on('data', (d: string) => (agentLog += d));
-    const deadline = Date.now() + 15_000;
+    // Generous: under emulation (vagrant/kernels, TCG) the agent's start alone takes seconds.
+    const deadline = Date.now() + 90_000;
     while (!agentLog.includes('reconciled; ready')) {
       if (Date.now() > deadline || agent.exitCode !== null) throw new Error(`agent not ready: ${agentLog.slice(-800)}`);
       await new Promise((r) => setTimeout(r, 20));
