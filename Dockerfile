@@ -51,7 +51,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/dist/src dist/src
-COPY --from=build /src/build/Release/bpfmesh.node build/Release/
+COPY --from=build /src/build/Release/bpfmesh.node /src/build/Release/bpfmesh-cni-forward build/Release/
 COPY --from=build /src/build/bpf/intercept.bpf.o /src/build/bpf/inbound.bpf.o build/bpf/
 COPY --from=build /src/proto proto
 COPY --from=build /src/bin bin

@@ -13,7 +13,8 @@
         "native/pin.cc",
         "native/probe.cc",
         "native/lock.cc",
-        "native/ringbuf.cc"
+        "native/ringbuf.cc",
+        "native/netns-socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
@@ -22,6 +23,12 @@
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "<!@(pkg-config --cflags libbpf)"],
       "libraries": ["<!@(pkg-config --libs libbpf)"],
       "defines": ["NAPI_VERSION=8"]
+    },
+    {
+      "target_name": "bpfmesh-cni-forward",
+      "type": "executable",
+      "sources": ["native/cni-forward.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"]
     },
     {
       "target_name": "bpf_objects",

@@ -28,6 +28,9 @@
 #define BPFMESH_F_INBOUND_ONLY_LISTED (1u << 2) /* --ports-to-redirect: steer only listed inbound ports */
 /* Socket path asked for, but the start-up probe found that this kernel cannot bound it: loopback TCP. */
 #define BPFMESH_F_SOCKPATH_REFUSED   (1u << 3)
+/* Served by the node proxy (`bpfmesh node --proxy`): its sockets carry BPFMESH_NODE_PROXY_MARK, not the proxy uid. */
+#define BPFMESH_F_NODE_PROXY         (1u << 4)
+#define BPFMESH_NODE_PROXY_MARK      0x2102u
 
 /* Socket path marks (bytes queued at the peer, its sk_rmem_alloc): above HIGH a write takes loopback TCP. */
 #define BPFMESH_SOCKPATH_HIGH_DEFAULT (2u << 20)

@@ -90,12 +90,24 @@ static __always_inline bool proxy_listening(void *ctx, bool to_v4, __u16 port)
 }
 
 /*
+ * A socket of the node proxy, made inside a pod it serves: SO_MARK (which
+ * needs CAP_NET_ADMIN) stands for the proxy uid, since one process serves
+ * every pod of the node. Honoured only for pods enrolled for the node proxy.
+ */
+static __always_inline bool node_proxy_sock(struct bpf_sock_addr *ctx, const struct pod_settings *s)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return (s->flags & BPFMESH_F_NODE_PROXY) && sk && sk->mark == BPFMESH_NODE_PROXY_MARK;
+}
+
+/*
  * Should this connect go to the proxy? dst is canonical (a mapped
  * destination is AF_INET). to_v4: where the rewrite would point.
  * Returns BPFMESH_C_OUT_REDIRECTED, or the counter of the reason to pass
  * (counted here).
  */
-static __always_inline __u32 outbound_verdict(void *ctx, __u64 cookie, const struct pod_settings *s,
+static __always_inline __u32 outbound_verdict(struct bpf_sock_addr *ctx, __u64 cookie, const struct pod_settings *s,
 					      const struct orig_dst *dst, bool to_v4)
 {
 	__u64 ugid = bpf_get_current_uid_gid();
@@ -103,7 +115,8 @@ static __always_inline __u32 outbound_verdict(void *ctx, __u64 cookie, const str
 	__u32 gid = (__u32)(ugid >> 32);
 	__u32 why;
 
-	if (uid == s->proxy_uid || (s->proxy_gid != BPFMESH_ID_UNSET && gid == s->proxy_gid))
+	if (uid == s->proxy_uid || (s->proxy_gid != BPFMESH_ID_UNSET && gid == s->proxy_gid) ||
+	    node_proxy_sock(ctx, s))
 		why = BPFMESH_C_OUT_PASS_PROXY;
 	/* The pod's own addresses go out lo too (proxy-init: -o lo -j RETURN). */
 	else if (addr_is_loopback(dst->family, dst->addr) ||
@@ -823,7 +836,7 @@ static __always_inline int bind_verdict(struct bpf_sock_addr *ctx)
 	if (port != s->incoming_port && port != s->outgoing_port &&
 	    port != s->admin_port && port != s->control_port)
 		return 1;
-	if ((__u32)bpf_get_current_uid_gid() == s->proxy_uid)
+	if ((__u32)bpf_get_current_uid_gid() == s->proxy_uid || node_proxy_sock(ctx, s))
 		return 1;
 	count(cookie, BPFMESH_C_BIND_DENIED);
 	return 0;

@@ -145,6 +145,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpLoopbackPair", Napi::Function::New(env, TcpLoopbackPair, "tcpLoopbackPair"));
   exports.Set("socketMeminfo", Napi::Function::New(env, SocketMeminfo, "socketMeminfo"));
   exports.Set("takeSocket", Napi::Function::New(env, TakeSocket, "takeSocket"));
+  exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns, "socketInNetns"));
+  exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
+  exports.Set("sysctlInNetns", Napi::Function::New(env, SysctlInNetns, "sysctlInNetns"));
   exports.Set("flockExclusive", Napi::Function::New(env, FlockExclusive, "flockExclusive"));
   exports.Set("flockRelease", Napi::Function::New(env, FlockRelease, "flockRelease"));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus, "numPossibleCpus"));

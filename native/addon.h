@@ -204,6 +204,9 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info);
 Napi::Value TcpLoopbackPair(const Napi::CallbackInfo& info);
 Napi::Value SocketMeminfo(const Napi::CallbackInfo& info);
 Napi::Value TakeSocket(const Napi::CallbackInfo& info);
+Napi::Value SocketInNetns(const Napi::CallbackInfo& info);  // netns-socket.cc
+Napi::Value ListenInNetns(const Napi::CallbackInfo& info);
+Napi::Value SysctlInNetns(const Napi::CallbackInfo& info);
 Napi::Value FlockExclusive(const Napi::CallbackInfo& info);  // lock.cc
 Napi::Value FlockRelease(const Napi::CallbackInfo& info);
 Napi::Value PinnedKind(const Napi::CallbackInfo& info);

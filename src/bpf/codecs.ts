@@ -26,7 +26,9 @@ export const afToFamily = (af: number): Family => (af === AF_INET6 ? 6 : 4);
 
 // --- constants mirrored from bpfmesh.h ---
 export const ID_UNSET = 0xffffffff;
-export const Flags = { FAIL_OPEN: 1, SOCKPATH: 2, INBOUND_ONLY_LISTED: 4, SOCKPATH_REFUSED: 8 } as const;
+export const Flags = { FAIL_OPEN: 1, SOCKPATH: 2, INBOUND_ONLY_LISTED: 4, SOCKPATH_REFUSED: 8, NODE_PROXY: 16 } as const;
+/** BPFMESH_NODE_PROXY_MARK: SO_MARK of the node proxy's sockets, its exemption in pods enrolled with NODE_PROXY. */
+export const NODE_PROXY_MARK = 0x2102;
 /** BPFMESH_SOCKPATH_HIGH_DEFAULT, _MIN: the socket path's high mark (bytes queued at the peer). */
 export const SOCKPATH_HIGH_DEFAULT = 2 << 20;
 export const SOCKPATH_HIGH_MIN = 64 << 10;

@@ -143,6 +143,12 @@ export interface NativeBinding {
   socketMeminfo(fd: number): SocketMeminfo;
   /** pidfd_getfd: a duplicate of fd `fd` of process `pid`; the caller closes it. Needs ptrace access. */
   takeSocket(pid: number, fd: number): number;
+  /** An unconnected non-blocking TCP socket made inside the network namespace behind netnsFd (SO_MARK set when mark != 0). */
+  socketInNetns(netnsFd: number, family: 4 | 6, mark: number): number;
+  /** A TCP listener bound and listening inside the network namespace behind netnsFd; IPv6 ones are IPv6-only. */
+  listenInNetns(netnsFd: number, host: string, port: number, backlog: number, mark: number, reusePort: boolean): number;
+  /** Writes a net.* sysctl of the network namespace behind netnsFd. */
+  sysctlInNetns(netnsFd: number, name: string, value: string): void;
   /** flock(fd, LOCK_EX), polling LOCK_NB until timeoutMs: true once held, false on timeout. The kernel releases it when the fd closes or the process dies. */
   flockExclusive(fd: number, timeoutMs: number): boolean;
   /** flock(fd, LOCK_UN). */

@@ -8,6 +8,12 @@ import { startAdminServer } from '../admin/server.js';
 import { parseNodeFlags } from '../node/flags.js';
 import { createNodeMetrics } from '../node/metrics.js';
 import { NodeAgent } from '../node/agent.js';
+import { PodProxies } from '../node/pod-proxies.js';
+import { NodeRegistry } from '../node/node-registry.js';
+import { parseProxyEnv } from '../config/proxy-env.js';
+import { PodTokens } from '../node/pod-tokens.js';
+import { startCniServer } from '../node/cni-server.js';
+import { ProxyWorkers } from '../node/proxy-workers.js';
 
 export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
 
@@ -23,6 +29,13 @@ export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every me
   --admin-port N (4191), --control-port N (4190), --fail-open, --no-sockpath,
   --sockpath-high-water SIZE (2Mi)
   --log-format plain|json, --log-level LEVEL
+  --proxy                       also be the proxy of every enrolled pod without a linkerd-proxy container: one
+                                process for the node, its listeners and upstream sockets made in each pod's netns
+                                (configured by LINKERD2_PROXY_* as the sidecar; needs CAP_SYS_ADMIN and CAP_NET_ADMIN)
+  --proxy-workers N             with --proxy: N more processes serving every pod (listeners side by side,
+                                SO_REUSEPORT: the kernel spreads connections), for more than one core (default 0)
+  --cni-socket PATH              serve bin/bpfmesh-cni's calls on this unix socket (the plugin's default:
+                                /run/bpfmesh/cni.sock), so a pod ADD starts no Node.js process
 
   Meshed pods: annotated linkerd.io/inject: enabled, or with a linkerd-proxy container
   (unless linkerd.io/inject: disabled). SIGTERM stops the agent and leaves interception in place.
@@ -40,28 +53,47 @@ export async function run(argv: string[]): Promise<number> {
   const client = new KubeClient(access);
   const metrics = createNodeMetrics(opts.nodeName);
   const scope = { bpffs: opts.bpffs, bpffsExplicit: opts.bpffsExplicit, cgroupRoot: opts.cgroupRoot ?? cgroup2Mount() };
-  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics });
+  const proxyConfig = opts.proxy ? parseProxyEnv(process.env) : undefined;
+  // Each pod's identity is certified with a token of its own service account (TokenRequest), not the agent's.
+  const tokens = proxyConfig?.identity === undefined ? undefined : new PodTokens(client, log, { onFailure: () => metrics.failures.inc({ reason: 'token_request' }) });
+  const proxies =
+    proxyConfig === undefined
+      ? undefined
+      : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log, ...(tokens ? { tokenFileFor: (p) => tokens.fileFor(p), releaseToken: (p) => tokens.release(p) } : {}) });
+  // --proxy-workers: more processes serving every pod beside this one (the kernel spreads connections over them).
+  const workers = proxies === undefined || opts.proxyWorkers === 0 ? undefined : new ProxyWorkers(proxies, opts.proxyWorkers, { log, env: { ...process.env, NODE_NAME: opts.nodeName }, ...(tokens ? { tokenPath: (uid) => tokens.pathOf(uid) } : {}) });
+  const host = workers ?? proxies;
+  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics, ...(host ? { proxies: host } : {}) });
   log.info({ node: opts.nodeName, kube: access.source, server: access.server }, 'starting');
   const admin = await startAdminServer({
     host: opts.adminHost,
     port: opts.adminPort,
-    registry: metrics.registry,
+    registry: host === undefined ? metrics.registry : new NodeRegistry(metrics.registry, workers ?? proxies!),
     ready: () => agent.ready,
     shutdownEnabled: false,
     onShutdown: () => undefined,
     log,
   });
   log.info({ admin: `${admin.address.host}:${admin.address.port}` }, 'admin server listening');
+  const cni = opts.cniSocket === undefined ? undefined : await startCniServer(opts.cniSocket, { getPod: (_k8s, namespace, name) => client.getPod(namespace, name), logger: () => log.child({ component: 'cni' }) }, log);
   try {
     agent.start();
   } catch (err) {
+    await cni?.close();
     await admin.close();
     client.close();
     throw err;
   }
   const signal = await stopped;
   log.info({ signal, meshed: agent.meshed }, 'stopping; interception stays in place');
+  await cni?.close();
   await agent.stop();
+  if (proxies !== undefined && proxyConfig !== undefined) {
+    // A new node proxy listens beside this one (SO_REUSEPORT): stop accepting, let open work finish.
+    log.info({ pods: proxies.size, open: proxies.openConnections, graceMs: proxyConfig.shutdownGracePeriodMs }, 'node proxy draining');
+    await (workers ?? proxies).shutdown(proxyConfig.shutdownGracePeriodMs);
+  }
+  tokens?.close();
   await admin.close();
   client.close();
   return 0;

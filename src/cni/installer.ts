@@ -32,7 +32,8 @@ const BUNDLE_ENTRIES: { path: string; required: boolean; files?: RegExp }[] = [
   { path: 'dist', required: true },
   { path: 'node_modules', required: true },
   { path: 'proto', required: true },
-  { path: 'build/Release', required: true, files: /\.node$/ },
+  // The addon, and the CNI fast path's forwarder (absent: the shim runs node for every call).
+  { path: 'build/Release', required: true, files: /\.node$|^bpfmesh-cni-forward$/ },
   { path: 'build/bpf', required: true, files: /\.bpf\.o$/ },
   // libbpf and what it links (libelf, libz): the image puts them here; the host may have none.
   { path: 'lib', required: false },

@@ -24,7 +24,10 @@ export type PodPolicy = Pick<
   | 'failOpen'
   | 'sockpath'
   | 'sockpathHighWater'
->;
+> & {
+  /** Served by the node proxy (`bpfmesh node --proxy`): its marked sockets are exempt, as the proxy uid's are. */
+  nodeProxy?: boolean;
+};
 
 export function settingsOf(p: PodPolicy): c.PodSettings {
   return {
@@ -37,7 +40,8 @@ export function settingsOf(p: PodPolicy): c.PodSettings {
     flags:
       (p.failOpen ? c.Flags.FAIL_OPEN : 0) |
       (p.sockpath ? c.Flags.SOCKPATH : 0) |
-      (p.portsToRedirect.length > 0 ? c.Flags.INBOUND_ONLY_LISTED : 0),
+      (p.portsToRedirect.length > 0 ? c.Flags.INBOUND_ONLY_LISTED : 0) |
+      (p.nodeProxy === true ? c.Flags.NODE_PROXY : 0),
     sockpathHigh: p.sockpathHighWater,
   };
 }

@@ -158,6 +158,24 @@ export class KubeClient {
     }
   }
 
+  /**
+   * A token for a service account (TokenRequest, authentication.k8s.io/v1),
+   * bound to one pod: it stops being valid when that pod is deleted.
+   */
+  async createToken(namespace: string, serviceAccount: string, req: { audience: string; expirationSeconds: number; pod: { name: string; uid: string } }): Promise<{ token: string; expiresAt: number }> {
+    const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/serviceaccounts/${encodeURIComponent(serviceAccount)}/token`;
+    const body = JSON.stringify({
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenRequest',
+      spec: { audiences: [req.audience], expirationSeconds: req.expirationSeconds, boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: req.pod.name, uid: req.pod.uid } },
+    });
+    const out = (await this.#getJson(path, body)) as { status?: { token?: unknown; expirationTimestamp?: unknown } };
+    const token = out.status?.token;
+    if (typeof token !== 'string' || token === '') throw new KubeApiError(0, `POST ${path}: the answer has no status.token`);
+    const at = typeof out.status?.expirationTimestamp === 'string' ? Date.parse(out.status.expirationTimestamp) : NaN;
+    return { token, expiresAt: Number.isFinite(at) ? at : Date.now() + req.expirationSeconds * 1000 };
+  }
+
   /** All pods that match, across namespaces, with the list's resourceVersion to watch from. */
   async listPods(opts: ListOptions = {}): Promise<{ items: KubePod[]; resourceVersion: string }> {
     const items: KubePod[] = [];
@@ -306,33 +324,39 @@ export class KubeClient {
     return creds.token ?? this.access.token();
   }
 
-  #request(path: string, token: string | undefined, onResponse: (res: IncomingMessage) => void): ReturnType<typeof httpRequest> {
+  #request(path: string, token: string | undefined, onResponse: (res: IncomingMessage) => void, body?: string): ReturnType<typeof httpRequest> {
     const url = new URL(this.access.server + path);
     const opts: RequestOptions = {
-      method: 'GET',
+      method: body === undefined ? 'GET' : 'POST',
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port === '' ? (this.#https ? 443 : 80) : Number(url.port),
       path: url.pathname + url.search,
       agent: this.#agent,
-      headers: { accept: 'application/json', 'user-agent': 'bpfmesh-node', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      headers: {
+        accept: 'application/json',
+        'user-agent': 'bpfmesh-node',
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) }),
+      },
     };
     return (this.#https ? httpsRequest : httpRequest)(opts, onResponse);
   }
 
-  async #getJson(path: string): Promise<unknown> {
+  async #getJson(path: string, body?: string): Promise<unknown> {
     const token = await this.#auth();
     try {
-      return await this.#get(path, token);
+      return await this.#get(path, token, body);
     } catch (err) {
       // A credential from an exec plugin the server refuses: run the plugin again, once.
       if (!(err instanceof KubeApiError && err.status === 401 && this.access.exec)) throw err;
       this.access.exec.invalidate();
-      return this.#get(path, await this.#auth());
+      return this.#get(path, await this.#auth(), body);
     }
   }
 
-  #get(path: string, token: string | undefined): Promise<unknown> {
-    const what = `GET ${path.split('?')[0]}`;
+  /** A GET, or a POST of body (JSON) when given. */
+  #get(path: string, token: string | undefined, payload?: string): Promise<unknown> {
+    const what = `${payload === undefined ? 'GET' : 'POST'} ${path.split('?')[0]}`;
     return new Promise((resolve, reject) => {
       let done = false;
       const settle = (err: Error | undefined, value?: unknown): void => {
@@ -346,7 +370,7 @@ export class KubeClient {
         readBody(res, MAX_BODY_BYTES).then(
           (body) => {
             const status = res.statusCode ?? 0;
-            if (status !== 200) return settle(new KubeApiError(status, `${what}: HTTP ${status}: ${statusMessage(body)}`, { retryAfterMs: retryAfterMs(headerOf(res, 'retry-after'), parseStatus(body)) }));
+            if (status !== 200 && status !== 201) return settle(new KubeApiError(status, `${what}: HTTP ${status}: ${statusMessage(body)}`, { retryAfterMs: retryAfterMs(headerOf(res, 'retry-after'), parseStatus(body)) }));
             try {
               settle(undefined, JSON.parse(body));
             } catch (err) {
@@ -355,14 +379,14 @@ export class KubeClient {
           },
           (err: Error) => settle(new KubeApiError(0, `${what} on ${this.access.server}: ${err.message}`, { cause: err })),
         );
-      });
+      }, payload);
       // A whole-request deadline, not an idle timer: a server trickling bytes never goes idle.
       const deadline = setTimeout(() => {
         req.destroy();
         settle(new KubeApiError(0, `${what} on ${this.access.server}: no complete answer in ${this.#timeoutMs} ms`));
       }, this.#timeoutMs);
       req.once('error', (err) => settle(new KubeApiError(0, `${what} on ${this.access.server}: ${err.message}`, { cause: err })));
-      req.end();
+      req.end(payload);
     });
   }
 }

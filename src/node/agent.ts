@@ -11,7 +11,8 @@ import type { KubeClient, KubePod } from '../kube/client.js';
 import { PodInformer } from '../kube/informer.js';
 import { netnsCookieOf } from '../intercept/pod.js';
 import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, nodeEnrollmentOf, podInstallOn, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
-import { meshDecision, policyKey, policyOf } from './annotations.js';
+import { hasSidecar, meshDecision, policyKey, policyOf, serviceAccountOf } from './annotations.js';
+import type { PodProxyHost } from './pod-proxies.js';
 import type { NodeMetrics } from './metrics.js';
 import { PodNetnsFinder } from './pod-netns.js';
 
@@ -34,6 +35,10 @@ export interface NodeAgentOptions {
   /** Told when a pod's interception is in place (bench and tests). */
   onEnrolled?: (uid: string, reason: string) => void;
   onWithdrawn?: (uid: string, reason: string) => void;
+  /** `--proxy`: the node proxy serves every enrolled pod that has no sidecar of its own. */
+  proxies?: PodProxyHost;
+  /** Told when the node proxy serves a pod (tests). */
+  onServed?: (uid: string) => void;
 }
 
 interface PodState {
@@ -266,6 +271,10 @@ export class NodeAgent {
       return;
     }
     st.badReported = undefined;
+    // The node proxy and a sidecar never steer the same pod: a pod with its own proxy container keeps it.
+    const nodeProxy = this.#o.proxies !== undefined && !hasSidecar(pod);
+    if (nodeProxy) policy = { ...policy, nodeProxy: true };
+    else void this.#o.proxies?.withdraw(uid, 'sidecar');
     st.seenAt ??= process.hrtime.bigint();
     const key = policyKey(policy);
     const where = this.#finder.find(uid);
@@ -307,6 +316,7 @@ export class NodeAgent {
     }
     if (st.enrolled?.key === key && st.enrolled.ino === where.found.ino) {
       this.#done(st);
+      if (nodeProxy) this.#serve(st, pod, where.found, policy);
       return; // nothing changed
     }
     let result;
@@ -336,7 +346,31 @@ export class NodeAgent {
     }
     st.seenAt = undefined;
     this.#done(st);
+    if (nodeProxy) this.#serve(st, pod, where.found, policy);
     this.#o.onEnrolled?.(uid, reason);
+  }
+
+  /** After the pod's rows exist (so sockops registers the inbound listener): the node proxy listens in its netns. */
+  #serve(st: PodState, pod: KubePod, where: { path: string; ino: number }, policy: { incomingProxyPort: number; outgoingProxyPort: number }): void {
+    const proxies = this.#o.proxies;
+    if (proxies === undefined) return;
+    const served = {
+      uid: st.uid,
+      namespace: pod.metadata.namespace ?? 'default',
+      name: pod.metadata.name ?? st.uid,
+      serviceAccount: serviceAccountOf(pod),
+      netnsPath: where.path,
+      netnsIno: where.ino,
+      incomingPort: policy.incomingProxyPort,
+      outgoingPort: policy.outgoingProxyPort,
+    };
+    void proxies.serve(served).then((ok) => {
+      if (ok) this.#o.onServed?.(st.uid);
+      else {
+        this.#m.failures.inc({ reason: 'serve' });
+        this.#retry(st, false);
+      }
+    });
   }
 
   /**
@@ -369,6 +403,7 @@ export class NodeAgent {
   }
 
   #withdraw(st: PodState, reason: string): void {
+    void this.#o.proxies?.withdraw(st.uid, reason);
     if (!st.pinned && st.enrolled === undefined) return;
     let removed = false;
     try {

@@ -40,6 +40,18 @@ export function meshDecision(pod: KubePod): Skip {
 
 const asArray = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
+/** The pod carries its own sidecar proxy (a `linkerd-proxy` container): the node proxy must not serve it too. */
+export function hasSidecar(pod: KubePod): boolean {
+  const containers = [...asArray(pod.spec?.['containers']), ...asArray(pod.spec?.['initContainers'])];
+  return containers.some((c) => typeof c === 'object' && c !== null && (c as { name?: unknown }).name === PROXY_CONTAINER);
+}
+
+/** The pod's service account (Kubernetes' default when unset). */
+export function serviceAccountOf(pod: KubePod): string {
+  const sa = pod.spec?.['serviceAccountName'];
+  return typeof sa === 'string' && sa !== '' ? sa : 'default';
+}
+
 /** The pod's policy: defaults, then its annotations. Throws BPFMESH_E_BAD_ANNOTATION naming the annotation. */
 export function policyOf(pod: KubePod, defaultArgs: string[]): PodPolicy {
   const ann = pod.metadata.annotations ?? {};

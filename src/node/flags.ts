@@ -22,6 +22,12 @@ export interface NodeOptions extends LogOptions {
   /** The pod defaults, as `bpfmesh init` would parse them; annotations override them per pod. */
   podDefaultArgs: string[];
   podDefaults: PodPolicy;
+  /** --proxy: also run the proxy of every enrolled pod (the node proxy). */
+  proxy: boolean;
+  /** --proxy-workers: node proxy processes besides the agent's own (0: the agent alone). */
+  proxyWorkers: number;
+  /** --cni-socket: serve bin/bpfmesh-cni's calls here (undefined: not). */
+  cniSocket: string | undefined;
 }
 
 /** Flags that mean what they mean for `bpfmesh init`. */
@@ -46,6 +52,9 @@ const NODE_FLAGS = {
   'admin-addr': { type: 'string', default: '0.0.0.0:4192' },
   'log-format': { type: 'string', default: 'plain' },
   'log-level': { type: 'string', default: 'info' },
+  proxy: { type: 'boolean', default: false },
+  'cni-socket': { type: 'string' },
+  'proxy-workers': { type: 'string', default: '0' },
   ...POD_DEFAULT_FLAGS,
 } as const;
 
@@ -88,6 +97,12 @@ export function toPolicy(o: PodPolicy): PodPolicy {
   };
 }
 
+function workersOf(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > 64) throw new BpfmeshError(ErrorCodes.BAD_FLAG, `--proxy-workers: "${text}" is not a number of processes 0..64 (besides the agent's own)`);
+  return n;
+}
+
 export function parseNodeFlags(argv: string[], env: NodeJS.ProcessEnv = process.env): NodeOptions {
   let v: ReturnType<typeof parseArgs<{ args: string[]; options: typeof NODE_FLAGS; strict: true; allowPositionals: false }>>['values'];
   try {
@@ -118,5 +133,8 @@ export function parseNodeFlags(argv: string[], env: NodeJS.ProcessEnv = process.
     adminPort: admin.port,
     podDefaultArgs,
     podDefaults: toPolicy(parseInitFlags(podDefaultArgs)),
+    proxy: v.proxy,
+    cniSocket: v['cni-socket'],
+    proxyWorkers: workersOf(v['proxy-workers']),
   };
 }

@@ -47,6 +47,16 @@ export interface ProxyOptions {
   originalDst?: (sock: Socket, direction: Direction) => Addr | null;
   /** Live tap: the HTTP layers report requests to it while a tapper is connected (src/proxy/tap/). */
   tapHub?: TapHub;
+  /** Where listeners and upstream sockets are made; default: this process's netns (the sidecar). */
+  sockets?: ProxySockets;
+}
+
+/** The node proxy makes a pod's sockets inside the pod's netns (src/node/pod-sockets.ts). */
+export interface ProxySockets {
+  /** A bound, listening TCP socket's fd for addr. */
+  listenFd(addr: Addr, backlog: number): number;
+  /** An unconnected TCP socket, to be connected in the same tick. */
+  socket(family: 4 | 6): Socket;
 }
 
 interface DirectionState {
@@ -96,7 +106,7 @@ export class Proxy {
     for (const direction of ['outbound', 'inbound'] as const) {
       const dc = config[direction];
       const router = new Router(direction === 'outbound' && resolver !== undefined ? resolver : new FallbackResolver());
-      const plainConnect = connector(dc.connectTimeoutMs);
+      const plainConnect = connector(dc.connectTimeoutMs, this.#opts.sockets);
       const dialTls = tls === undefined ? undefined : tlsConnector(plainConnect, tls, { handshakeTimeoutMs: dc.connectTimeoutMs });
       const waitFor = direction === 'outbound' ? resolver?.whenResolved?.bind(resolver) : undefined;
       const outbound = direction === 'outbound';
@@ -143,10 +153,14 @@ export class Proxy {
     return new Promise((resolve, reject) => {
       const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, onConn);
       server.once('error', reject);
-      server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host.includes(':'), backlog: 1024 }, () => {
+      const done = (): void => {
         server.off('error', reject);
         resolve(server);
-      });
+      };
+      const sockets = this.#opts.sockets;
+      // An adopted fd: the backlog goes positionally (the options form's is ignored and listen(511) redone).
+      if (sockets !== undefined) server.listen({ fd: sockets.listenFd(addr, 1024) }, 1024, done);
+      else server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host.includes(':'), backlog: 1024 }, done);
     });
   }
 
@@ -413,6 +427,23 @@ export class Proxy {
 
   get openConnections(): number {
     return this.#open.size;
+  }
+
+  /**
+   * At once, for a pod that is gone: stops listening and destroys every
+   * connection and pooled upstream of this proxy only (shutdown() drains the
+   * whole process's HTTP connections), so it holds no socket of the pod.
+   */
+  async close(): Promise<void> {
+    this.#draining = true;
+    const closed = this.#dirs.flatMap((d) => d.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    for (const s of this.#open) s.destroy();
+    for (const d of this.#dirs) {
+      d.http1Pool.close();
+      await d.h2Pool.close();
+    }
+    this.#opts.resolver?.close?.();
+    await Promise.all(closed);
   }
 
   /** Stops accepting, sends GOAWAY to HTTP/2 clients, lets open work finish within graceMs, then closes the rest. */

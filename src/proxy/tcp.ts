@@ -1,7 +1,7 @@
 // Opaque TCP: connect to an upstream, then relay bytes both ways with
 // backpressure, half-close and teardown on both sides, counting per peer
 // (src = the accepted client, dst = the upstream), as Linkerd's TCP metrics do.
-import { connect, type Socket } from 'node:net';
+import { connect, isIPv6, type Socket } from 'node:net';
 import { BpfmeshError } from '../errors.js';
 import { formatAddr, type Addr, type ConnLabels, type Connector, type Peer, type ProxyMetrics } from './types.js';
 
@@ -16,9 +16,16 @@ export const CONNECT_TIMEOUT = 'BPFMESH_E_CONNECT_TIMEOUT';
  * BPFMESH_E_CONNECT_TIMEOUT. timeoutMs <= 0 or not finite: no timeout.
  * The resolved socket has no 'error' listener: attach one before yielding.
  */
-export function connectTo(to: Addr, timeoutMs: number): Promise<Socket> {
+export function connectTo(to: Addr, timeoutMs: number, sockets?: SocketSource): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const sock = connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+    let sock: Socket;
+    if (sockets === undefined) sock = connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+    else {
+      // An unconnected socket made elsewhere (a pod's netns): connect it in this tick, before Node reads from it.
+      sock = sockets.socket(isIPv6(to.host) ? 6 : 4);
+      sock.setNoDelay(true);
+      sock.connect({ host: to.host, port: to.port });
+    }
     let timer: NodeJS.Timeout | undefined;
     const fail = (err: BpfmeshError): void => {
       clearTimeout(timer);
@@ -53,9 +60,14 @@ export function connectTo(to: Addr, timeoutMs: number): Promise<Socket> {
 
 /** A Connector (types.ts) with a fixed timeout, e.g. the inbound or outbound connect timeout. */
 export const connector =
-  (timeoutMs: number): Connector =>
+  (timeoutMs: number, sockets?: SocketSource): Connector =>
   (to) =>
-    connectTo(to, timeoutMs);
+    connectTo(to, timeoutMs, sockets);
+
+/** Makes the unconnected socket an upstream connection starts from (the node proxy: inside the pod's netns). */
+export interface SocketSource {
+  socket(family: 4 | 6): Socket;
+}
 
 /**
  * The errno name for the tcp_close_total label: a Node error's code

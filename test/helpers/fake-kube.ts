@@ -91,6 +91,8 @@ export interface FakeKube {
   /** Requests that arrived at or after `since` (Date.now() ms), optionally only these. */
   countRequests(since: number, what?: 'list' | 'watch' | 'get'): number;
   readonly requests: FakeKubeRequest[];
+  /** TokenRequests answered: the token is `tr.<namespace>.<serviceaccount>.<pod uid>`. */
+  readonly tokenRequests: Array<{ namespace: string; serviceAccount: string; audiences: string[]; pod: string; token: string }>;
   readonly openWatches: number;
   readonly resourceVersion: number;
   close(): Promise<void>;
@@ -309,6 +311,35 @@ export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKub
     });
   }
 
+  const tokenRequests: FakeKube['tokenRequests'] = [];
+  /** As the API server: the bound pod must exist with that uid and run as that service account. */
+  function answerTokenRequest(req: IncomingMessage, namespace: string, sa: string, res: ServerResponse, reply: (code: number, reason: string, message: string) => void): void {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.once('end', () => {
+      let spec: { audiences?: unknown; expirationSeconds?: unknown; boundObjectRef?: { kind?: unknown; name?: unknown; uid?: unknown } } | undefined;
+      try {
+        spec = (JSON.parse(body) as { kind?: string; spec?: typeof spec }).spec;
+      } catch {
+        return reply(400, 'BadRequest', 'the body is not JSON');
+      }
+      const audiences = Array.isArray(spec?.audiences) ? (spec.audiences as unknown[]).filter((a): a is string => typeof a === 'string') : [];
+      const ref = spec?.boundObjectRef;
+      if (ref?.kind !== 'Pod' || typeof ref.name !== 'string') return reply(400, 'BadRequest', 'boundObjectRef: a Pod is required here');
+      const pod = pods.get(key(namespace, ref.name));
+      if (!pod || pod.metadata.uid !== ref.uid) return reply(404, 'NotFound', `pods "${ref.name}" not found (or another uid)`);
+      const podSa = typeof pod.spec?.['serviceAccountName'] === 'string' ? pod.spec['serviceAccountName'] : 'default';
+      if (podSa !== sa) return reply(400, 'BadRequest', `pod "${ref.name}" runs as service account "${podSa}", not "${sa}"`);
+      const token = `tr.${namespace}.${sa}.${pod.metadata.uid}`;
+      tokenRequests.push({ namespace, serviceAccount: sa, audiences, pod: ref.name, token });
+      const seconds = typeof spec?.expirationSeconds === 'number' ? spec.expirationSeconds : 3600;
+      const out = JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec, status: { token, expirationTimestamp: new Date(Date.now() + seconds * 1000).toISOString() } });
+      res.writeHead(201, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+      res.end(out);
+    });
+  }
+
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://fake');
     const q = url.searchParams;
@@ -326,6 +357,11 @@ export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKub
       if (--fault.left === 0) fault = undefined;
       entry.fault = f.kind;
       return injectFault(f, kind, req, res, reply);
+    }
+    const tokenFor = /^\/api\/v1\/namespaces\/([^/]+)\/serviceaccounts\/([^/]+)\/token$/.exec(url.pathname);
+    if (tokenFor) {
+      if (req.method !== 'POST') return reply(405, 'MethodNotAllowed', 'only POST');
+      return void answerTokenRequest(req, decodeURIComponent(tokenFor[1]!), decodeURIComponent(tokenFor[2]!), res, reply);
     }
     if (req.method !== 'GET') return reply(405, 'MethodNotAllowed', 'only GET');
     const one = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname);
@@ -382,6 +418,7 @@ export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKub
     url,
     kubeconfigPath,
     token,
+    tokenRequests,
     setPod(input) {
       const namespace = input.metadata.namespace ?? 'default';
       const k = key(namespace, input.metadata.name);

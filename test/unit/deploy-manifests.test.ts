@@ -58,7 +58,7 @@ const DEPLOY = join(REPO_ROOT, 'deploy');
 const CLI = join(REPO_ROOT, 'dist/src/cli/main.js');
 
 /** The interception modes, one overlay each (deploy/overlays/<mode>), over deploy/base. */
-export const OVERLAYS = ['init-container', 'node', 'cni'] as const;
+export const OVERLAYS = ['init-container', 'node', 'cni', 'node-proxy'] as const;
 const KUSTOMIZE_SKIP = kubeToolSkipReason('kubectl');
 
 /** Every YAML file under deploy/ (sources, kustomizations, patches; not Helm templates, which are not YAML until rendered). */
@@ -157,6 +157,12 @@ describe('deploy/ manifests', { skip: KUSTOMIZE_SKIP }, () => {
     assert.equal(initOf('cni'), undefined, 'cni: no init container');
     assert.ok(named('node', 'DaemonSet', 'bpfmesh-node') && !named('node', 'DaemonSet', 'bpfmesh-cni'));
     assert.ok(named('cni', 'DaemonSet', 'bpfmesh-cni') && !named('cni', 'DaemonSet', 'bpfmesh-node'));
+    // node-proxy: the node overlay's agent with --proxy, a surge rollout (handover), and TokenRequest RBAC only.
+    const np = named('node-proxy', 'DaemonSet', 'bpfmesh-node')?.spec as { updateStrategy: { rollingUpdate: { maxSurge: number; maxUnavailable: number } }; template: { spec: PodSpec } } | undefined;
+    assert.ok(np !== undefined && np.template.spec.containers[0]?.args?.includes('--proxy'), 'node-proxy: the agent runs with --proxy');
+    assert.deepEqual(np.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 });
+    assert.deepEqual((named('node-proxy', 'ClusterRole', 'bpfmesh-node-proxy-tokens') as unknown as { rules: unknown }).rules, [{ apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] }]);
+    assert.ok(!named('node', 'ClusterRole', 'bpfmesh-node-proxy-tokens'), 'node: no token RBAC without the proxy');
     assert.equal(DOCS.filter((d) => d.file === 'init-container').length, 1, 'init-container installs nothing cluster-wide');
   });
 
