@@ -6,7 +6,7 @@
 // byte once and in order with sockpath_trimmed > 0, and the same stress with
 // the trim switched off (test knob NO_TRIM) duplicates bytes. See
 // docs/tcp-read-skb-overlap.md.
-//   BPFMESH_SOCKPATH_TRIM_RUNS   upper bound on seeded runs per test (default 240)
+//   BPFMESH_SOCKPATH_TRIM_RUNS   upper bound on seeded runs per test (default 240; vagrant/kernels/run.sh passes 24 under emulation)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -21,7 +21,7 @@ import { StressPods, loadWithKnobs, show } from '../helpers/sockpath-stress.js';
 const skip = kernelSkipReason();
 const LOSS = join(REPO_ROOT, 'build', 'bpf', 'testdata', 'loss.bpf.o');
 const MAX_RUNS = Number(process.env['BPFMESH_SOCKPATH_TRIM_RUNS'] ?? 240);
-const BATCH = Math.min(MAX_RUNS, 40);
+const BATCH = Math.max(1, Math.min(40, Math.floor(MAX_RUNS / 2))); // two batches fit
 const MIB = 2;
 const SUBNET = 98;
 const DEST = `10.${SUBNET}.0.99`;

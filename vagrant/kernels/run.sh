@@ -164,6 +164,7 @@ build_initramfs() {
     printf 'TESTS=%q\n' "$TESTS"
     # The socket-path stress runs fewer seeded transfers under emulation.
     printf 'export BPFMESH_SOCKPATH_STRESS_RUNS=%q\n' "${BPFMESH_SOCKPATH_STRESS_RUNS:-12}"
+    printf 'export BPFMESH_SOCKPATH_TRIM_RUNS=%q\n' "${BPFMESH_SOCKPATH_TRIM_RUNS:-24}"
     # node --test picks its reporter from its own stdout, a serial port in
     # the guest: follow ours instead (spec on a terminal, TAP in CI logs).
     if [ -t 1 ]; then echo 'export BPFMESH_TEST_REPORTER=spec'; else echo 'export BPFMESH_TEST_REPORTER=tap'; fi
