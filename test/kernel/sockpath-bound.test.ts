@@ -3,98 +3,44 @@
 // stress runs with readers that stall and resume, forcing fallbacks to TCP
 // and switch-backs, deliver every byte once and in order; and the same
 // stress catches corruption when the drain check is switched off (a
-// test-only .rodata knob of intercept.bpf.o, set by loadWithKnobs below).
+// test-only .rodata knob of intercept.bpf.o, set by loadWithKnobs in
+// test/helpers/sockpath-stress.ts).
 //   BPFMESH_SOCKPATH_STRESS_RUNS   seeded runs (default 160; vagrant/kernels/run.sh passes 12 under emulation)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { REPO_ROOT, bpfObjectPath } from '../../src/config/paths.js';
+import { REPO_ROOT } from '../../src/config/paths.js';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, MeshLab, PROXY, PodProcess, runCli } from '../helpers/mesh.js';
+import { APP, MeshLab, PodProcess, runCli } from '../helpers/mesh.js';
 import type { LabPod } from '../../src/lab/lab.js';
 import { inspectPod } from '../../src/admin/inspect.js';
-import { native } from '../../src/bpf/native.js';
+import { STRESS, type StressResult, StressPods, loadWithKnobs, show } from '../helpers/sockpath-stress.js';
 import * as c from '../../src/bpf/codecs.js';
-import { MapNames, SOCKMAP_PROGRAMS } from '../../src/intercept/layout.js';
-import { mapsDirOf } from '../../src/intercept/versions.js';
 import { probeSockpath } from '../../src/intercept/probe-sockpath.js';
 import { skmem } from '../helpers/skmem.js';
 
 const skip = kernelSkipReason();
-const STRESS = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'sockpath-stress.js');
 const RUNS = Number(process.env['BPFMESH_SOCKPATH_STRESS_RUNS'] ?? 160);
 const MIB = 2;
 const SUBNET = 84;
 const DEST = `10.${SUBNET}.0.99`;
 
-/**
- * Loads intercept.bpf.o on the pod's pinned maps with test knobs in its
- * .rodata, and puts its sockops program behind the pod's link and its
- * sk_msg/sk_skb on the pod's sockhash: new connections then run the
- * knobbed programs (which share their own, unpinned socket-path maps).
- */
-function loadWithKnobs(pinDir: string, testKnobs: number): void {
-  const obj = native().openObject(bpfObjectPath('intercept'), { pinRoot: mapsDirOf(pinDir) });
-  try {
-    obj.setRodata(c.interceptRodata.encode({ testKnobs }));
-    obj.load();
-    const link = native().openPinnedLink(join(pinDir, 'link_sockops'));
-    try {
-      link.updateProgram(obj.program('mesh_sockops'));
-    } finally {
-      link.close();
-    }
-    const pairs = obj.map(MapNames.sockPairs);
-    for (const spec of SOCKMAP_PROGRAMS) obj.program(spec.program).attachToMap(pairs.fd, spec.kind);
-  } finally {
-    obj.close();
-  }
-}
-
-const show = (cs: Record<string, bigint>): string => JSON.stringify(Object.fromEntries(Object.entries(cs).filter(([k]) => k.startsWith('sockpath')).map(([k, v]) => [k, String(v)])));
-
-interface StressResult {
-  runs: number;
-  failures: Array<{ seed: number; why: string }>;
-  ms: number;
-  upstreamBad: Array<Record<string, unknown>>;
-}
-
 describe('socket path bound', { skip, timeout: 600_000 }, () => {
   let mesh: MeshLab;
-  const servers: PodProcess[] = [];
+  let pods: StressPods;
 
   before(() => {
     mesh = new MeshLab(SUBNET);
+    pods = new StressPods(mesh, DEST);
   });
   after(() => {
-    for (const s of servers) s.stop();
+    pods?.stop();
     mesh?.cleanup();
   });
 
-  const counters = (pod: LabPod): Record<string, bigint> =>
-    Object.fromEntries(Object.entries(inspectPod(mesh.pinDir(pod), pod.netnsName).counters).map(([k, v]) => [k, BigInt(v)]));
-
-  async function server(pod: LabPod, mode: 'server' | 'hold-server'): Promise<PodProcess> {
-    const p = new PodProcess(mesh.lab.spawn(pod, process.execPath, [STRESS, mode, '4140'], PROXY));
-    servers.push(p);
-    await p.waitFor((e) => e.event === 'listening', 60_000); // minutes of Node start-up under emulation
-    return p;
-  }
-
-  async function stress(pod: LabPod, srv: PodProcess, runs: number, firstSeed: number): Promise<StressResult> {
-    const seen = srv.events.length;
-    const r = await mesh.lab.exec(pod, process.execPath, [STRESS, 'client', DEST, '7000', String(runs), String(MIB), String(firstSeed), '4'], APP, 240_000);
-    assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as Omit<StressResult, 'upstreamBad'>;
-    // The server logs each connection when its upstream ended; give the last ones a moment.
-    const deadline = Date.now() + 5000;
-    while (srv.events.slice(seen).filter((e) => e.event === 'conn').length < runs && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
-    const conns = srv.events.slice(seen).filter((e) => e.event === 'conn') as unknown as Array<Record<string, number>>;
-    const upstreamBad = conns.filter((e) => e['firstBad']! >= 0 || e['got'] !== e['total']);
-    if (conns.length < runs - out.failures.length) upstreamBad.push({ missing: runs - conns.length });
-    return { ...out, upstreamBad };
-  }
+  const counters = (pod: LabPod): Record<string, bigint> => pods.counters(pod);
+  const server = (pod: LabPod, mode: 'server' | 'hold-server'): Promise<PodProcess> => pods.server(pod, mode);
+  const stress = (pod: LabPod, srv: PodProcess, runs: number, firstSeed: number): Promise<StressResult> => pods.stress(pod, srv, runs, firstSeed, MIB);
 
   test('the start-up probe sees redirected bytes in the receiver (the bound can work here)', () => {
     const p = probeSockpath();
@@ -135,7 +81,7 @@ describe('socket path bound', { skip, timeout: 600_000 }, () => {
     await mesh.init(pod);
     await server(pod, 'hold-server');
     const writer = new PodProcess(mesh.lab.spawn(pod, process.execPath, [STRESS, 'hold-client', DEST, '7000'], APP));
-    servers.push(writer);
+    pods.servers.push(writer);
     const e = await writer.waitFor((ev) => ev.event === 'pushed-back' || ev.event === 'error', 60_000);
     assert.equal(e.event, 'pushed-back', JSON.stringify(e));
     const mem = await skmem(mesh.lab, pod);

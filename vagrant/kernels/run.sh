@@ -32,14 +32,14 @@ HERE=$REPO/vagrant/kernels
 
 # The kernel-level tests: BPF loading and errors, outbound interception,
 # inbound steering, a proxy not written in TypeScript (Python) and what the
-# app sees, the socket path, colliding tuples, init/reset/inspect,
+# app sees, the socket path (its bound, and its trim under induced loss), colliding tuples, init/reset/inspect,
 # the node-wide install (CNI and DaemonSet modes), an upgrade in place under traffic.
 # proxy-e2e, mesh-e2e and demo are left out under emulation: they test the
 # TypeScript proxy and control plane, whose kernel path outbound, inbound
 # and sockpath cover (proxy-e2e alone takes about 3.5 minutes under TCG;
 # BPFMESH_KERNEL_TESTS runs it: it passed on 6.1, once after one failure of
 # its SIGTERM-drain test).
-DEFAULT_TESTS="dist/test/kernel/errors.test.js dist/test/kernel/outbound.test.js dist/test/kernel/inbound.test.js dist/test/kernel/foreign-proxy.test.js dist/test/kernel/sockpath.test.js dist/test/kernel/sockpath-bound.test.js dist/test/kernel/collide.test.js dist/test/kernel/lifecycle.test.js dist/test/kernel/node-wide.test.js dist/test/kernel/upgrade.test.js dist/test/kernel/observe.test.js"
+DEFAULT_TESTS="dist/test/kernel/errors.test.js dist/test/kernel/outbound.test.js dist/test/kernel/inbound.test.js dist/test/kernel/foreign-proxy.test.js dist/test/kernel/sockpath.test.js dist/test/kernel/sockpath-bound.test.js dist/test/kernel/collide.test.js dist/test/kernel/lifecycle.test.js dist/test/kernel/node-wide.test.js dist/test/kernel/upgrade.test.js dist/test/kernel/observe.test.js dist/test/kernel/sockpath-trim.test.js"
 TESTS=${BPFMESH_KERNEL_TESTS:-$DEFAULT_TESTS}
 TIMEOUT=${BPFMESH_VM_TIMEOUT:-780}
 CPUS=${BPFMESH_VM_CPUS:-2}
@@ -164,6 +164,7 @@ build_initramfs() {
     printf 'TESTS=%q\n' "$TESTS"
     # The socket-path stress runs fewer seeded transfers under emulation.
     printf 'export BPFMESH_SOCKPATH_STRESS_RUNS=%q\n' "${BPFMESH_SOCKPATH_STRESS_RUNS:-12}"
+    printf 'export BPFMESH_SOCKPATH_TRIM_RUNS=%q\n' "${BPFMESH_SOCKPATH_TRIM_RUNS:-24}"
     # node --test picks its reporter from its own stdout, a serial port in
     # the guest: follow ours instead (spec on a terminal, TAP in CI logs).
     if [ -t 1 ]; then echo 'export BPFMESH_TEST_REPORTER=spec'; else echo 'export BPFMESH_TEST_REPORTER=tap'; fi
