@@ -285,6 +285,7 @@ export class Proxy {
               bodyTimeoutMs: limits.requestBodyTimeoutMs,
               responseTimeoutMs: limits.responseHeadTimeoutMs,
               clientIdleMs: limits.httpIdleTimeoutMs,
+              tunnelIdleMs: limits.tcpIdleTimeoutMs,
               ...(state.origProto ? { origProto: state.origProto } : {}),
             },
             d.firstByteAt,

@@ -83,6 +83,7 @@ export interface ProxyOptions {
   detectTimeoutMs?: number;
   clientIdleMs?: number;
   headTimeoutMs?: number;
+  tunnelIdleMs?: number;
 }
 
 export async function startProxy(opts: ProxyOptions): Promise<TestProxy> {
@@ -101,6 +102,7 @@ export async function startProxy(opts: ProxyOptions): Promise<TestProxy> {
     ...(opts.responseTimeoutMs !== undefined ? { responseTimeoutMs: opts.responseTimeoutMs } : {}),
     ...(opts.clientIdleMs !== undefined ? { clientIdleMs: opts.clientIdleMs } : {}),
     ...(opts.headTimeoutMs !== undefined ? { headTimeoutMs: opts.headTimeoutMs } : {}),
+    ...(opts.tunnelIdleMs !== undefined ? { tunnelIdleMs: opts.tunnelIdleMs } : {}),
   };
   const server: Server = createServer({ allowHalfOpen: true }, (sock) => {
     sockets.add(sock);

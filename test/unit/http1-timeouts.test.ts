@@ -105,3 +105,45 @@ test('the response-head deadline moves with each keep-alive request: a late requ
     await closeServer(slow);
   }
 });
+
+test('an upgraded connection idle both ways is closed after the tunnel idle timeout, and the app side with it; traffic keeps it open', async () => {
+  const appSide: Array<ReturnType<typeof connect>> = [];
+  const ws = http.createServer();
+  ws.on('upgrade', (_req, sock: ReturnType<typeof connect>) => {
+    appSide.push(sock);
+    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi;');
+    sock.on('data', (b: Buffer) => sock.write(b));
+    sock.on('end', () => sock.end());
+  });
+  const port = await listen(ws);
+  const p = await startProxy({ route: () => ({ host: '127.0.0.1', port }), tunnelIdleMs: 400 });
+  const sock = connect(p.port, '127.0.0.1');
+  let text = '';
+  sock.setEncoding('latin1');
+  sock.on('data', (d: string) => (text += d));
+  const closed = once(sock, 'close');
+  try {
+    sock.write('GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+    while (!text.includes('hi;')) await new Promise((r) => setTimeout(r, 5));
+    const t0 = Date.now();
+    // Echoed traffic every 150 ms for 900 ms: longer than the timeout, never idle that long.
+    let lastByte = Date.now();
+    for (let i = 0; i < 6; i++) {
+      sock.write(`m${i};`);
+      lastByte = Date.now();
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    assert.ok(!sock.destroyed && text.includes('m5;'), `the tunnel stayed open while used: ${text}`);
+    const outcome = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 3000))]);
+    assert.equal(outcome, 'closed', 'an idle tunnel was held past 3 s');
+    const idle = Date.now() - lastByte;
+    assert.ok(idle >= 350, `closed after ${idle} ms idle, before the timeout (${Date.now() - t0} ms in all)`);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(appSide.length === 1 && appSide[0]!.destroyed, 'the app side of the tunnel was closed too');
+  } finally {
+    sock.destroy();
+    await p.close();
+    ws.closeAllConnections();
+    await closeServer(ws);
+  }
+});

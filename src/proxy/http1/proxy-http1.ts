@@ -77,6 +77,8 @@ export interface Http1Context {
   bodyTimeoutMs?: number;
   /** A keep-alive client that sends nothing for this long is closed; default 60 s. */
   clientIdleMs?: number;
+  /** An upgraded connection (101, CONNECT) with no byte either way for this long is closed, as idle opaque TCP is; default 1 h, 0: none. */
+  tunnelIdleMs?: number;
   /** A request head must arrive in full within this long of its first byte (408 after); default 10 s. */
   headTimeoutMs?: number;
   maxHeadBytes?: number;
@@ -136,6 +138,7 @@ const FLUSH_MS = 1000;
 const LINGER_MS = 5000;
 const CLIENT_IDLE_MS = 60_000;
 const HEAD_TIMEOUT_MS = 10_000;
+const TUNNEL_IDLE_MS = 3_600_000;
 const BODY_TIMEOUT_MS = 60_000;
 /** scheme://authority at the start of an absolute-form target. */
 const ABSOLUTE_FORM_AUTHORITY = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/;
@@ -867,6 +870,13 @@ class ClientConn implements UpstreamOwner {
   /** No bytes either way for the idle time: only a connection between requests is closed (quietly). */
   private readonly onClientIdle = (): void => {
     if (this.state === St.HEAD && this.pending === null && !this.reader.buffering) this.closeClient();
+    // Every tunnel byte passes the client socket, whose timer both directions
+    // refresh: idle both ways, both sides are closed (FIN), as idle opaque TCP is.
+    else if (this.state === St.TUNNEL) {
+      this.ctx.log.debug({ idleMs: this.ctx.tunnelIdleMs ?? TUNNEL_IDLE_MS }, 'upgraded connection idle: closed');
+      this.stopExchange();
+      this.client.destroySoon();
+    }
   };
 
   /** A client that started a request head and stalls gets a 408; the bound counts from the first byte. */
@@ -934,6 +944,7 @@ class ClientConn implements UpstreamOwner {
     this.reqPump?.stop();
     this.reqPump = null;
     const c = this.client;
+    c.setTimeout(this.ctx.tunnelIdleMs ?? TUNNEL_IDLE_MS);
     c.cork();
     c.write(rewriteHead(head, HeaderFlag.HOP, undefined, head.statusCode === 101 ? 'Connection: upgrade\r\n' : ''));
     if (rest.length > 0) c.write(rest);
