@@ -8,9 +8,9 @@ import type { Logger } from '../log/logger.js';
 import { isOpaquePort, type ProxyConfig, type ProxyDirectionConfig } from '../config/proxy-env.js';
 import { classify, detectProtocol, isRequestPrefix, type DetectResult } from './detect.js';
 import { ErrorCodes } from '../errors.js';
-import { drainHttp1, serveHttp1 } from './http1/proxy-http1.js';
+import { drainHttp1, serveHttp1, type Drainable } from './http1/proxy-http1.js';
 import { Http1Pool } from './http1/pool.js';
-import { drainH2, serveH2, H2UpstreamPool } from './h2/index.js';
+import { drainH2, serveH2, H2UpstreamPool, type H2Connection } from './h2/index.js';
 import { connector, errnoOf, forwardOpaque } from './tcp.js';
 import { createProxyMetrics, type PromProxyMetrics } from './metrics.js';
 import { Router, FallbackResolver } from './router.js';
@@ -84,6 +84,9 @@ export class Proxy {
   readonly #opts: ProxyOptions;
   readonly #log: Logger;
   readonly #open = new Set<Socket>();
+  /** This proxy's HTTP connections, for its own drain: the node proxy runs a Proxy per pod in one process. */
+  readonly #http1Live = new Set<Drainable>();
+  readonly #h2Live = new Set<H2Connection>();
   readonly #dirs: DirectionState[] = [];
   #draining = false;
   /** Connections refused at the cap since the last log line about it. */
@@ -269,7 +272,7 @@ export class Proxy {
       const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
       const hub = this.#opts.tapHub;
       const tap = hub === undefined ? {} : { tap: { hub, target, source: sock.remoteAddress === undefined ? undefined : { host: stripMapped(sock.remoteAddress), port: sock.remotePort ?? 0 } } };
-      const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}), ...tap };
+      const common = { labels, route, track, connect: state.connect, metrics: this.metrics, log, clientId, live: this.#http1Live, ...(state.endpointLabels ? { endpointLabels: state.endpointLabels } : {}), ...tap };
       const limits = this.#opts.config.limits;
       switch (d.protocol) {
         case 'http1': {
@@ -294,7 +297,7 @@ export class Proxy {
         case 'h2': {
           // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
           const h2route = authz !== undefined && conn !== undefined ? authorizeRequestH2(authz, conn, route) : route;
-          const h2ctx = { ...common, route: h2route, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
+          const h2ctx = { ...common, live: this.#h2Live, route: h2route, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
           if (client !== sock) {
             // Over mTLS: see replay-duplex.ts.
             const rd = replayDuplex(client, d.buffered) as unknown as Socket;
@@ -452,8 +455,8 @@ export class Proxy {
     this.#draining = true;
     const closed = this.#dirs.flatMap((d) => d.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     const deadline = Date.now() + graceMs;
-    drainHttp1();
-    await drainH2(graceMs);
+    drainHttp1(this.#http1Live);
+    await drainH2(graceMs, this.#h2Live);
     while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const s of this.#open) s.destroy();
     for (const d of this.#dirs) {

@@ -36,6 +36,8 @@ import type { TapExchange } from '../tap/hub.js';
 
 export interface H2Context {
   labels: ConnLabels;
+  /** Where the connection registers for drainH2 (one proxy's own set); default: a process-wide set. */
+  live?: Set<H2Connection>;
   /** Opens the TCP (or TLS) connection to an endpoint. */
   connect: Connector;
   /**
@@ -109,9 +111,9 @@ function labelsWithAuthority(conn: ConnState, authority: string | undefined): Co
 
 const live = new Set<H2Connection>();
 
-/** Shuts down every HTTP/2 connection this process serves (see H2Connection.shutdown). */
-export async function drainH2(graceMs?: number): Promise<void> {
-  await Promise.all([...live].map((c) => c.shutdown(graceMs)));
+/** Shuts down the HTTP/2 connections of `set` (default: every one this process serves without H2Context.live; see H2Connection.shutdown). */
+export async function drainH2(graceMs?: number, set: Set<H2Connection> = live): Promise<void> {
+  await Promise.all([...set].map((c) => c.shutdown(graceMs)));
 }
 
 /**
@@ -165,9 +167,10 @@ export function serveH2(client: Socket, buffered: Buffer, ctx: H2Context): H2Con
       clearTimeout(timer);
     },
   };
-  live.add(conn);
+  const registry = ctx.live ?? live;
+  registry.add(conn);
   void closed.then(async () => {
-    live.delete(conn);
+    registry.delete(conn);
     if (!client.destroyed) client.destroy();
     if (ctx.pool === undefined) await pool.close();
   });

@@ -77,6 +77,8 @@ export interface Http1Context {
   bodyTimeoutMs?: number;
   /** A keep-alive client that sends nothing for this long is closed; default 60 s. */
   clientIdleMs?: number;
+  /** Where the connection registers for drainHttp1 (one proxy's own set; the node proxy runs one per pod); default: a process-wide set. */
+  live?: Set<Drainable>;
   /** An upgraded connection (101, CONNECT) with no byte either way for this long is closed, as idle opaque TCP is; default 1 h, 0: none. */
   tunnelIdleMs?: number;
   /** A request head must arrive in full within this long of its first byte (408 after); default 10 s. */
@@ -108,8 +110,13 @@ export function serveHttp1(client: Socket, buffered: Buffer, ctx: Http1Context, 
   new ClientConn(client, ctx).start(buffered, firstByteAt);
 }
 
-/** Client connections being served, for the drain. */
-const live = new Set<ClientConn>();
+/** What a drain asks of a served connection. */
+export interface Drainable {
+  drain(): void;
+}
+
+/** Client connections being served, for the drain; Http1Context.live scopes them to one proxy. */
+const live = new Set<Drainable>();
 
 /**
  * Shutdown: idle keep-alive client connections close now (a server may close
@@ -117,8 +124,8 @@ const live = new Set<ClientConn>();
  * request with `Connection: close` and close after it. Tunnels are left to
  * the grace period.
  */
-export function drainHttp1(): void {
-  for (const c of live) c.drain();
+export function drainHttp1(set: Set<Drainable> = live): void {
+  for (const c of set) c.drain();
 }
 
 const enum St {
@@ -224,7 +231,7 @@ class ClientConn implements UpstreamOwner {
   start(buffered: Buffer, firstByteAt?: number): void {
     const c = this.client;
     this.headSince = firstByteAt;
-    live.add(this);
+    (this.ctx.live ?? live).add(this);
     c.setNoDelay(true);
     c.on('data', this.onClientData);
     c.on('end', this.onClientEnd);
@@ -504,7 +511,7 @@ class ClientConn implements UpstreamOwner {
   };
 
   private readonly onClientClose = (): void => {
-    live.delete(this);
+    (this.ctx.live ?? live).delete(this);
     this.stopExchange();
     this.flushBytes(null);
     if (this.ownPool) this.pool.close();

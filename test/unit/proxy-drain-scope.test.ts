@@ -1,0 +1,40 @@
+// Two proxies in one process (as the node proxy runs one per pod): shutting
+// one down drains its own HTTP clients only. drainHttp1() (and drainH2())
+// were process-wide, so one pod's proxy shutting down closed every other
+// pod's keep-alive connections.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { startChain } from '../helpers/proxy-chain.js';
+
+test("one proxy's shutdown leaves another proxy's keep-alive HTTP/1 clients in the same process alone", async () => {
+  const a = await startChain();
+  const b = await startChain();
+  const sock = connect(b.inboundPort, '127.0.0.1');
+  let text = '';
+  sock.setEncoding('latin1');
+  sock.on('data', (d: string) => (text += d));
+  sock.on('error', () => {});
+  const get = async (path: string): Promise<string> => {
+    const from = text.length;
+    sock.write(`GET ${path} HTTP/1.1\r\nhost: b\r\n\r\n`);
+    const t0 = Date.now();
+    while (!text.slice(from).endsWith('ok')) {
+      assert.ok(Date.now() - t0 < 3000 && !sock.destroyed, `no answer to ${path}: ${JSON.stringify(text.slice(from))}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return text.slice(from);
+  };
+  try {
+    await get('/first');
+    await a.proxy.shutdown(0);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(!sock.destroyed, "B's idle keep-alive connection was closed by A's shutdown");
+    const second = await get('/second');
+    assert.doesNotMatch(second, /connection: close/i, 'B answered as if it were draining');
+  } finally {
+    sock.destroy();
+    await b.close();
+    await a.app.close();
+  }
+});
