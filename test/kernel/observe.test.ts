@@ -227,7 +227,11 @@ describe('bpfmesh observe', { skip, timeout: 180_000 }, () => {
   });
 
   test('socket path: a stopped reader pushes the writer back to TCP (above-high-mark), observed', async (t) => {
-    if (sockpathRefused) return t.skip('this kernel cannot bound the socket path, so it is off');
+    if (sockpathRefused) {
+      // Both CI kernels (6.18, 6.1 LTS >= 6.1.123) pass the probe: a refusal there is a regression, not a reason to skip.
+      assert.notEqual(process.env['CI'], 'true', 'the socket-path probe refused a kernel CI expects to pass');
+      return t.skip('this kernel cannot bound the socket path, so it is off');
+    }
     const obsE = new Observer(['--pod', e.netnsName]);
     try {
       await obsE.ready();
