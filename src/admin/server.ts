@@ -5,7 +5,7 @@ import { isIP, type AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import type { Addr } from '../proxy/types.js';
+import { stripMapped, type Addr } from '../util/addr.js';
 
 export interface AdminServerOptions {
   host: string;
@@ -27,7 +27,7 @@ export interface AdminServer {
 /** 127.0.0.0/8, ::1, and 127.x written as IPv4-mapped IPv6. */
 export function isLoopback(address: string | undefined): boolean {
   if (address === undefined) return false;
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  const v4 = stripMapped(address);
   if (isIP(v4) === 4) return v4.startsWith('127.');
   return address === '::1';
 }

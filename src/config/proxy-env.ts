@@ -5,7 +5,7 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
-import type { Addr } from '../proxy/types.js';
+import type { Addr } from '../util/addr.js';
 import { formatPortRange, parsePortList, type PortRange } from '../util/ports.js';
 import type { LogLevel, LogOptions } from './pod-flags.js';
 import { parsePolicyEnv, type PolicyConfig } from './policy-env.js';

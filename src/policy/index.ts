@@ -3,14 +3,11 @@
 import type { IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { RequestHead } from '../proxy/http1/head-parser.js';
-import type { Addr } from '../proxy/types.js';
-import { formatAddr } from '../proxy/types.js';
+import { formatAddr, stripMapped, type Addr } from '../util/addr.js';
 import { requestInfoOfH1, requestInfoOfH2 } from './http-request.js';
 import type { InboundAuthorizer, InboundConn } from './authorizer.js';
 
 export { InboundAuthorizer, type InboundConn } from './authorizer.js';
-
-const stripMapped = (a: string): string => (a.startsWith('::ffff:') ? a.slice(7) : a);
 
 /** What the authorizer needs of an accepted inbound connection. `tls`: mesh TLS terminated here. */
 export function inboundConn(sock: Socket, target: Addr, tls: boolean, identity: string | undefined): InboundConn {

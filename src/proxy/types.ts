@@ -3,15 +3,12 @@
 // layer takes these, so the pieces (detection, HTTP/1, HTTP/2, opaque TCP,
 // balancer, metrics) can be built and tested on their own.
 
+import { formatAddr, type Addr } from '../util/addr.js';
+
+export { formatAddr, type Addr } from '../util/addr.js';
+
 export type Direction = 'inbound' | 'outbound';
 export type Protocol = 'http1' | 'h2' | 'opaque';
-
-export interface Addr {
-  host: string;
-  port: number;
-}
-
-export const formatAddr = (a: Addr): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
 /** An accepted connection before detection: where it was meant to go. */
 export interface Accepted {
