@@ -16,7 +16,7 @@ import { Http1Pool } from '../../src/proxy/http1/pool.js';
 import { serveH2, H2UpstreamPool } from '../../src/proxy/h2/index.js';
 import { P2cBalancer, type EndpointStats } from '../../src/proxy/balance/p2c.js';
 import { FAILURE_PENALTY_MS } from '../../src/proxy/balance/peak-ewma.js';
-import { StaticEndpointSet } from '../../src/proxy/balance/static-set.js';
+import { StaticEndpointSet } from '../../src/control/static-set.js';
 import { Router } from '../../src/proxy/router.js';
 import { formatAddr, type ConnLabels, type Endpoint } from '../../src/proxy/types.js';
 import { netConnector, RecordingMetrics, silentLog } from '../helpers/http1.js';
