@@ -100,6 +100,16 @@ export const ErrorCodes = {
   TAP_UNAVAILABLE: 'BPFMESH_E_TAP_UNAVAILABLE',
   /** Tap: a match or limit the proxy cannot use (INVALID_ARGUMENT). */
   TAP_INVALID: 'BPFMESH_E_TAP_INVALID',
+  /** A failure without a code of its own (a bug): the CLI prints the stack, the CNI plugin answers code 100. */
+  INTERNAL: 'BPFMESH_E_INTERNAL',
+  /** bin/bpfmesh.js, bin/bpfmesh-cni: dist/ (or the CNI bundle) is not built. Those launchers print it without this module. */
+  NOT_BUILT: 'BPFMESH_E_NOT_BUILT',
+  /**
+   * Internal to the proxy: an upstream answered the HTTP/2 preface with something else (an HTTP/1 server's 400,
+   * HTTP_1_1_REQUIRED) before its first SETTINGS. Nothing was processed; the request goes again over HTTP/1.
+   * Never reaches a client.
+   */
+  PEER_NOT_H2: 'BPFMESH_E_PEER_NOT_H2',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -3,12 +3,9 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { BpfmeshError } from '../errors.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import type { Addr } from '../proxy/types.js';
-
-/** Not in ErrorCodes yet; listed for the README. */
-export const LISTEN_FAILED = 'BPFMESH_E_LISTEN';
+import { stripMapped, type Addr } from '../util/addr.js';
 
 export interface AdminServerOptions {
   host: string;
@@ -30,7 +27,7 @@ export interface AdminServer {
 /** 127.0.0.0/8, ::1, and 127.x written as IPv4-mapped IPv6. */
 export function isLoopback(address: string | undefined): boolean {
   if (address === undefined) return false;
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  const v4 = stripMapped(address);
   if (isIP(v4) === 4) return v4.startsWith('127.');
   return address === '::1';
 }
@@ -92,7 +89,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(
-        new BpfmeshError(LISTEN_FAILED, `admin server: cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`, {
+        new BpfmeshError(ErrorCodes.LISTEN, `admin server: cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`, {
           errno: typeof err.errno === 'number' ? Math.abs(err.errno) : 0,
           syscall: err.syscall ?? 'listen',
           cause: err,

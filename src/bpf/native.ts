@@ -2,6 +2,7 @@
 // between C++ and TypeScript: the addon validates nothing that TS can
 // validate first, and every error it throws is a NativeError.
 import bindings from 'bindings';
+import { ErrorCodes } from '../errors.js';
 
 /** An error thrown by the addon. */
 export interface NativeError extends Error {
@@ -206,7 +207,7 @@ export function native(): NativeBinding {
       const e = new Error(
         `the native addon is not built (${(err as Error).message.split('\n')[0]}); run "npm install" (needs clang, libbpf-dev, pkg-config)`,
       ) as NativeError;
-      e.code = 'BPFMESH_E_ADDON_MISSING';
+      e.code = ErrorCodes.ADDON_MISSING;
       e.errno = 0;
       e.syscall = 'dlopen';
       throw e;

@@ -5,7 +5,7 @@ import { startAdminServer, type AdminServer } from '../admin/server.js';
 import { parseControlPlaneFlags } from '../config/control-plane-flags.js';
 import { startControlPlane } from '../controlplane/server.js';
 import { createLogger } from '../log/logger.js';
-import { formatAddr } from '../proxy/types.js';
+import { formatAddr } from '../util/addr.js';
 
 export const usage = `bpfmesh control-plane --config mesh.yaml [--state-dir DIR] [--listen IP:PORT] [--identity-listen IP:PORT]
                       [--policy-listen IP:PORT]

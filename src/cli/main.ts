@@ -50,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     return await cmd.run(rest);
   } catch (err) {
     const e = err as Partial<BpfmeshError> & Error;
-    const code = typeof e.code === 'string' ? e.code : 'BPFMESH_E_INTERNAL';
+    const code = typeof e.code === 'string' ? e.code : ErrorCodes.INTERNAL;
     process.stderr.write(`bpfmesh ${name}: ${code}: ${e.message}\n`);
     if (e.verifierLog) process.stderr.write(`--- verifier log ---\n${e.verifierLog.trimEnd()}\n--- end of verifier log ---\n`);
     if (!(err instanceof BpfmeshError) && !code.startsWith('BPFMESH_E_')) process.stderr.write(`${e.stack ?? ''}\n`);
@@ -64,7 +64,7 @@ if (require.main === module) {
       process.exitCode = code;
     },
     (err: unknown) => {
-      process.stderr.write(`bpfmesh: BPFMESH_E_INTERNAL: ${(err as Error).stack ?? String(err)}\n`);
+      process.stderr.write(`bpfmesh: ${ErrorCodes.INTERNAL}: ${(err as Error).stack ?? String(err)}\n`);
       process.exitCode = 1;
     },
   );

@@ -8,7 +8,7 @@ import { Proxy } from '../proxy/proxy.js';
 import { registerKernelCounters } from '../proxy/metrics.js';
 import { startAdminServer } from '../admin/server.js';
 import { podCounterReader } from '../admin/kernel-counters.js';
-import { formatAddr } from '../proxy/types.js';
+import { formatAddr } from '../util/addr.js';
 import { DestinationResolver } from '../control/destination.js';
 import { IdentityClient, type WorkloadCertificate } from '../control/identity.js';
 import { TlsStore } from '../tls/index.js';

@@ -9,7 +9,7 @@ import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { encodeTcpAddress, type ObserveRequestIn, type TapMatchIn } from '../control/protos.js';
 import { formatTapEvent, tapEventJson } from '../proxy/tap/format.js';
 import { observe } from '../proxy/tap/client.js';
-import type { Addr } from '../proxy/types.js';
+import type { Addr } from '../util/addr.js';
 import { parseCidr, parseIp } from '../util/ip.js';
 
 export const usage = `bpfmesh tap (--pod NAME [--namespace NS] | --addr HOST:PORT) [match] [identity] [--max N] [--json]   watch requests live

@@ -51,7 +51,7 @@ export async function runCni(envVars: NodeJS.ProcessEnv, stdin: string, deps: Cn
   } catch (err) {
     const json = toCniError(err, version);
     const code = (err as Partial<BpfmeshError>).code;
-    return { stdout: JSON.stringify(json) + '\n', exitCode: 1, error: { code: typeof code === 'string' ? code : 'BPFMESH_E_INTERNAL', message: json.msg } };
+    return { stdout: JSON.stringify(json) + '\n', exitCode: 1, error: { code: typeof code === 'string' ? code : ErrorCodes.INTERNAL, message: json.msg } };
   }
 }
 

@@ -33,7 +33,7 @@ export const CniCode = {
 
 /** bpfmesh's codes from 100. Stable: append, never renumber (README "CNI plugin" lists them). */
 export const BPFMESH_CNI_CODES: Record<string, number> = {
-  BPFMESH_E_INTERNAL: 100,
+  [ErrorCodes.INTERNAL]: 100,
   [ErrorCodes.PERMISSION]: 101,
   [ErrorCodes.NO_BPFFS]: 102,
   [ErrorCodes.NO_CGROUP]: 103,
@@ -85,9 +85,9 @@ export function cniCodeOf(bpfmeshCode: string): number {
 /** Any thrown value as the CNI error object: msg says what failed and what to do, details carry the BPFMESH_E code. */
 export function toCniError(err: unknown, cniVersion: string): CniErrorJson {
   const e = (typeof err === 'object' && err !== null ? err : {}) as Partial<BpfmeshError> & { message?: unknown; cniCode?: unknown };
-  const code = typeof e.code === 'string' && e.code.startsWith('BPFMESH_E_') ? e.code : 'BPFMESH_E_INTERNAL';
+  const code = typeof e.code === 'string' && e.code.startsWith('BPFMESH_E_') ? e.code : ErrorCodes.INTERNAL;
   const text = typeof e.message === 'string' && e.message !== '' ? e.message : String(err);
-  const msg = code === 'BPFMESH_E_INTERNAL' ? `bpfmesh-cni failed unexpectedly (${text}); see its log on the runtime's stderr and report it` : text;
+  const msg = code === ErrorCodes.INTERNAL ? `bpfmesh-cni failed unexpectedly (${text}); see its log on the runtime's stderr and report it` : text;
   const details = [code, e.syscall !== undefined ? `syscall ${e.syscall}` : '', e.errno ? `errno ${e.errno}` : ''].filter(Boolean).join('; ');
   // A spec code chosen where the error was raised (STATUS's 50) wins over the mapping.
   const forced = e.cniCode;

@@ -2,7 +2,7 @@
 // typed options.
 import { parseArgs } from 'node:util';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
-import type { Addr } from '../proxy/types.js';
+import type { Addr } from '../util/addr.js';
 import { LOG_LEVELS, type LogLevel, type LogOptions } from './pod-flags.js';
 import { parseListenAddr } from './proxy-env.js';
 

@@ -1,7 +1,7 @@
 // The inbound-policy part of the proxy's environment (Linkerd's names):
 // where the policy API is, which workload we are, the default policy, the
 // cluster networks, and the ports to watch from the start.
-import { BpfmeshError } from '../errors.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { parseCidr, type Cidr } from '../util/ip.js';
 import type { ControlAddr } from './proxy-env.js';
 
@@ -31,8 +31,7 @@ export interface PolicyConfig {
   ports: number[];
 }
 
-const BAD_ENV = 'BPFMESH_E_BAD_ENV';
-const bad = (name: string, value: string, expected: string): BpfmeshError => new BpfmeshError(BAD_ENV, `${name}: "${value}" is not valid; expected ${expected}`);
+const bad = (name: string, value: string, expected: string): BpfmeshError => new BpfmeshError(ErrorCodes.BAD_ENV, `${name}: "${value}" is not valid; expected ${expected}`);
 
 function get(env: NodeJS.ProcessEnv, name: string): string | undefined {
   const v = env[name];
@@ -57,7 +56,7 @@ export function parsePolicyEnv(env: NodeJS.ProcessEnv, parseSvc: (env: NodeJS.Pr
   const svc = parseSvc(env, E.svcAddr, E.svcName);
   const workload = get(env, E.workload) ?? '';
   if (svc !== undefined && workload === '') {
-    throw new BpfmeshError(BAD_ENV, `${E.workload} is required with ${E.svcAddr}: the policy API answers per workload ({"ns":"<ns>","pod":"<pod>"})`);
+    throw new BpfmeshError(ErrorCodes.BAD_ENV, `${E.workload} is required with ${E.svcAddr}: the policy API answers per workload ({"ns":"<ns>","pod":"<pod>"})`);
   }
   const dp = (get(env, E.defaultPolicy) ?? 'all-unauthenticated').toLowerCase();
   if (!(DEFAULT_POLICIES as readonly string[]).includes(dp)) throw bad(E.defaultPolicy, dp, DEFAULT_POLICIES.join(', '));

@@ -4,15 +4,12 @@
 // linkerd2-proxy (linkerd/app/src/env.rs).
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import { BpfmeshError } from '../errors.js';
-import type { Addr } from '../proxy/types.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
+import type { Addr } from '../util/addr.js';
 import { formatPortRange, parsePortList, type PortRange } from '../util/ports.js';
 import type { LogLevel, LogOptions } from './pod-flags.js';
 import { parsePolicyEnv, type PolicyConfig } from './policy-env.js';
 import { parseTapEnv, type TapConfig } from './tap-env.js';
-
-/** Not in ErrorCodes yet; listed for the README. */
-export const BAD_ENV = 'BPFMESH_E_BAD_ENV';
 
 export const PROXY_ENV = {
   outboundListenAddr: 'LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR',
@@ -157,7 +154,7 @@ export interface ProxyConfig {
 }
 
 function bad(name: string, value: string, expected: string, cause?: unknown): BpfmeshError {
-  return new BpfmeshError(BAD_ENV, `${name}: "${value}" is not valid; expected ${expected}`, cause === undefined ? {} : { cause });
+  return new BpfmeshError(ErrorCodes.BAD_ENV, `${name}: "${value}" is not valid; expected ${expected}`, cause === undefined ? {} : { cause });
 }
 
 /** Empty and whitespace-only values count as unset: Kubernetes writes `value: ""` for absent settings. */
@@ -323,7 +320,7 @@ function parseControlAddr(env: NodeJS.ProcessEnv, addrVar: string, nameVar: stri
   const loopback = isLoopbackHost(addr.host);
   const nameText = get(env, nameVar);
   if (nameText === undefined && !loopback) {
-    throw new BpfmeshError(BAD_ENV, `${nameVar} is required when ${addrVar} ("${text}") is not on loopback: TLS to the control plane expects that identity`);
+    throw new BpfmeshError(ErrorCodes.BAD_ENV, `${nameVar} is required when ${addrVar} ("${text}") is not on loopback: TLS to the control plane expects that identity`);
   }
   return { addr, name: nameText === undefined ? undefined : parseDnsName(nameText, nameVar), loopback };
 }
@@ -337,7 +334,7 @@ function parseIdentity(env: NodeJS.ProcessEnv): IdentityConfig | undefined {
   if (given.length === 0) return undefined;
   const missing = required.filter((n) => get(env, n) === undefined);
   if (missing.length > 0) {
-    throw new BpfmeshError(BAD_ENV, `${missing.join(', ')} must be set with ${given.join(', ')} (or set ${E.identityDisabled})`);
+    throw new BpfmeshError(ErrorCodes.BAD_ENV, `${missing.join(', ')} must be set with ${given.join(', ')} (or set ${E.identityDisabled})`);
   }
   const need = (n: string): string => get(env, n) ?? '';
   const svc = parseControlAddr(env, E.identitySvcAddr, E.identitySvcName);

@@ -2,7 +2,7 @@
 // (LINKERD2_PROXY_TAP_SVC_NAME, the only identity admitted to tap; tap is
 // off without it, and off when identity is disabled) and bpfmesh's bounds
 // on what tappers can make the proxy hold.
-import { BpfmeshError } from '../errors.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { parseCount } from './proxy-env.js';
 
 export const TAP_ENV = {
@@ -37,7 +37,7 @@ export function parseTapEnv(env: NodeJS.ProcessEnv): TapConfig | undefined {
   const name = get(TAP_ENV.svcName);
   if (name === undefined || get(TAP_ENV.disabled) !== undefined) return undefined;
   if (!NAME.test(name) || name.length > 253) {
-    throw new BpfmeshError('BPFMESH_E_BAD_ENV', `${TAP_ENV.svcName}: "${name}" is not valid; expected an identity such as linkerd-tap.linkerd-viz.serviceaccount.identity.linkerd.cluster.local`);
+    throw new BpfmeshError(ErrorCodes.BAD_ENV, `${TAP_ENV.svcName}: "${name}" is not valid; expected an identity such as linkerd-tap.linkerd-viz.serviceaccount.identity.linkerd.cluster.local`);
   }
   const count = (n: string, dflt: number): number => {
     const v = get(n);

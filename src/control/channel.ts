@@ -19,7 +19,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { ControlAddr } from '../config/proxy-env.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { formatAddr } from '../proxy/types.js';
+import { formatAddr } from '../util/addr.js';
 import { nameMatches, parseSubjectAltName } from '../tls/certs.js';
 import type { TlsStore } from '../tls/tls-store.js';
 import type { Backoff } from './backoff.js';

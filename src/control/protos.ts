@@ -18,7 +18,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSync, type PackageDefinition } from '@grpc/proto-loader';
 import { REPO_ROOT } from '../config/paths.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
-import type { Addr } from '../proxy/types.js';
+import type { Addr } from '../util/addr.js';
 import { formatIp, parseIp } from '../util/ip.js';
 
 export const PROTO_DIR = join(REPO_ROOT, 'proto');

@@ -11,7 +11,7 @@ import {
   type WeightedAddrMsg,
 } from '../control/protos.js';
 import type { Logger } from '../log/logger.js';
-import { formatAddr } from '../proxy/types.js';
+import { formatAddr } from '../util/addr.js';
 import { normalizePath, type MeshConfig, type MeshEndpoint } from './mesh-config.js';
 
 /** What one path resolves to: endpoints by "ip:port", or none (known or not). */

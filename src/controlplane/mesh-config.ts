@@ -5,7 +5,7 @@ import { isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration, parseListenAddr } from '../config/proxy-env.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
-import { formatAddr, type Addr } from '../proxy/types.js';
+import { formatAddr, type Addr } from '../util/addr.js';
 import { formatIp, parseIp } from '../util/ip.js';
 import { parsePolicySection, type PolicySection } from './policy-config.js';
 

@@ -15,7 +15,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { destinationService, identityService, inboundPolicyService } from '../control/protos.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { formatAddr, type Addr } from '../proxy/types.js';
+import { formatAddr, type Addr } from '../util/addr.js';
 import { loadIssuer } from './ca.js';
 import { DestinationService } from './destination-service.js';
 import { IdentityService, type CertifyEvent } from './identity-service.js';

@@ -6,6 +6,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
+import { formatAddr } from '../util/addr.js';
 import type { KubeAccess } from './config.js';
 
 /** Connecting to the proxy and its answer to CONNECT must take less than this. */
@@ -54,7 +55,7 @@ const proxyError = (proxy: URL, msg: string, cause?: unknown): BpfmeshError =>
   new BpfmeshError(ErrorCodes.KUBE_API, `proxy ${proxy.host}: ${msg}`, cause === undefined ? {} : { cause });
 
 export function openTunnel(proxy: URL, host: string, port: number): Promise<Socket> {
-  const target = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const target = formatAddr({ host, port });
   const auth = proxy.username !== '' ? `Proxy-Authorization: Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}\r\n` : '';
   return new Promise((resolve, reject) => {
     const sock = netConnect({ host: proxy.hostname.replace(/^\[|\]$/g, ''), port: proxy.port === '' ? 80 : Number(proxy.port) });

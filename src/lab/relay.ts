@@ -14,6 +14,7 @@
 import { createServer, connect, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { native } from '../bpf/native.js';
+import { formatAddr, stripMapped } from '../util/addr.js';
 
 type Mode = 'relay' | 'report' | 'echo';
 
@@ -29,7 +30,7 @@ const { values } = parseArgs({
 const mode = values.mode as Mode;
 if (!['relay', 'report', 'echo'].includes(mode)) throw new Error(`--mode ${mode}: relay, report or echo`);
 
-const hostPort = (address: string, port: number): string => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+const hostPort = (host: string, port: number): string => formatAddr({ host, port });
 const emit = (rec: Record<string, unknown>): void => {
   if (!values.quiet || rec['event'] === 'listening') process.stdout.write(JSON.stringify(rec) + '\n');
 };
@@ -96,7 +97,7 @@ function onInbound(sock: Socket): void {
   sock.pause();
   // To the app at the address the peer asked for; our source is local, so
   // the sk_lookup program lets it through to the app's own listener.
-  const upstream = connect({ host: local.address.replace(/^::ffff:/, ''), port: local.port }, () => sock.resume());
+  const upstream = connect({ host: stripMapped(local.address), port: local.port }, () => sock.resume());
   pipeBoth(sock, upstream);
 }
 

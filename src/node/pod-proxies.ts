@@ -13,7 +13,7 @@ import { DestinationResolver } from '../control/destination.js';
 import { IdentityClient, type WorkloadCertificate } from '../control/identity.js';
 import { TlsStore } from '../tls/index.js';
 import { InboundAuthorizer } from '../policy/index.js';
-import { formatAddr } from '../proxy/types.js';
+import { formatAddr } from '../util/addr.js';
 import { PodSockets } from './pod-sockets.js';
 
 /** A pod the node proxy serves, as the agent enrolled it. */

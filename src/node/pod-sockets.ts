@@ -9,7 +9,7 @@ import { native } from '../bpf/native.js';
 import { NODE_PROXY_MARK } from '../bpf/codecs.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { ProxySockets } from '../proxy/proxy.js';
-import type { Addr } from '../proxy/types.js';
+import type { Addr } from '../util/addr.js';
 
 export class PodSockets implements ProxySockets {
   readonly netnsPath: string;

@@ -3,6 +3,7 @@
 // An event's id is the counter the decision increments (enum
 // bpfmesh_counter), so reasons and counters never disagree.
 import { COUNTER_NAMES, ID_UNSET, type CounterName, type ObsEvent } from '../bpf/codecs.js';
+import { formatAddr } from '../util/addr.js';
 
 export type Direction = 'outbound' | 'inbound' | 'orig-dst' | 'sockpath' | 'bind' | 'listener';
 
@@ -91,7 +92,7 @@ export function resolveEvent(e: ObsEvent, pod: string, wallOffsetNs: bigint): Ob
   };
 }
 
-const hostPort = (ep: Endpoint): string => (ep.address.includes(':') ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`);
+const hostPort = (ep: Endpoint): string => formatAddr({ host: ep.address, port: ep.port });
 
 /** HH:MM:SS.mmm in UTC: the time column. */
 const clock = (iso: string): string => iso.slice(11, 23);

@@ -1,7 +1,17 @@
 // What route matching reads of a request, from an HTTP/1 head or HTTP/2 headers.
 import type { IncomingHttpHeaders } from 'node:http2';
-import type { RequestHead } from '../proxy/http1/head-parser.js';
 import type { RequestInfo } from './authorize.js';
+
+/** What route matching reads of an HTTP/1 request head (the proxy's parsed RequestHead has these). */
+export interface H1RequestHead {
+  method: string;
+  /** The request target as received (origin-form or absolute-form). */
+  target: string;
+  /** The Host field, if any. */
+  host: string | undefined;
+  /** Flat [name, value, name, value, ...]. */
+  headers: readonly string[];
+}
 
 /** Host without port, lower case, from an authority ("web:8080", "[::1]:80"). */
 export function hostOf(authority: string | undefined): string {
@@ -27,7 +37,7 @@ export function splitTarget(target: string): { path: string; query: string; auth
   return q < 0 ? { path: t, query: '', authority } : { path: t.slice(0, q), query: t.slice(q + 1), authority };
 }
 
-export function requestInfoOfH1(head: RequestHead): RequestInfo {
+export function requestInfoOfH1(head: H1RequestHead): RequestInfo {
   const { path, query, authority } = splitTarget(head.target);
   const h = head.headers;
   return {

@@ -2,15 +2,11 @@
 // path (opaque TCP) and the per-request route (HTTP/1, HTTP/2) call.
 import type { IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { RequestHead } from '../proxy/http1/head-parser.js';
-import type { Addr } from '../proxy/types.js';
-import { formatAddr } from '../proxy/types.js';
-import { requestInfoOfH1, requestInfoOfH2 } from './http-request.js';
+import { formatAddr, stripMapped, type Addr } from '../util/addr.js';
+import { requestInfoOfH1, requestInfoOfH2, type H1RequestHead } from './http-request.js';
 import type { InboundAuthorizer, InboundConn } from './authorizer.js';
 
 export { InboundAuthorizer, type InboundConn } from './authorizer.js';
-
-const stripMapped = (a: string): string => (a.startsWith('::ffff:') ? a.slice(7) : a);
 
 /** What the authorizer needs of an accepted inbound connection. `tls`: mesh TLS terminated here. */
 export function inboundConn(sock: Socket, target: Addr, tls: boolean, identity: string | undefined): InboundConn {
@@ -37,7 +33,7 @@ export function admitConnection(authz: InboundAuthorizer, conn: InboundConn, soc
 }
 
 /** An HTTP/1 route that throws BPFMESH_E_FORBIDDEN (403) or BPFMESH_E_ROUTE_NOT_FOUND (404) before routing. */
-export function authorizeRequestH1<T>(authz: InboundAuthorizer, conn: InboundConn, route: () => T): (head: RequestHead) => T {
+export function authorizeRequestH1<T>(authz: InboundAuthorizer, conn: InboundConn, route: () => T): (head: H1RequestHead) => T {
   return (head) => {
     const denial = authz.request(conn, requestInfoOfH1(head));
     if (denial !== null) throw denial;

@@ -20,6 +20,7 @@ import { acceptTls, inboundTls, peekClientHello, serverTlsLabels, shouldTerminat
 import { endpointLabeler, type EndpointLabeler } from './endpoint-labels.js';
 import { OrigProtoUpgrader } from './orig-proto.js';
 import { formatAddr, newConnLabels } from './types.js';
+import { stripMapped } from '../util/addr.js';
 import type { TapHub } from './tap/hub.js';
 import { admitConnection, authorizeRequestH1, authorizeRequestH2, inboundConn, type InboundAuthorizer, type InboundConn } from '../policy/index.js';
 
@@ -77,7 +78,6 @@ interface DirectionState {
 }
 
 const fdOf = (sock: Socket): number => (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-const stripMapped = (a: string): string => (a.startsWith('::ffff:') ? a.slice(7) : a);
 
 export class Proxy {
   readonly metrics: PromProxyMetrics;

@@ -4,11 +4,9 @@
 // Balancers of sets unused for a while (and without work in flight) are
 // dropped, so the cache is bounded. The layers that carry a routed request or
 // connection report back through track(): pending work and latency samples.
-import { BpfmeshError } from '../errors.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { createP2cBalancer, type EndpointStats, type P2cBalancer } from './balance/p2c.js';
 import type { Addr, Endpoint, EndpointSet, Lease, Resolution, Resolver } from './types.js';
-
-export const UNAVAILABLE = 'BPFMESH_E_UNAVAILABLE';
 
 /** Until discovery exists (or when it has nothing), every target is its own endpoint. */
 export class FallbackResolver implements Resolver {
@@ -38,7 +36,7 @@ export class Router {
   route(target: Addr, authority: string | undefined): Endpoint {
     const r = this.#resolver.resolve(target, authority);
     if (r.kind === 'fallback') return { addr: target, weight: 1, labels: {} };
-    if (r.kind === 'fail') throw new BpfmeshError(UNAVAILABLE, r.reason);
+    if (r.kind === 'fail') throw new BpfmeshError(ErrorCodes.UNAVAILABLE, r.reason);
     const now = Date.now();
     let entry = this.#balancers.get(r.set);
     if (entry === undefined) {
@@ -48,7 +46,7 @@ export class Router {
     }
     entry.lastUsed = now;
     const ep = entry.balancer.pick();
-    if (ep === null) throw new BpfmeshError(UNAVAILABLE, `no endpoints for ${target.host}:${target.port}`);
+    if (ep === null) throw new BpfmeshError(ErrorCodes.UNAVAILABLE, `no endpoints for ${target.host}:${target.port}`);
     this.#pickedBy.set(ep, entry.balancer);
     return ep;
   }

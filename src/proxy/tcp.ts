@@ -2,12 +2,8 @@
 // backpressure, half-close and teardown on both sides, counting per peer
 // (src = the accepted client, dst = the upstream), as Linkerd's TCP metrics do.
 import { connect, isIPv6, type Socket } from 'node:net';
-import { BpfmeshError } from '../errors.js';
+import { BpfmeshError, ErrorCodes } from '../errors.js';
 import { formatAddr, type Addr, type ConnLabels, type Connector, type Peer, type ProxyMetrics } from './types.js';
-
-/** Not in ErrorCodes yet; listed for the README. */
-export const CONNECT_FAILED = 'BPFMESH_E_CONNECT';
-export const CONNECT_TIMEOUT = 'BPFMESH_E_CONNECT_TIMEOUT';
 
 /**
  * Opens a connection with Nagle off and half-open allowed. Rejects with
@@ -37,7 +33,7 @@ export function connectTo(to: Addr, timeoutMs: number, sockets?: SocketSource): 
     };
     const onError = (err: NodeJS.ErrnoException): void =>
       fail(
-        new BpfmeshError(CONNECT_FAILED, `connect to ${formatAddr(to)}: ${err.code ?? err.message}`, {
+        new BpfmeshError(ErrorCodes.CONNECT, `connect to ${formatAddr(to)}: ${err.code ?? err.message}`, {
           errno: typeof err.errno === 'number' ? Math.abs(err.errno) : 0,
           syscall: 'connect',
           cause: err,
@@ -51,7 +47,7 @@ export function connectTo(to: Addr, timeoutMs: number, sockets?: SocketSource): 
     });
     if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
       timer = setTimeout(
-        () => fail(new BpfmeshError(CONNECT_TIMEOUT, `connect to ${formatAddr(to)}: no answer within ${timeoutMs} ms`, { syscall: 'connect' })),
+        () => fail(new BpfmeshError(ErrorCodes.CONNECT_TIMEOUT, `connect to ${formatAddr(to)}: no answer within ${timeoutMs} ms`, { syscall: 'connect' })),
         timeoutMs,
       );
     }
@@ -77,8 +73,8 @@ export interface SocketSource {
 export function errnoOf(err: unknown): string {
   const codeOf = (e: unknown): unknown => (typeof e === 'object' && e !== null && 'code' in e ? e.code : undefined);
   const code = codeOf(err);
-  if (code === CONNECT_TIMEOUT) return 'ETIMEDOUT';
-  if (code === CONNECT_FAILED) return errnoOf((err as Error).cause);
+  if (code === ErrorCodes.CONNECT_TIMEOUT) return 'ETIMEDOUT';
+  if (code === ErrorCodes.CONNECT) return errnoOf((err as Error).cause);
   return typeof code === 'string' && code !== '' ? code : 'UNKNOWN';
 }
 

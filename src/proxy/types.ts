@@ -1,17 +1,17 @@
 // Types shared by the proxy's layers: what is known about a connection at
 // each stage, endpoints and their discovery, and the metrics sink. Each
 // layer takes these, so the pieces (detection, HTTP/1, HTTP/2, opaque TCP,
-// balancer, metrics) can be built and tested on their own.
+// balancer, metrics) can be built and tested on their own. Addresses and
+// endpoints live in src/util (the control clients and mTLS use them too).
+
+import { formatAddr, type Addr } from '../util/addr.js';
+import type { Endpoint } from '../util/endpoint.js';
+
+export { formatAddr, type Addr } from '../util/addr.js';
+export type { Connector, Endpoint, EndpointSet, Resolution, Resolver } from '../util/endpoint.js';
 
 export type Direction = 'inbound' | 'outbound';
 export type Protocol = 'http1' | 'h2' | 'opaque';
-
-export interface Addr {
-  host: string;
-  port: number;
-}
-
-export const formatAddr = (a: Addr): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
 /** An accepted connection before detection: where it was meant to go. */
 export interface Accepted {
@@ -19,20 +19,6 @@ export interface Accepted {
   /** Outbound: SO_ORIGINAL_DST; inbound: the accepted socket's local address. */
   target: Addr;
   peer: Addr;
-}
-
-/** One endpoint a balancer may pick. */
-export interface Endpoint {
-  addr: Addr;
-  /** Relative weight (Linkerd's controller uses 10000). */
-  weight: number;
-  /** TLS identity the endpoint must present, when meshed. */
-  identity?: string;
-  /** SNI to send when originating mTLS (Linkerd's server_name; equal to `identity` for meshed endpoints). */
-  serverName?: string;
-  /** Become dst_* metric labels. */
-  labels: Record<string, string>;
-  protocolHint?: 'h2' | 'opaque';
 }
 
 /** What a route answers: the chosen endpoint, or (tests, simple callers) just an address. */
@@ -53,22 +39,6 @@ export type UpstreamProtocol = 'http1' | 'h2';
  */
 export function endpointKey(ep: Endpoint, protocol: UpstreamProtocol): string {
   return `${formatAddr(ep.addr)} ${ep.identity ?? '-'} ${protocol}`;
-}
-
-/** A live set of endpoints; the resolver replaces `endpoints` and calls listeners. */
-export interface EndpointSet {
-  readonly endpoints: readonly Endpoint[];
-  onChange(listener: () => void): () => void;
-}
-
-/** Discovery: what a logical target resolves to. */
-export type Resolution =
-  | { kind: 'endpoints'; set: EndpointSet }
-  | { kind: 'fallback' } // use the original destination as the only endpoint
-  | { kind: 'fail'; reason: string }; // NoEndpoints(exists=true): fail fast with 503
-
-export interface Resolver {
-  resolve(target: Addr, authority: string | undefined): Resolution;
 }
 
 /** Labels common to a connection's metrics, Linkerd's names. */
@@ -118,13 +88,6 @@ export interface ProxyMetrics {
 }
 
 export type OrigProtoEvent = 'upgraded' | 'fallback_http1' | 'downgraded';
-
-/**
- * Opens a connection to an upstream; rejects with code BPFMESH_E_CONNECT /
- * BPFMESH_E_CONNECT_TIMEOUT. `endpoint` is the route's answer: its identity
- * (when there is one) decides mTLS, never a lookup by address.
- */
-export type Connector = (to: Addr, endpoint?: Endpoint) => Promise<import('node:net').Socket>;
 
 /** Picks an endpoint for one request/connection; reports its latency back (peak-EWMA). */
 export interface Balancer {

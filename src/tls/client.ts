@@ -7,7 +7,8 @@
 import type { Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
-import { formatAddr, type Addr, type Connector } from '../proxy/types.js';
+import { formatAddr, type Addr } from '../util/addr.js';
+import type { Connector } from '../util/endpoint.js';
 import { identityNames, nameMatches } from './certs.js';
 import type { TlsStore } from './tls-store.js';
 

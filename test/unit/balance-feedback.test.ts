@@ -9,15 +9,15 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { errorCode } from '../../src/errors.js';
+import { ErrorCodes, errorCode } from '../../src/errors.js';
 import { detectProtocol } from '../../src/proxy/detect.js';
 import { serveHttp1 } from '../../src/proxy/http1/proxy-http1.js';
 import { Http1Pool } from '../../src/proxy/http1/pool.js';
 import { serveH2, H2UpstreamPool } from '../../src/proxy/h2/index.js';
 import { P2cBalancer, type EndpointStats } from '../../src/proxy/balance/p2c.js';
 import { FAILURE_PENALTY_MS } from '../../src/proxy/balance/peak-ewma.js';
-import { StaticEndpointSet } from '../../src/proxy/balance/static-set.js';
-import { Router, UNAVAILABLE } from '../../src/proxy/router.js';
+import { StaticEndpointSet } from '../../src/control/static-set.js';
+import { Router } from '../../src/proxy/router.js';
 import { formatAddr, type ConnLabels, type Endpoint } from '../../src/proxy/types.js';
 import { netConnector, RecordingMetrics, silentLog } from '../helpers/http1.js';
 
@@ -250,16 +250,16 @@ test('Router: track() only for balanced picks; an empty set is waited on (Remove
   assert.ok(router.track(router.route(target, undefined)) !== undefined);
   // A move from endpoint 1 to endpoint 2 as the control plane sends it: Remove, then Add.
   set.replace([]);
-  assert.throws(() => router.route(target, undefined), (e: unknown) => errorCode(e) === UNAVAILABLE, 'route() does not wait');
+  assert.throws(() => router.route(target, undefined), (e: unknown) => errorCode(e) === ErrorCodes.UNAVAILABLE, 'route() does not wait');
   const waiting = router.routeWhenReady(target, undefined, 5000);
   setTimeout(() => set.replace([ep(2)]), 50);
   assert.equal((await waiting).addr.port, 2);
   // Still empty at the deadline: the 503.
   set.replace([]);
   const t0 = performance.now();
-  await assert.rejects(router.routeWhenReady(target, undefined, 100), (e: unknown) => errorCode(e) === UNAVAILABLE);
+  await assert.rejects(router.routeWhenReady(target, undefined, 100), (e: unknown) => errorCode(e) === ErrorCodes.UNAVAILABLE);
   assert.ok(performance.now() - t0 >= 90);
   // 'fail' is answered at once.
   const failing = new Router({ resolve: () => ({ kind: 'fail', reason: 'exists, no endpoints' }) });
-  await assert.rejects(failing.routeWhenReady(target, undefined, 60_000), (e: unknown) => errorCode(e) === UNAVAILABLE);
+  await assert.rejects(failing.routeWhenReady(target, undefined, 60_000), (e: unknown) => errorCode(e) === ErrorCodes.UNAVAILABLE);
 });

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PeakEwma, peakEwmaCost } from '../../src/proxy/balance/peak-ewma.js';
 import { P2cBalancer } from '../../src/proxy/balance/p2c.js';
-import { StaticEndpointSet } from '../../src/proxy/balance/static-set.js';
+import { StaticEndpointSet } from '../../src/control/static-set.js';
 import { formatAddr, type Endpoint } from '../../src/proxy/types.js';
 
 /** mulberry32: small, seedable, good enough for load-balancing statistics. */

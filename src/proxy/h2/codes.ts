@@ -1,21 +1,18 @@
 // The error vocabulary of the HTTP/2 forwarder: which failure becomes which
 // proxy-generated status, and which RST_STREAM code crosses to the other leg.
 import { constants as h2 } from 'node:http2';
-import { errorCode } from '../../errors.js';
+import { ErrorCodes, errorCode } from '../../errors.js';
 
-/**
- * Codes other layers raise and this one maps to a status. They are not in
- * src/errors.ts ErrorCodes yet (that file is shared); the strings are the contract.
- */
+/** Codes other layers raise and this one maps to a status (from the registry, src/errors.ts). */
 export const H2ErrorCodes = {
   /** Route: no endpoint may take the request (load shed, NoEndpoints exists=true). */
-  UNAVAILABLE: 'BPFMESH_E_UNAVAILABLE',
+  UNAVAILABLE: ErrorCodes.UNAVAILABLE,
   /** Route: the balancer stayed empty past the fail-fast timeout. */
-  FAILFAST: 'BPFMESH_E_FAILFAST',
+  FAILFAST: ErrorCodes.FAILFAST,
   /** Connector: the upstream refused or reset the TCP connection. */
-  CONNECT: 'BPFMESH_E_CONNECT',
+  CONNECT: ErrorCodes.CONNECT,
   /** Connector, or the HTTP/2 handshake with the upstream, took too long. */
-  CONNECT_TIMEOUT: 'BPFMESH_E_CONNECT_TIMEOUT',
+  CONNECT_TIMEOUT: ErrorCodes.CONNECT_TIMEOUT,
 } as const;
 
 export type ProxyStatus = 502 | 503 | 504 | 403 | 404;
@@ -26,9 +23,9 @@ export function statusFor(err: unknown): ProxyStatus {
     case H2ErrorCodes.UNAVAILABLE:
       return 503;
     // Inbound policy (src/policy/): not authorized; no route of the server matches.
-    case 'BPFMESH_E_FORBIDDEN':
+    case ErrorCodes.FORBIDDEN:
       return 403;
-    case 'BPFMESH_E_ROUTE_NOT_FOUND':
+    case ErrorCodes.ROUTE_NOT_FOUND:
       return 404;
     case H2ErrorCodes.FAILFAST:
     case H2ErrorCodes.CONNECT_TIMEOUT:

@@ -33,7 +33,7 @@ interface Entry {
  * before its first SETTINGS. Nothing was processed: the request may go
  * again over HTTP/1. Never reaches a client (the caller falls back).
  */
-export const PEER_NOT_H2 = 'BPFMESH_E_PEER_NOT_H2';
+export const PEER_NOT_H2 = ErrorCodes.PEER_NOT_H2;
 
 /** A stream opened on a pooled session. */
 export interface UpstreamStream {

@@ -15,6 +15,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { TapEventIn } from '../../control/protos.js';
 import { encodeTcpAddress } from '../../control/protos.js';
+import { stripMapped } from '../../util/addr.js';
 import { parseIp } from '../../util/ip.js';
 import type { Addr, Direction } from '../types.js';
 import type { TapPredicate, TapRequestView } from './match.js';
@@ -233,7 +234,7 @@ function duration(ms: number): { seconds: string; nanos: number } {
 
 function tcp(a: Addr | undefined): ReturnType<typeof encodeTcpAddress> | undefined {
   if (a === undefined) return undefined;
-  const host = a.host.startsWith('::ffff:') ? a.host.slice(7) : a.host;
+  const host = stripMapped(a.host);
   return parseIp(host) === null ? undefined : encodeTcpAddress({ host, port: a.port });
 }
 

@@ -6,6 +6,7 @@
 // path is compared without its query.
 import { BpfmeshError, ErrorCodes } from '../../errors.js';
 import type { TapMatchMsg } from '../../control/protos.js';
+import { stripMapped } from '../../util/addr.js';
 import { formatIp, parseCidr, parseIp, type Cidr, type IpAddress } from '../../util/ip.js';
 import type { Addr } from '../types.js';
 
@@ -104,7 +105,7 @@ function compileTcp(t: TapMatchMsg['source']): (a: Addr) => boolean {
   if (cidr === null) throw invalid('invalid network address');
   const net = cidr;
   return (a) => {
-    const parsed = parseIp(a.host.startsWith('::ffff:') ? a.host.slice(7) : a.host);
+    const parsed = parseIp(stripMapped(a.host));
     return parsed !== null && parsed.family === net.family && cidrContains(net, parsed);
   };
 }

@@ -1,6 +1,6 @@
 // An EndpointSet whose owner replaces the whole list: the resolver keeps one
 // per destination, tests build them by hand.
-import type { Endpoint, EndpointSet } from '../types.js';
+import type { Endpoint, EndpointSet } from '../util/endpoint.js';
 
 export class StaticEndpointSet implements EndpointSet {
   #endpoints: readonly Endpoint[];
