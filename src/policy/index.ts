@@ -8,7 +8,8 @@ import { formatAddr } from '../proxy/types.js';
 import { requestInfoOfH1, requestInfoOfH2 } from './http-request.js';
 import type { InboundAuthorizer, InboundConn } from './authorizer.js';
 
-export { InboundAuthorizer, type InboundConn } from './authorizer.js';
+// Types only: a value export would load the policy client (gRPC) into every proxy.
+export type { InboundAuthorizer, InboundConn } from './authorizer.js';
 
 const stripMapped = (a: string): string => (a.startsWith('::ffff:') ? a.slice(7) : a);
 
