@@ -13,7 +13,8 @@
 //   6. observe: new connections/s with `bpfmesh observe` off vs on (bench/observe.ts).
 //   7. bpf-cost: each BPF program's run time per new connection (bench/bpf-cost.ts).
 //   8. node-proxy, node-proxy-load, cni-forward: one proxy per node against sidecars (memory, req/s), CNI ADD forwarded vs in-process.
-// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,tap,observe,bpf-cost,node-proxy,node-proxy-load,cni-forward picks sections. Prints tables and writes
+//   9. memory: a sidecar proxy's RSS idle, with 1000 connections and after load, per Node flag set (bench/memory.ts).
+// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,tap,observe,bpf-cost,node-proxy,node-proxy-load,cni-forward,memory picks sections. Prints tables and writes
 // bench/results/latest.json (sections not run keep their previous results).
 import { runHostileBench } from './hostile.js';
 import { runObserveBench } from './observe.js';
@@ -39,6 +40,7 @@ import { runTapBench } from './tap.js';
 import { runNodeProxyBench } from './node-proxy.js';
 import { runCniForwardBench } from './cni-forward.js';
 import { runNodeProxyLoadBench } from './node-proxy-load.js';
+import { runMemoryBench } from './memory.js';
 
 const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
 const SOCKPATH_STRESS = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'sockpath-stress.js');
@@ -209,11 +211,12 @@ async function main(): Promise<void> {
     const nodeProxy = want('node-proxy') ? await runNodeProxyBench() : null;
     const cniForward = want('cni-forward') ? await runCniForwardBench() : null;
     const nodeProxyLoad = want('node-proxy-load') ? await runNodeProxyLoadBench() : null;
+    const memory = want('memory') ? await runMemoryBench(mesh) : null;
     const dir = join(REPO_ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, 'latest.json');
     const previous = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
-    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, tap, observe, 'bpf-cost': bpfCost, 'node-proxy': nodeProxy, 'cni-forward': cniForward, 'node-proxy-load': nodeProxyLoad }).filter(([, v]) => v !== null));
+    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, tap, observe, 'bpf-cost': bpfCost, 'node-proxy': nodeProxy, 'cni-forward': cniForward, 'node-proxy-load': nodeProxyLoad, memory }).filter(([, v]) => v !== null));
     // When each section was last measured: a partial run leaves the others as they were.
     const measured = { ...(previous['measured'] as Record<string, string> | undefined), ...Object.fromEntries(Object.keys(ran).map((k) => [k, machine.date])) };
     writeFileSync(file, JSON.stringify({ ...previous, machine, measured, ...ran }, null, 2) + '\n');
