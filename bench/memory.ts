@@ -5,8 +5,8 @@
 // and HTTP/2 through both) and with 1000 connections again after that load.
 // Variants side by side in one run: this checkout with Node's default flags,
 // with the image's NODE_OPTIONS (Dockerfile), and, when
-// BENCH_MEMORY_BASELINE names another checkout's built dist/src/cli/main.js,
-// that checkout with the image's flags (a before/after pair).
+// BENCH_BASELINE_CLI names another checkout's built dist/src/cli/main.js,
+// that checkout with Node's defaults (a before/after pair).
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/config/paths.js';
 import type { LabPod } from '../src/lab/lab.js';
@@ -106,7 +106,7 @@ export async function runMemoryBench(mesh: MeshLab): Promise<MemoryRow[]> {
     { name: 'node defaults', cli: CLI, nodeOptions: '' },
     { name: `image flags (${IMAGE_NODE_OPTIONS})`, cli: CLI, nodeOptions: IMAGE_NODE_OPTIONS },
   ];
-  const baseline = process.env['BENCH_MEMORY_BASELINE'];
+  const baseline = process.env['BENCH_BASELINE_CLI'];
   if (baseline !== undefined && baseline !== '') {
     variants.unshift({ name: 'baseline, node defaults', cli: baseline, nodeOptions: '' });
   }

@@ -56,6 +56,9 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
   const lib: number[] = [];
   const ipt: number[] = [];
   const bare: number[] = [];
+  // BENCH_BASELINE_CLI: another checkout's built dist/src/cli/main.js, timed in the same rounds (a before/after pair).
+  const baselineCli = process.env['BENCH_BASELINE_CLI'] || undefined;
+  const base: number[] = [];
   const log = createLogger({ logFormat: 'plain', logLevel: 'warn' });
   for (let i = 0; i < INIT_ROUNDS; i++) {
     const p1 = mesh.pod(`i${i}`);
@@ -68,6 +71,13 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
     const r = await runCli(['init', '--netns', p1.netns, '--cgroup', p1.cgroup, '--log-level', 'warn']);
     bpf.push(ms(t));
     if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
+    if (baselineCli !== undefined) {
+      const p4 = mesh.pod(`b${i}`);
+      t = process.hrtime.bigint();
+      const rb = spawnSync(process.execPath, [baselineCli, 'init', '--netns', p4.netns, '--cgroup', p4.cgroup, '--log-level', 'warn'], { stdio: 'pipe' });
+      base.push(ms(t));
+      if (rb.status !== 0) throw new Error(`baseline init failed: ${rb.stderr.toString()}`);
+    }
     t = process.hrtime.bigint();
     spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
     bare.push(ms(t));
@@ -85,10 +95,12 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
     nodeStartMs: round(median(bare)),
     ratio: round(median(bpf) / median(ipt)),
     installRatio: round(median(lib) / median(ipt)),
+    ...(base.length > 0 ? { baselineInitMs: round(median(base)), baselineRatio: round(median(base) / median(ipt)) } : {}),
   };
   printTable(`init wall time, median of ${INIT_ROUNDS} (lower is better)`, ['path', 'ms', 'vs iptables'], [
     ['bpfmesh init (CLI process: Node start-up, load, attach, pin)', result.bpfmeshInitMs, result.ratio],
     ['bpfmesh install, in process (what a node agent pays per pod)', result.bpfmeshInstallMs, result.installRatio],
+    ...(result.baselineInitMs !== undefined ? [['bpfmesh init of BENCH_BASELINE_CLI (the same, before)', result.baselineInitMs, result.baselineRatio!] as [string, number, number]] : []),
     ['proxy-init rules (iptables + ip6tables, one call per rule)', result.iptablesInitMs, 1],
     ['Node start-up alone (node -e 0: the floor of any CLI process)', result.nodeStartMs, round(result.nodeStartMs / result.iptablesInitMs)],
   ]);
