@@ -59,6 +59,11 @@ COPY --from=build /src/bin bin
 RUN ln -s /app/bin/bpfmesh.js /usr/local/bin/bpfmesh \
  && node -e "require('/app/build/Release/bpfmesh.node')" \
  && bpfmesh --help >/dev/null
+# V8's young generation grows to 2 x 32 MiB under load by default and stays
+# resident; 4 MiB semi-spaces keep the proxy's RSS ~35 MB lower after load at
+# ~0.3% CPU in extra scavenges (README, Benchmarks: BENCH_ONLY=memory, whose
+# IMAGE_NODE_OPTIONS in bench/memory.ts must stay the same).
+ENV NODE_OPTIONS=--max-semi-space-size=4
 # The proxy's uid, as Linkerd's injector expects; the other modes run as root (deploy/).
 USER 2102:2102
 ENTRYPOINT ["/app/bin/bpfmesh.js"]

@@ -13,7 +13,8 @@
 //   6. observe: new connections/s with `bpfmesh observe` off vs on (bench/observe.ts).
 //   7. bpf-cost: each BPF program's run time per new connection (bench/bpf-cost.ts).
 //   8. node-proxy, node-proxy-load, cni-forward: one proxy per node against sidecars (memory, req/s), CNI ADD forwarded vs in-process.
-// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,tap,observe,bpf-cost,node-proxy,node-proxy-load,cni-forward picks sections. Prints tables and writes
+//   9. memory: a sidecar proxy's RSS idle, with 1000 connections and after load, per Node flag set (bench/memory.ts).
+// BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,tap,observe,bpf-cost,node-proxy,node-proxy-load,cni-forward,memory picks sections. Prints tables and writes
 // bench/results/latest.json (sections not run keep their previous results).
 import { runHostileBench } from './hostile.js';
 import { runObserveBench } from './observe.js';
@@ -39,6 +40,7 @@ import { runTapBench } from './tap.js';
 import { runNodeProxyBench } from './node-proxy.js';
 import { runCniForwardBench } from './cni-forward.js';
 import { runNodeProxyLoadBench } from './node-proxy-load.js';
+import { runMemoryBench } from './memory.js';
 
 const STREAM = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'stream.js');
 const SOCKPATH_STRESS = join(REPO_ROOT, 'dist', 'test', 'fixtures', 'sockpath-stress.js');
@@ -54,6 +56,9 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
   const lib: number[] = [];
   const ipt: number[] = [];
   const bare: number[] = [];
+  // BENCH_BASELINE_CLI: another checkout's built dist/src/cli/main.js, timed in the same rounds (a before/after pair).
+  const baselineCli = process.env['BENCH_BASELINE_CLI'] || undefined;
+  const base: number[] = [];
   const log = createLogger({ logFormat: 'plain', logLevel: 'warn' });
   for (let i = 0; i < INIT_ROUNDS; i++) {
     const p1 = mesh.pod(`i${i}`);
@@ -66,6 +71,13 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
     const r = await runCli(['init', '--netns', p1.netns, '--cgroup', p1.cgroup, '--log-level', 'warn']);
     bpf.push(ms(t));
     if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
+    if (baselineCli !== undefined) {
+      const p4 = mesh.pod(`b${i}`);
+      t = process.hrtime.bigint();
+      const rb = spawnSync(process.execPath, [baselineCli, 'init', '--netns', p4.netns, '--cgroup', p4.cgroup, '--log-level', 'warn'], { stdio: 'pipe' });
+      base.push(ms(t));
+      if (rb.status !== 0) throw new Error(`baseline init failed: ${rb.stderr.toString()}`);
+    }
     t = process.hrtime.bigint();
     spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
     bare.push(ms(t));
@@ -83,10 +95,12 @@ async function benchInit(mesh: MeshLab): Promise<Record<string, number>> {
     nodeStartMs: round(median(bare)),
     ratio: round(median(bpf) / median(ipt)),
     installRatio: round(median(lib) / median(ipt)),
+    ...(base.length > 0 ? { baselineInitMs: round(median(base)), baselineRatio: round(median(base) / median(ipt)) } : {}),
   };
   printTable(`init wall time, median of ${INIT_ROUNDS} (lower is better)`, ['path', 'ms', 'vs iptables'], [
     ['bpfmesh init (CLI process: Node start-up, load, attach, pin)', result.bpfmeshInitMs, result.ratio],
     ['bpfmesh install, in process (what a node agent pays per pod)', result.bpfmeshInstallMs, result.installRatio],
+    ...(result.baselineInitMs !== undefined ? [['bpfmesh init of BENCH_BASELINE_CLI (the same, before)', result.baselineInitMs, result.baselineRatio!] as [string, number, number]] : []),
     ['proxy-init rules (iptables + ip6tables, one call per rule)', result.iptablesInitMs, 1],
     ['Node start-up alone (node -e 0: the floor of any CLI process)', result.nodeStartMs, round(result.nodeStartMs / result.iptablesInitMs)],
   ]);
@@ -209,11 +223,12 @@ async function main(): Promise<void> {
     const nodeProxy = want('node-proxy') ? await runNodeProxyBench() : null;
     const cniForward = want('cni-forward') ? await runCniForwardBench() : null;
     const nodeProxyLoad = want('node-proxy-load') ? await runNodeProxyLoadBench() : null;
+    const memory = want('memory') ? await runMemoryBench(mesh) : null;
     const dir = join(REPO_ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, 'latest.json');
     const previous = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
-    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, tap, observe, 'bpf-cost': bpfCost, 'node-proxy': nodeProxy, 'cni-forward': cniForward, 'node-proxy-load': nodeProxyLoad }).filter(([, v]) => v !== null));
+    const ran = Object.fromEntries(Object.entries({ init, path, proxy, mtls, 'node-attach': nodeAttach, hostile, tap, observe, 'bpf-cost': bpfCost, 'node-proxy': nodeProxy, 'cni-forward': cniForward, 'node-proxy-load': nodeProxyLoad, memory }).filter(([, v]) => v !== null));
     // When each section was last measured: a partial run leaves the others as they were.
     const measured = { ...(previous['measured'] as Record<string, string> | undefined), ...Object.fromEntries(Object.keys(ran).map((k) => [k, machine.date])) };
     writeFileSync(file, JSON.stringify({ ...previous, machine, measured, ...ran }, null, 2) + '\n');

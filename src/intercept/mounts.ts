@@ -1,5 +1,4 @@
 // Finding and checking the cgroup2 and bpffs mounts.
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, statfsSync } from 'node:fs';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 
@@ -48,6 +47,9 @@ export function ensureBpffs(dir: string, explicit: boolean): void {
   }
   try {
     mkdirSync(dir, { recursive: true });
+    // child_process (with dgram and its socket list) loads only here, not on every `init`.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
     execFileSync('mount', ['-t', 'bpf', 'bpf', dir], { stdio: 'pipe' });
   } catch (err) {
     const detail = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;

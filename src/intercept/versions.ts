@@ -8,11 +8,11 @@
 // a pinned one-element ARRAY with the same id as a u32, for readers that
 // only see a map (check, bpftool). Releases before this one pinned the maps
 // flat in the install folder, with no marker: layout "legacy".
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../config/paths.js';
 import { native } from '../bpf/native.js';
+import { sha256Hex } from '../util/sha256.js';
 
 export const LAYOUT_MARKER = 'layout_version';
 /** The folder of the node-wide lock under <bpffs>/bpfmesh (node-lock.ts). */
@@ -66,7 +66,7 @@ export function pinnedShapes(objectPath: string): MapShape[] {
 
 export function layoutIdOf(shapes: Iterable<MapShape>): string {
   const lines = [...shapes].map((s) => [s.name, ...SHAPE_FIELDS.map((f) => String(s[f]))].join(' ')).sort();
-  return createHash('sha256').update(lines.join('\n')).digest('hex').slice(0, 8);
+  return sha256Hex(lines.join('\n')).slice(0, 8);
 }
 
 let cached: { key: string; layout: Layout } | undefined;

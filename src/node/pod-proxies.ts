@@ -12,7 +12,7 @@ import { Proxy } from '../proxy/proxy.js';
 import { DestinationResolver } from '../control/destination.js';
 import { IdentityClient, type WorkloadCertificate } from '../control/identity.js';
 import { TlsStore } from '../tls/index.js';
-import { InboundAuthorizer } from '../policy/index.js';
+import { InboundAuthorizer } from '../policy/authorizer.js';
 import { formatAddr } from '../util/addr.js';
 import { PodSockets } from './pod-sockets.js';
 

@@ -6,7 +6,8 @@ import { formatAddr, stripMapped, type Addr } from '../util/addr.js';
 import { requestInfoOfH1, requestInfoOfH2, type H1RequestHead } from './http-request.js';
 import type { InboundAuthorizer, InboundConn } from './authorizer.js';
 
-export { InboundAuthorizer, type InboundConn } from './authorizer.js';
+// Types only: a value export would load the policy client (gRPC) into every proxy.
+export type { InboundAuthorizer, InboundConn } from './authorizer.js';
 
 /** What the authorizer needs of an accepted inbound connection. `tls`: mesh TLS terminated here. */
 export function inboundConn(sock: Socket, target: Addr, tls: boolean, identity: string | undefined): InboundConn {

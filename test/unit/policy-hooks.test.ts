@@ -11,7 +11,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import { parseCidrList, type DefaultPolicyName } from '../../src/config/policy-env.js';
 import { createLogger } from '../../src/log/logger.js';
-import { admitConnection, authorizeRequestH1, authorizeRequestH2, inboundConn, InboundAuthorizer, type InboundConn } from '../../src/policy/index.js';
+import { admitConnection, authorizeRequestH1, authorizeRequestH2, inboundConn, type InboundConn } from '../../src/policy/index.js';
+import { InboundAuthorizer } from '../../src/policy/authorizer.js';
 import { curl, startProxy as startH1Proxy } from '../helpers/http1.js';
 import { startProxy as startH2Proxy } from '../helpers/h2.js';
 
