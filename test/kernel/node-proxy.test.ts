@@ -8,15 +8,15 @@
 // the namespace is destroyed, so a kept fd or socket would show).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { AgentProcess, metricSum, until } from '../helpers/node-agent-proc.js';
 import { randomUUID } from 'node:crypto';
-import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
-import { APP, APP_SERVER, CLI, PodProcess } from '../helpers/mesh.js';
+import { APP, APP_SERVER, PodProcess } from '../helpers/mesh.js';
 import { startFakeKube, type FakeKube } from '../helpers/fake-kube.js';
 import { KubeletNode } from '../helpers/kube-pods.js';
 import { PodBridge, type BridgedPod } from '../helpers/pod-bridge.js';
@@ -36,71 +36,12 @@ const INJECT = { 'linkerd.io/inject': 'enabled' };
 const F_IP = '10.79.0.8';
 const F_CONTAINER = 'cni-sandbox-f';
 
-interface LogRecord {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
-
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
-async function until(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Sum of a metric's samples whose line has every one of the label texts. */
-function metricSum(text: string, name: string, labels: string[]): number {
-  let sum = 0;
-  for (const l of text.split('\n')) {
-    if (!l.startsWith(name + '{') || !labels.every((x) => l.includes(x))) continue;
-    sum += Number(l.slice(l.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
 /** The agent with --proxy, in its own cgroup under the attach root (so the node-wide hooks cover its sockets). */
-class NodeProxyAgent {
-  readonly child: ChildProcess;
-  readonly records: LogRecord[] = [];
-  #buf = '';
+class NodeProxyAgent extends AgentProcess {
   constructor(cgroup: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-    mkdirSync(cgroup, { recursive: true });
-    const script = 'echo $$ > "$0/cgroup.procs" && exec "$@"';
-    this.child = spawn('sh', ['-c', script, cgroup, process.execPath, CLI, 'node', '--proxy', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-    this.child.stderr!.setEncoding('utf8');
-    this.child.stderr!.on('data', (d: string) => {
-      this.#buf += d;
-      for (let i = this.#buf.indexOf('\n'); i >= 0; i = this.#buf.indexOf('\n')) {
-        const line = this.#buf.slice(0, i);
-        this.#buf = this.#buf.slice(i + 1);
-        try {
-          this.records.push(JSON.parse(line) as LogRecord);
-        } catch {
-          this.records.push({ level: 50, msg: line });
-        }
-      }
-    });
-  }
-  async waitLog(pred: (r: LogRecord) => boolean, what: string, timeoutMs = 15_000): Promise<LogRecord> {
-    await until(what, () => this.records.some(pred) || this.child.exitCode !== null, timeoutMs);
-    const hit = this.records.find(pred);
-    if (!hit) throw new Error(`${what}: agent exited ${this.child.exitCode}: ${JSON.stringify(this.records.slice(-5))}`);
-    return hit;
-  }
-  async metrics(): Promise<string> {
-    const r = await this.waitLog((x) => x.msg === 'admin server listening' && typeof x['admin'] === 'string', 'admin address');
-    return new Promise((resolve, reject) => {
-      httpGet(`http://${String(r['admin'])}/metrics`, { agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.once('end', () => resolve(body));
-      }).once('error', reject);
-    });
+    super(['--proxy', ...args], { cgroup, env });
   }
   served(name: string): boolean {
     return this.records.some((r) => r.msg === 'serving pod' && r['pod'] === `app/${name}`);
@@ -160,7 +101,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     agents.push(a);
     return a;
   };
-  const exited = (a: NodeProxyAgent): Promise<unknown> => (a.child.exitCode !== null || a.child.signalCode !== null ? Promise.resolve() : new Promise((r) => a.child.once('exit', r)));
+  const exited = (a: NodeProxyAgent): Promise<unknown> => a.exited();
   /** curl a -> b in a loop until stopped (bounded): counts answers and failures. */
   const loadAtoB = (): { stop: () => Promise<{ ok: number; failed: string[] }> } => {
     const b = pods.get('b')!;
@@ -297,6 +238,10 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     assert.ok(metricSum(m, 'request_total', ['direction="outbound"', 'pod="a"', 'namespace="app"']) >= 1, 'a: outbound request not counted under pod a');
     assert.ok(metricSum(m, 'request_total', ['direction="inbound"', 'pod="b"']) >= 1, 'b: inbound request not counted under pod b');
     assert.equal(metricSum(m, 'request_total', ['pod="c"']), 0, 'pod c counted traffic it never saw');
+    // Process figures once, from the agent: a pod's registry repeating them (and running an event loop monitor each) is memory per pod for nothing.
+    const perPod = m.split('\n').filter((l) => /^(process|nodejs)_/.test(l) && l.includes('pod="'));
+    assert.deepEqual(perPod.slice(0, 3), [], 'process_*/nodejs_* series under a pod\'s labels');
+    assert.ok(m.split('\n').some((l) => l.startsWith('process_resident_memory_bytes')), 'the agent\'s own process metrics are missing');
   });
 
   test('HTTP/2 (prior knowledge) from pod a to pod c', async () => {
