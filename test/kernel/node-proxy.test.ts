@@ -420,6 +420,41 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     assert.equal(inbound.code, 7, `unmeshed -> b with the node proxy down: ${inbound.code} ${inbound.stdout}`);
   });
 
+  test('a pod the CNI plugin enrolled while no agent ran (in a process of its own) is served once an agent comes', async () => {
+    const g = bridge.attach(node.createPod());
+    pods.set('g', g);
+    announce('g');
+    const add = await cniCall('ADD', 'g', 'cni-sandbox-g');
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    // Its own log on the runtime's stderr (an agent would have logged it): it ran in a process of its own, without the node proxy.
+    assert.match(add.stderr, /pod enrolled .*nodeProxy=false/, 'no agent runs: the plugin should have run in a process of its own');
+    const flags = (): number => {
+      const maps = openNodeMaps(scope);
+      try {
+        return maps.settings.get(netnsCookieOf(g.pod.netns))?.flags ?? -1;
+      } finally {
+        closeMaps(maps);
+      }
+    };
+    assert.equal(flags() & Flags.NODE_PROXY, 0, 'enrolled without an agent, g should lack the node proxy flag (else this test proves nothing)');
+    await node.startSandbox(g.pod);
+    const late = startAgent('bpfmesh-node-g');
+    try {
+      await until('g served by the agent that came', () => late.served('g') || late.child.exitCode !== null, 60_000);
+      assert.ok(late.served('g'), JSON.stringify(late.records.slice(-5)));
+      assert.notEqual(flags() & Flags.NODE_PROXY, 0, 'the agent serves g without the node proxy flag on its row');
+      const ids = listEnrolled(scope).map((e) => e.id);
+      assert.ok(ids.includes('cni-sandbox-g') && !ids.includes(g.pod.uid), `g enrolled twice: ${ids.join(', ')}`);
+      // g has no app: its inbound proxy answers (502/503) where a refused connect would fail: it is served.
+      const r = await curl('a', [`http://${g.ip}:7000/`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(metricSum(await late.metrics(), 'bpfmesh_proxy_protocol_detected_total', ['pod="g"', 'direction="inbound"']) >= 1, 'g: the connection did not reach its node proxy');
+    } finally {
+      late.child.kill('SIGKILL');
+      await late.exited();
+    }
+  });
+
   test('with --fail-open, a pod whose node proxy is down is reached directly', async () => {
     const open = startAgent('bpfmesh-node-3', ['--fail-open']);
     await until('served again', () => ['a', 'b'].every((n) => open.served(n)) || open.child.exitCode !== null, 60_000);
