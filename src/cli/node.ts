@@ -60,7 +60,7 @@ export async function run(argv: string[]): Promise<number> {
   const proxies =
     proxyConfig === undefined
       ? undefined
-      : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log, ...(tokens ? { tokenFileFor: (p) => tokens.fileFor(p), releaseToken: (p) => tokens.release(p) } : {}) });
+      : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log, registry: metrics.registry, ...(tokens ? { tokenFileFor: (p) => tokens.fileFor(p), releaseToken: (p) => tokens.release(p) } : {}) });
   // --proxy-workers: more processes serving every pod beside this one (the kernel spreads connections over them).
   const workers = proxies === undefined || opts.proxyWorkers === 0 ? undefined : new ProxyWorkers(proxies, opts.proxyWorkers, { log, env: { ...process.env, NODE_NAME: opts.nodeName }, ...(tokens ? { tokenPath: (uid) => tokens.pathOf(uid) } : {}) });
   const host = workers ?? proxies;

@@ -52,6 +52,8 @@ export interface PodProxiesOptions {
   releaseToken?: (pod: ServedPod) => void;
   /** SO_REUSEPORT on the pods' listeners (default true: a handover to a new node proxy). */
   reusePort?: boolean;
+  /** The agent's own registry: the shared identity channel's bpfmesh_control_* metrics go there (no pod labels). */
+  registry?: Registry;
 }
 
 type IdentityChannel = ReturnType<typeof openIdentityChannel>;
@@ -249,7 +251,7 @@ export class PodProxies implements PodProxyHost {
     const key = JSON.stringify([config.svc.addr.host, config.svc.addr.port, config.svc.name ?? null, config.trustAnchorsPem]);
     const held = this.#identityChannels.get(key);
     if (held !== undefined) held.pods++;
-    else this.#identityChannels.set(key, { channel: openIdentityChannel(config, this.#log), pods: 1 });
+    else this.#identityChannels.set(key, { channel: openIdentityChannel(config, this.#log, this.#o.registry), pods: 1 });
     return key;
   }
 

@@ -242,6 +242,10 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     const perPod = m.split('\n').filter((l) => /^(process|nodejs)_/.test(l) && l.includes('pod="'));
     assert.deepEqual(perPod.slice(0, 3), [], 'process_*/nodejs_* series under a pod\'s labels');
     assert.ok(m.split('\n').some((l) => l.startsWith('process_resident_memory_bytes')), 'the agent\'s own process metrics are missing');
+    // One identity channel for every pod (TLS without a client certificate is the same for all), in the agent's own metrics.
+    const identityBuilds = m.split('\n').filter((l) => l.startsWith('bpfmesh_control_channel_builds_total{') && l.includes('service="identity"'));
+    assert.equal(identityBuilds.length, 1, `one identity channel for pods a, b, c expected:\n${identityBuilds.join('\n')}`);
+    assert.ok(!identityBuilds[0]!.includes('pod="') && identityBuilds[0]!.endsWith(' 1'), identityBuilds[0]);
   });
 
   test('HTTP/2 (prior knowledge) from pod a to pod c', async () => {
