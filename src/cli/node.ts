@@ -14,6 +14,7 @@ import { parseProxyEnv } from '../config/proxy-env.js';
 import { PodTokens } from '../node/pod-tokens.js';
 import { startCniServer } from '../node/cni-server.js';
 import { ProxyWorkers } from '../node/proxy-workers.js';
+import { CniServedPods } from '../node/cni-pods.js';
 
 export const usage = `bpfmesh node [flags]   DaemonSet agent: intercept every meshed pod of this node
 
@@ -59,11 +60,13 @@ export async function run(argv: string[]): Promise<number> {
   const proxies =
     proxyConfig === undefined
       ? undefined
-      : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log, ...(tokens ? { tokenFileFor: (p) => tokens.fileFor(p), releaseToken: (p) => tokens.release(p) } : {}) });
+      : new PodProxies({ base: proxyConfig, nodeName: opts.nodeName, log, registry: metrics.registry, ...(tokens ? { tokenFileFor: (p) => tokens.fileFor(p), releaseToken: (p) => tokens.release(p) } : {}) });
   // --proxy-workers: more processes serving every pod beside this one (the kernel spreads connections over them).
   const workers = proxies === undefined || opts.proxyWorkers === 0 ? undefined : new ProxyWorkers(proxies, opts.proxyWorkers, { log, env: { ...process.env, NODE_NAME: opts.nodeName }, ...(tokens ? { tokenPath: (uid) => tokens.pathOf(uid) } : {}) });
   const host = workers ?? proxies;
-  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics, ...(host ? { proxies: host } : {}) });
+  // Pods the CNI plugin enrolls (forwarded here, or met later through the API) are served by the node proxy too.
+  const cniPods = host === undefined ? undefined : new CniServedPods(host);
+  const agent = new NodeAgent({ nodeName: opts.nodeName, scope, hostProc: opts.hostProc, podDefaultArgs: opts.podDefaultArgs, client, log, metrics, ...(host ? { proxies: host, cniPods } : {}) });
   log.info({ node: opts.nodeName, kube: access.source, server: access.server }, 'starting');
   const admin = await startAdminServer({
     host: opts.adminHost,
@@ -75,7 +78,7 @@ export async function run(argv: string[]): Promise<number> {
     log,
   });
   log.info({ admin: `${admin.address.host}:${admin.address.port}` }, 'admin server listening');
-  const cni = opts.cniSocket === undefined ? undefined : await startCniServer(opts.cniSocket, { getPod: (_k8s, namespace, name) => client.getPod(namespace, name), logger: () => log.child({ component: 'cni' }) }, log);
+  const cni = opts.cniSocket === undefined ? undefined : await startCniServer(opts.cniSocket, { getPod: (_k8s, namespace, name) => client.getPod(namespace, name), logger: () => log.child({ component: 'cni' }), ...(cniPods ? { nodeProxy: cniPods } : {}) }, log);
   try {
     agent.start();
   } catch (err) {

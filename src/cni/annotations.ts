@@ -13,7 +13,7 @@ export const PROXY_GID = 'config.linkerd.io/proxy-gid';
 
 /** The parts of a Kubernetes Pod object this plugin looks at. */
 export interface PodView {
-  metadata?: { annotations?: Record<string, string> | null };
+  metadata?: { annotations?: Record<string, string> | null; name?: string; namespace?: string; uid?: string };
   spec?: Record<string, unknown> | null;
 }
 

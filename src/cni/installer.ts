@@ -268,7 +268,9 @@ function shellQuote(s: string): string {
  * dist/src/cli/main.js from where it lives and runs `cni` with the CNI_*
  * environment and stdin untouched.
  */
-export function renderShim(hostBundleDir: string): string {
+export function renderShim(hostBundleDir: string, cniSocket?: string): string {
+  // The node agent's socket (`bpfmesh node --cni-socket`) on this host, from the entry's bpfmesh.cni_socket.
+  const socket = cniSocket === undefined ? '' : `BPFMESH_CNI_SOCKET=\${BPFMESH_CNI_SOCKET:-${shellQuote(cniSocket)}}\nexport BPFMESH_CNI_SOCKET\n`;
   return `#!/bin/sh
 # bpfmesh-cni: a chained CNI plugin, written by "bpfmesh cni-install".
 # bpfmesh (Node, its code, libbpf) is in the bundle below, on this host.
@@ -276,8 +278,17 @@ BPFMESH_HOME=\${BPFMESH_HOME:-${shellQuote(hostBundleDir)}}
 BPFMESH_NODE=\${BPFMESH_NODE:-$BPFMESH_HOME/${BUNDLE_NODE}}
 LD_LIBRARY_PATH="$BPFMESH_HOME/lib\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export BPFMESH_NODE LD_LIBRARY_PATH
-exec "$BPFMESH_HOME/${BUNDLE_SHIM}" "$@"
+${socket}exec "$BPFMESH_HOME/${BUNDLE_SHIM}" "$@"
 `;
+}
+
+/** The entry's bpfmesh.cni_socket: where the plugin finds the node agent on the host (absolute), if set. */
+export function cniSocketOf(entry: Record<string, unknown>): string | undefined {
+  const own = entry['bpfmesh'];
+  const v = isObject(own) ? own['cni_socket'] : undefined;
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !v.startsWith('/') || /[\n\0]/.test(v)) throw fail(`bpfmesh.cni_socket: ${JSON.stringify(v)} is not an absolute path; give the host path of the node agent's --cni-socket`);
+  return v;
 }
 
 // ---- the CNI config -----------------------------------------------------------
@@ -432,7 +443,7 @@ export function install(opts: InstallerOptions): InstallResult {
 
   const hostBundle = hostPath(opts.bundleDir, opts.hostRoot);
   if (/[\n\0]/.test(hostBundle)) throw fail(`--bundle-dir ${opts.bundleDir}: a path with a newline cannot go into the shim`);
-  const shimChanged = writeAtomic(join(opts.cniBinDir, SHIM_NAME), renderShim(hostBundle), 0o755);
+  const shimChanged = writeAtomic(join(opts.cniBinDir, SHIM_NAME), renderShim(hostBundle, cniSocketOf(opts.pluginConfig)), 0o755);
 
   const conf = applyConf(opts, value as Json);
   return { bundle, shimChanged, kubeconfigChanged, confFile: conf.confFile, converted: conf.converted, confChanged: conf.changed };

@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { cgroup2Mount } from '../intercept/mounts.js';
+import { netnsCookieOf } from '../intercept/pod.js';
 import { addonBuilt, bpfObjectPath } from '../config/paths.js';
 import type { PodPolicy } from '../intercept/rules.js';
 import { formatCidr } from '../util/ip.js';
@@ -35,6 +36,18 @@ export interface CniDeps {
   getPod(k8s: KubeSettings, namespace: string, name: string): Promise<PodView | null>;
   /** The logger for this call, once the configuration (log_level) is known. */
   logger(conf: CniNetConf): Logger;
+  /** Inside the node agent with --proxy (the forwarded path): the node proxy serves the pods enrolled here that have no sidecar. */
+  nodeProxy?: CniNodeProxy;
+}
+
+/** The node proxy as the plugin sees it when the node agent runs the call. */
+export interface CniNodeProxy {
+  /** Whether the node proxy is to serve this pod (it has no linkerd-proxy container of its own). */
+  wants(pod: PodView): boolean;
+  /** After the pod is enrolled with NODE_PROXY: opens its listeners in netns; false when that failed. */
+  serve(id: string, netns: string, pod: PodView, policy: PodPolicy): Promise<boolean>;
+  /** DEL: stops serving what was served for this container id (closing its netns fd). */
+  withdraw(id: string): Promise<void>;
 }
 
 /** Runs one CNI command. Never throws: failures are CNI error objects. */
@@ -75,7 +88,7 @@ async function dispatch(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logge
     case 'CHECK':
       return check(env, conf, deps, log);
     case 'DEL':
-      return del(env, conf, log);
+      return del(env, conf, deps, log);
     case 'STATUS':
       return status(conf);
     case 'GC':
@@ -100,14 +113,19 @@ function requirePrevResult(conf: CniNetConf, command: string): Record<string, un
 }
 
 /**
- * The pod's policy, or null when the pod is to be left alone: with a
- * kubernetes block, pods that are not meshed (or calls without a pod name,
- * as linkerd-cni does); without one, every pod gets the block's settings.
+ * The pod's policy (and the pod, when read), or null when the pod is to be
+ * left alone: with a kubernetes block, pods that are not meshed (or calls
+ * without a pod name, as linkerd-cni does); without one, every pod gets the
+ * block's settings (inside the node agent with --proxy the pod is still read,
+ * for the node proxy).
  */
-async function podPolicy(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<PodPolicy | null> {
-  if (conf.kubernetes === undefined) return normalizePolicy(conf.policy);
+async function podPolicy(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<{ policy: PodPolicy; pod: PodView | null } | null> {
   const ns = env.args['K8S_POD_NAMESPACE'];
   const name = env.args['K8S_POD_NAME'];
+  if (conf.kubernetes === undefined) {
+    const pod = deps.nodeProxy !== undefined && ns && name ? await deps.getPod({ apiRoot: undefined, kubeconfig: undefined }, ns, name) : null;
+    return { policy: normalizePolicy(conf.policy), pod };
+  }
   if (!ns || !name) {
     log.info('no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS; not a Kubernetes pod, left alone');
     return null;
@@ -120,7 +138,24 @@ async function podPolicy(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logg
     log.info({ pod: `${ns}/${name}` }, 'pod is not meshed (no linkerd.io/inject: enabled); left alone');
     return null;
   }
-  return normalizePolicy(applyAnnotations(conf.policy, pod.metadata?.annotations));
+  return { policy: normalizePolicy(applyAnnotations(conf.policy, pod.metadata?.annotations)), pod };
+}
+
+/** Whether the node proxy (the agent running this call) serves the pod; its policy then carries NODE_PROXY. */
+function withNodeProxy(found: { policy: PodPolicy; pod: PodView | null }, deps: CniDeps): { policy: PodPolicy; pod: PodView | null; served: boolean } {
+  const served = deps.nodeProxy !== undefined && found.pod !== null && deps.nodeProxy.wants(found.pod);
+  return { ...found, policy: served ? { ...found.policy, nodeProxy: true } : found.policy, served };
+}
+
+/**
+ * The id this netns is enrolled under node-wide, when it is not ours: the
+ * node agent met the pod first (its sandbox ran before the runtime called
+ * us) and enrolled it under its UID. One set of rows and one sk_lookup
+ * link per pod, so that enrollment stands and this call leaves the pod alone.
+ */
+function enrolledElsewhere(scope: node.NodeScope, id: string, netns: string): string | null {
+  const other = node.nodeEnrollmentOf(scope.bpffs, netnsCookieOf(netns));
+  return other !== null && other !== id ? other : null;
 }
 
 function describePolicy(p: PodPolicy): Record<string, unknown> {
@@ -164,20 +199,32 @@ async function add(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): P
   const netns = requireNetns(env);
   const prev = requirePrevResult(conf, 'ADD');
   const result = JSON.stringify(prev) + '\n';
-  const policy = await podPolicy(env, conf, deps, log);
-  if (policy === null) return result;
+  const found = await podPolicy(env, conf, deps, log);
+  if (found === null) return result;
+  const { policy, pod, served } = withNodeProxy(found, deps);
   if (conf.simulate) {
-    log.info({ netns, policy: describePolicy(policy) }, 'simulate: would enroll the pod; nothing changed');
+    log.info({ netns, policy: describePolicy(policy), nodeProxy: served }, 'simulate: would enroll the pod; nothing changed');
     return result;
   }
   const started = process.hrtime.bigint();
   const scope = scopeOf(conf);
   const install = node.ensureNodeInstall(scope, log);
+  // No await from this check to the enrollment: inside the agent, its own enrollments cannot slip in between.
+  const other = enrolledElsewhere(scope, id, netns);
+  if (other !== null) {
+    log.info({ netns, enrolledAs: other }, 'pod is enrolled node-wide under another id already (the node agent met it first); left alone');
+    return result;
+  }
   const r = node.enrollPod(scope, id, netns, policy, log);
   log.info(
-    { netns, netnsCookie: r.netnsCookie.toString(), nodeInstallFresh: install.fresh, fresh: r.fresh, policy: describePolicy(policy), ms: Number(process.hrtime.bigint() - started) / 1e6 },
+    { netns, netnsCookie: r.netnsCookie.toString(), nodeInstallFresh: install.fresh, fresh: r.fresh, policy: describePolicy(policy), nodeProxy: served, ms: Number(process.hrtime.bigint() - started) / 1e6 },
     r.fresh ? 'pod enrolled' : 'pod enrollment updated',
   );
+  if (served && !(await deps.nodeProxy!.serve(id, netns, pod!, policy))) {
+    // Enrolled for a proxy that is not there, its app would start with every connection refused: undo, let the runtime retry.
+    node.withdrawPod(scope, id, log);
+    throw new BpfmeshError(ErrorCodes.UNAVAILABLE, `the node proxy could not open the listeners of pod ${env.args['K8S_POD_NAMESPACE']}/${env.args['K8S_POD_NAME']} in ${netns} (see the node agent's log); the runtime will retry the sandbox`);
+  }
   return result;
 }
 
@@ -189,25 +236,29 @@ async function check(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger):
   requireIfname(env);
   const netns = requireNetns(env);
   requirePrevResult(conf, 'CHECK');
-  const policy = await podPolicy(env, conf, deps, log);
-  if (policy === null || conf.simulate) return '';
-  node.verifyPod(scopeOf(conf), id, netns, policy);
+  const found = await podPolicy(env, conf, deps, log);
+  if (found === null || conf.simulate) return '';
+  const scope = scopeOf(conf);
+  const other = enrolledElsewhere(scope, id, netns);
+  if (other !== null) {
+    log.debug({ enrolledAs: other }, 'pod is enrolled under another id (the node agent); nothing of ours to verify');
+    return '';
+  }
+  node.verifyPod(scope, id, netns, withNodeProxy(found, deps).policy);
   log.debug('interception verified');
   return '';
 }
 
 /** DEL succeeds whenever nothing is left: a second DEL, a gone netns, a node never installed. */
-async function del(env: CniEnv, conf: CniNetConf, log: Logger): Promise<string> {
+async function del(env: CniEnv, conf: CniNetConf, deps: CniDeps, log: Logger): Promise<string> {
   const id = pinIdOf(requireContainerId(env));
   if (conf.simulate) {
     log.info('simulate: would withdraw the pod; nothing changed');
     return '';
   }
-  if (!existsSync(node.nodePinDir(conf.bpfmesh.bpffs))) {
-    log.debug('no node-wide install; nothing to withdraw');
-    return '';
-  }
-  const withdrawn = node.withdrawPod(scopeOf(conf), id, log);
+  const withdrawn = existsSync(node.nodePinDir(conf.bpfmesh.bpffs)) && node.withdrawPod(scopeOf(conf), id, log);
+  // After the rows: the pod's listeners and its netns fd go too, so its namespace can be freed.
+  await deps.nodeProxy?.withdraw(id);
   log.info({ withdrawn }, withdrawn ? 'pod withdrawn' : 'nothing was enrolled for this container');
   return '';
 }

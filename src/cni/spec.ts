@@ -68,8 +68,8 @@ const SPEC_CODES: Record<string, number> = {
   [ErrorCodes.BAD_CIDR]: CniCode.INVALID_CONFIG,
 };
 
-/** Codes of conditions that pass: the runtime should retry the sandbox (the API server is down, the node lock is busy). */
-const TRANSIENT = new Set<string>([ErrorCodes.KUBE_API, ErrorCodes.KUBE_EXPIRED, ErrorCodes.KUBE_EXEC, ErrorCodes.BUSY]);
+/** Codes of conditions that pass: the runtime should retry the sandbox (the API server is down, the node lock is busy, the node proxy could not serve the pod). */
+const TRANSIENT = new Set<string>([ErrorCodes.KUBE_API, ErrorCodes.KUBE_EXPIRED, ErrorCodes.KUBE_EXEC, ErrorCodes.BUSY, ErrorCodes.UNAVAILABLE]);
 
 export interface CniErrorJson {
   cniVersion: string;

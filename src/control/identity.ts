@@ -54,6 +54,26 @@ export interface IdentityClientOptions {
   retryMs?: number;
   /** Deadline of one Certify call; default 10 s. */
   callTimeoutMs?: number;
+  /**
+   * A channel to the identity service shared with other clients (the node
+   * proxy's pods: Identity is TLS without a client certificate, the same for
+   * every pod), used as is and left open by close(). Default: one of its own.
+   */
+  channel?: ControlClient<IdentityClientStub>;
+}
+
+/** The channel an IdentityClient opens for itself, for callers that share one between clients. */
+export function openIdentityChannel(config: IdentityConfig, log: Logger, registry?: Registry): ControlClient<IdentityClientStub> {
+  // Off loopback: TLS verified against the trust anchors, for …_IDENTITY_SVC_NAME; no client certificate (we have none yet).
+  return openControlClient({
+    svc: config.svc,
+    service: 'identity',
+    ctor: identityClientCtor(),
+    tls: { kind: 'tls', trustAnchorsPem: config.trustAnchorsPem },
+    backoff: new Backoff(),
+    log,
+    ...(registry ? { registry } : {}),
+  });
 }
 
 /** When to renew a certificate that expires at expiresAtMs: 70% of what is left, clamped. */
@@ -90,6 +110,7 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
   readonly ready: Promise<WorkloadCertificate>;
   readonly #config: IdentityConfig;
   readonly #channel: ControlClient<IdentityClientStub>;
+  readonly #ownChannel: boolean;
   readonly #log: Logger;
   readonly #minRefreshMs: number;
   readonly #maxRefreshMs: number;
@@ -116,16 +137,8 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
     this.#maxRefreshMs = opts.maxRefreshMs ?? MAX_REFRESH_MS;
     this.#retryMs = opts.retryMs ?? RETRY_MS;
     this.#callTimeoutMs = opts.callTimeoutMs ?? 10_000;
-    // Off loopback: TLS verified against the trust anchors, for …_IDENTITY_SVC_NAME; no client certificate (we have none yet).
-    this.#channel = openControlClient({
-      svc: opts.config.svc,
-      service: 'identity',
-      ctor: identityClientCtor(),
-      tls: { kind: 'tls', trustAnchorsPem: opts.config.trustAnchorsPem },
-      backoff: new Backoff(),
-      log: opts.log,
-      registry: opts.registry,
-    });
+    this.#ownChannel = opts.channel === undefined;
+    this.#channel = opts.channel ?? openIdentityChannel(opts.config, opts.log, opts.registry);
     this.ready = new Promise((resolve) => (this.#resolveReady = resolve));
     this.#expiry = new Gauge({
       name: 'bpfmesh_identity_cert_expiry_timestamp_seconds',
@@ -181,7 +194,7 @@ export class IdentityClient extends EventEmitter<IdentityEvents> {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#call?.cancel();
-    this.#channel.close();
+    if (this.#ownChannel) this.#channel.close();
   }
 
   /** One Certify; the delay until the next. */

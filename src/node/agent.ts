@@ -11,10 +11,11 @@ import type { KubeClient, KubePod } from '../kube/client.js';
 import { PodInformer } from '../kube/informer.js';
 import { netnsCookieOf } from '../intercept/pod.js';
 import { adoptListeners, enrollPod, ensureNodeInstall, listEnrolled, nodeEnrollmentOf, podInstallOn, removeStalePodInstalls, withdrawPod, type NodeScope } from '../intercept/node-wide.js';
-import { hasSidecar, meshDecision, policyKey, policyOf, serviceAccountOf } from './annotations.js';
+import { hasSidecar, meshDecision, policyKey, policyOf } from './annotations.js';
 import type { PodProxyHost } from './pod-proxies.js';
 import type { NodeMetrics } from './metrics.js';
 import { PodNetnsFinder } from './pod-netns.js';
+import { markForNodeProxy, servedPodOf, type CniServedPods } from './cni-pods.js';
 
 /** Pod UIDs only: ids of another shape (a CNI container id) are not ours to withdraw. */
 const UID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -39,6 +40,8 @@ export interface NodeAgentOptions {
   proxies?: PodProxyHost;
   /** Told when the node proxy serves a pod (tests). */
   onServed?: (uid: string) => void;
+  /** With proxies: the pods the CNI plugin enrolled, which the node proxy serves as well. */
+  cniPods?: CniServedPods;
 }
 
 interface PodState {
@@ -60,6 +63,8 @@ interface PodState {
   backoff: Backoff;
   timer: NodeJS.Timeout | undefined;
 }
+
+const portsOf = (p: { incomingProxyPort: number; outgoingProxyPort: number }): { incomingPort: number; outgoingPort: number } => ({ incomingPort: p.incomingProxyPort, outgoingPort: p.outgoingProxyPort });
 
 export class NodeAgent {
   readonly #o: NodeAgentOptions;
@@ -310,13 +315,14 @@ export class NodeAgent {
         /* the netns went meanwhile: the enroll below reports it */
       }
       if (other !== null && other !== uid) {
+        if (nodeProxy) return this.#serveEnrolledElsewhere(st, pod, where.found, other);
         this.#log.info({ pod: st.ref, uid, enrolledAs: other }, 'pod is enrolled node-wide under another id (the CNI plugin); leaving it');
         return this.#done(st);
       }
     }
     if (st.enrolled?.key === key && st.enrolled.ino === where.found.ino) {
       this.#done(st);
-      if (nodeProxy) this.#serve(st, pod, where.found, policy);
+      if (nodeProxy) this.#serve(st, pod, where.found, portsOf(policy));
       return; // nothing changed
     }
     let result;
@@ -346,25 +352,36 @@ export class NodeAgent {
     }
     st.seenAt = undefined;
     this.#done(st);
-    if (nodeProxy) this.#serve(st, pod, where.found, policy);
+    if (nodeProxy) this.#serve(st, pod, where.found, portsOf(policy));
     this.#o.onEnrolled?.(uid, reason);
   }
 
+  /**
+   * The CNI plugin enrolled this pod under its container id (its rows and link
+   * stand, one set per pod): the node proxy serves it all the same, under the
+   * pod's UID, so a pod the plugin met first is not left without its proxy.
+   */
+  #serveEnrolledElsewhere(st: PodState, pod: KubePod, where: { path: string; ino: number }, id: string): void {
+    let ports;
+    try {
+      ports = markForNodeProxy(this.#o.scope, where.path);
+    } catch (err) {
+      this.#m.failures.inc({ reason: 'serve' });
+      this.#log.warn({ pod: st.ref, uid: st.uid, enrolledAs: id, code: errorCode(err), err: (err as Error).message }, 'cannot mark the CNI enrollment for the node proxy; retrying');
+      return this.#retry(st, false);
+    }
+    if (ports === null) return this.#retry(st, false); // withdrawn meanwhile: enrolled afresh on the next pass
+    this.#done(st);
+    this.#o.cniPods?.note(id, st.uid);
+    this.#log.debug({ pod: st.ref, uid: st.uid, enrolledAs: id }, 'pod enrolled by the CNI plugin; the node proxy serves it');
+    this.#serve(st, pod, where, ports);
+  }
+
   /** After the pod's rows exist (so sockops registers the inbound listener): the node proxy listens in its netns. */
-  #serve(st: PodState, pod: KubePod, where: { path: string; ino: number }, policy: { incomingProxyPort: number; outgoingProxyPort: number }): void {
+  #serve(st: PodState, pod: KubePod, where: { path: string; ino: number }, ports: { incomingPort: number; outgoingPort: number }): void {
     const proxies = this.#o.proxies;
     if (proxies === undefined) return;
-    const served = {
-      uid: st.uid,
-      namespace: pod.metadata.namespace ?? 'default',
-      name: pod.metadata.name ?? st.uid,
-      serviceAccount: serviceAccountOf(pod),
-      netnsPath: where.path,
-      netnsIno: where.ino,
-      incomingPort: policy.incomingProxyPort,
-      outgoingPort: policy.outgoingProxyPort,
-    };
-    void proxies.serve(served).then((ok) => {
+    void proxies.serve(servedPodOf(pod, where.path, where.ino, ports)).then((ok) => {
       if (ok) this.#o.onServed?.(st.uid);
       else {
         this.#m.failures.inc({ reason: 'serve' });

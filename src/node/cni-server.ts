@@ -2,7 +2,7 @@
 // to a running agent over a unix socket (native/cni-forward.c), which runs the
 // same plugin code (src/cni/plugin.ts) in this long-lived process instead of
 // a new Node.js process per call. Only root may connect (0600).
-import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { runCni, type CniDeps } from '../cni/plugin.js';
@@ -36,8 +36,11 @@ export interface CniServer {
 
 export async function startCniServer(path: string, deps: CniDeps, log: Logger): Promise<CniServer> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // Bound under a name of its own, then renamed over the path: a new agent (a rolling update) takes the path
+  // from the old one at once, and the old one's close (libuv unlinks the name it bound) cannot remove the new socket.
+  const bound = `${path}.${process.pid}.tmp`;
   try {
-    unlinkSync(path); // a socket left by an agent that died
+    unlinkSync(bound); // left by a process of this pid that died
   } catch {
     /* none */
   }
@@ -68,17 +71,25 @@ export async function startCniServer(path: string, deps: CniDeps, log: Logger): 
   const server: Server = createServer({ allowHalfOpen: true }, serve);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => {
+    server.listen(bound, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  chmodSync(path, 0o600);
+  chmodSync(bound, 0o600);
+  renameSync(bound, path);
+  const ino = statSync(path).ino;
   log.info({ path }, 'serving CNI calls on a unix socket');
   return {
     path,
     close: () =>
       new Promise<void>((resolve) => {
+        // Ours still (no newer agent renamed its socket over it): remove it, so the plugin falls back at once.
+        try {
+          if (statSync(path).ino === ino) unlinkSync(path);
+        } catch {
+          /* gone */
+        }
         server.close(() => resolve());
       }),
   };

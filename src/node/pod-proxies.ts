@@ -10,7 +10,7 @@ import type { Logger } from '../log/logger.js';
 import type { ProxyConfig } from '../config/proxy-env.js';
 import { Proxy } from '../proxy/proxy.js';
 import { DestinationResolver } from '../control/destination.js';
-import { IdentityClient, type WorkloadCertificate } from '../control/identity.js';
+import { IdentityClient, openIdentityChannel, type WorkloadCertificate } from '../control/identity.js';
 import { TlsStore } from '../tls/index.js';
 import { InboundAuthorizer } from '../policy/authorizer.js';
 import { formatAddr } from '../util/addr.js';
@@ -52,10 +52,16 @@ export interface PodProxiesOptions {
   releaseToken?: (pod: ServedPod) => void;
   /** SO_REUSEPORT on the pods' listeners (default true: a handover to a new node proxy). */
   reusePort?: boolean;
+  /** The agent's own registry: the shared identity channel's bpfmesh_control_* metrics go there (no pod labels). */
+  registry?: Registry;
 }
+
+type IdentityChannel = ReturnType<typeof openIdentityChannel>;
 
 interface Served {
   pod: ServedPod;
+  /** The shared identity channel's key, when the pod holds a reference to it. */
+  identityChannel: string | undefined;
   sockets: PodSockets;
   proxy: Proxy;
   registry: Registry;
@@ -90,6 +96,12 @@ export class PodProxies implements PodProxyHost {
   readonly #served = new Map<string, Served>();
   /** Per pod, the tail of its add/remove chain. */
   readonly #queue = new Map<string, Promise<void>>();
+  /**
+   * One channel per identity service address (and name and anchors), shared by
+   * every pod: Identity is TLS without a client certificate, so the pods' channels
+   * would be identical; each pod's Certify is a call on it. Closed with its last pod.
+   */
+  readonly #identityChannels = new Map<string, { channel: IdentityChannel; pods: number }>();
 
   constructor(opts: PodProxiesOptions) {
     this.#o = opts;
@@ -181,10 +193,12 @@ export class PodProxies implements PodProxyHost {
     let tls: TlsStore | undefined;
     let authorizer: InboundAuthorizer | undefined;
     let proxy: Proxy | undefined;
+    let identityChannel: string | undefined;
     try {
       const idConfig = config.identity === undefined ? undefined : await this.#identityFor(pod, config);
       if (idConfig !== undefined) {
-        const id = new IdentityClient({ config: idConfig, registry, log });
+        identityChannel = this.#holdIdentityChannel(idConfig);
+        const id = new IdentityClient({ config: idConfig, registry, log, channel: this.#identityChannels.get(identityChannel)!.channel });
         const store = new TlsStore({ trustAnchorsPem: id.trustAnchorsPem, identity: id.identity });
         id.on('certificate', (c: WorkloadCertificate) => store.update({ identity: c.identity, keyPem: c.keyPem, certChainPem: c.certPem }));
         identity = id;
@@ -192,7 +206,9 @@ export class PodProxies implements PodProxyHost {
       }
       const resolver = config.destination === undefined ? undefined : new DestinationResolver({ config: config.destination, registry, log, ...(tls ? { tls } : {}) });
       authorizer = config.policy === undefined ? undefined : new InboundAuthorizer({ config: config.policy, registry, log, readyTimeoutMs: config.inbound.httpFailfastTimeoutMs, ...(tls ? { tls } : {}) });
-      proxy = new Proxy({ config, registry, log, sockets, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}), ...(authorizer ? { authorizer } : {}) });
+      // No process_*/nodejs_* per pod: they would repeat the one process's figures under every pod's labels, and each
+      // pod's event loop monitor alone held ~370 KB (half of a pod's memory; the agent's registry has them once).
+      proxy = new Proxy({ config, registry, log, sockets, processMetrics: false, ...(resolver ? { resolver } : {}), ...(tls ? { tls } : {}), ...(authorizer ? { authorizer } : {}) });
       // Certificate first, listeners after: a new node proxy taking over from an old one (or a pod
       // enrolled again) must not accept mTLS traffic it cannot yet serve. Bounded: without an identity
       // service answering, the pod gets its listeners anyway (refused connections help no one).
@@ -205,12 +221,13 @@ export class PodProxies implements PodProxyHost {
       this.#log.warn({ pod: ref, uid: pod.uid, code: errorCode(err), err: (err as Error).message }, 'cannot serve pod');
       await proxy?.close();
       identity?.close();
+      this.#dropIdentityChannel(identityChannel);
       authorizer?.close();
       sockets.close();
       this.#o.releaseToken?.(pod);
       return false;
     }
-    this.#served.set(pod.uid, { pod, sockets, proxy, registry, identity, authorizer });
+    this.#served.set(pod.uid, { pod, identityChannel, sockets, proxy, registry, identity, authorizer });
     this.#log.info({ pod: ref, uid: pod.uid, outbound: proxy.listening.outbound.map(formatAddr), inbound: proxy.listening.inbound.map(formatAddr), identity: identity?.identity }, 'serving pod');
     return true;
   }
@@ -224,9 +241,25 @@ export class PodProxies implements PodProxyHost {
 
   #release(s: Served): void {
     s.identity?.close();
+    this.#dropIdentityChannel(s.identityChannel);
     s.authorizer?.close();
     s.sockets.close();
     this.#o.releaseToken?.(s.pod);
+  }
+
+  #holdIdentityChannel(config: NonNullable<ProxyConfig['identity']>): string {
+    const key = JSON.stringify([config.svc.addr.host, config.svc.addr.port, config.svc.name ?? null, config.trustAnchorsPem]);
+    const held = this.#identityChannels.get(key);
+    if (held !== undefined) held.pods++;
+    else this.#identityChannels.set(key, { channel: openIdentityChannel(config, this.#log, this.#o.registry), pods: 1 });
+    return key;
+  }
+
+  #dropIdentityChannel(key: string | undefined): void {
+    const held = key === undefined ? undefined : this.#identityChannels.get(key);
+    if (held === undefined || --held.pods > 0) return;
+    held.channel.close();
+    this.#identityChannels.delete(key!);
   }
 
   #configFor(pod: ServedPod): ProxyConfig {

@@ -50,6 +50,8 @@ export interface ProxyOptions {
   tapHub?: TapHub;
   /** Where listeners and upstream sockets are made; default: this process's netns (the sidecar). */
   sockets?: ProxySockets;
+  /** process_* and nodejs_* in the registry (default true); the node proxy's pods share one process and report none. */
+  processMetrics?: boolean;
 }
 
 /** The node proxy makes a pod's sockets inside the pod's netns (src/node/pod-sockets.ts). */
@@ -96,7 +98,7 @@ export class Proxy {
   constructor(opts: ProxyOptions) {
     this.#opts = opts;
     this.#log = opts.log.child({ component: 'proxy' });
-    this.metrics = createProxyMetrics(opts.registry, { maxAuthorities: opts.config.limits.maxAuthorities });
+    this.metrics = createProxyMetrics(opts.registry, { maxAuthorities: opts.config.limits.maxAuthorities, ...(opts.processMetrics === false ? { processMetrics: false } : {}) });
   }
 
   /** Addresses actually listened on, per direction. */

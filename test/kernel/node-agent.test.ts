@@ -5,13 +5,13 @@
 // a listener on the outgoing proxy port inside the pod) and in the pins and maps.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmdirSync } from 'node:fs';
-import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
-import { APP, CLI, PROXY, PodProcess, RELAY, runCli } from '../helpers/mesh.js';
+import { APP, PROXY, PodProcess, RELAY, runCli } from '../helpers/mesh.js';
+import { AgentProcess, metricSum, until } from '../helpers/node-agent-proc.js';
 import { startFakeKube, type FakeKube, type FakePodInput } from '../helpers/fake-kube.js';
 import { KubeletNode, type NodePod } from '../helpers/kube-pods.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
@@ -28,88 +28,20 @@ const NODE = 'node-a';
 const INJECT = { 'linkerd.io/inject': 'enabled' };
 const NOWHERE = '10.66.0.9'; // no route in the pod: only the redirect can answer
 
-interface LogRecord {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
-
-class Agent {
-  readonly child: ChildProcess;
-  readonly records: LogRecord[] = [];
-  #buf = '';
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [CLI, 'node', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child.stderr!.setEncoding('utf8');
-    this.child.stderr!.on('data', (d: string) => {
-      this.#buf += d;
-      for (let i = this.#buf.indexOf('\n'); i >= 0; i = this.#buf.indexOf('\n')) {
-        const line = this.#buf.slice(0, i);
-        this.#buf = this.#buf.slice(i + 1);
-        try {
-          this.records.push(JSON.parse(line) as LogRecord);
-        } catch {
-          this.records.push({ level: 50, msg: line });
-        }
-      }
-    });
-  }
-  async waitLog(pred: (r: LogRecord) => boolean, what: string, timeoutMs = 15_000): Promise<LogRecord> {
-    await until(what, () => this.records.some(pred) || this.child.exitCode !== null, timeoutMs);
-    const hit = this.records.find(pred);
-    if (!hit) throw new Error(`${what}: agent exited ${this.child.exitCode}: ${JSON.stringify(this.records.slice(-5))}`);
-    return hit;
-  }
-  async admin(): Promise<string> {
-    const r = await this.waitLog((x) => x.msg === 'admin server listening' && typeof x['admin'] === 'string', 'admin address');
-    return `http://${String(r['admin'])}`;
-  }
-  async metrics(): Promise<string> {
-    return (await this.get('/metrics')).body;
-  }
-  /** GET on the admin server (node:http: fetch's pooled connections outlive a restarted agent). */
-  async get(path: string): Promise<{ status: number; body: string }> {
-    const base = await this.admin();
-    return new Promise((resolve, reject) => {
-      httpGet(`${base}${path}`, { agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      }).once('error', reject);
-    });
-  }
-  exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve({ code: this.child.exitCode, signal: this.child.signalCode });
-    return new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
-  }
-}
-
-async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** A metric's value from the exposition text (0 when absent). */
-function metric(text: string, name: string, labels = ''): number {
-  const line = text.split('\n').find((l) => l.startsWith(name + '{') && l.includes(labels) && !l.startsWith('#'));
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+const metric = (text: string, name: string, labels = ''): number => metricSum(text, name, labels === '' ? [] : [labels]);
 
 describe('bpfmesh node (DaemonSet agent)', { skip, timeout: 240_000 }, () => {
   let kube: FakeKube;
   let node: KubeletNode;
   let bpffs: string;
   let scope: NodeScope;
-  let agent: Agent;
+  let agent: AgentProcess;
   const pods = new Map<string, NodePod>();
   const log = createLogger({ logFormat: 'plain', logLevel: 'error' });
 
-  const startAgent = (): Agent =>
-    new Agent(['--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', node.cgroupRoot, '--bpffs', bpffs, '--admin-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'debug']);
+  const startAgent = (): AgentProcess =>
+    new AgentProcess(['--kubeconfig', kube.kubeconfigPath, '--node-name', NODE, '--cgroup-root', node.cgroupRoot, '--bpffs', bpffs, '--admin-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'debug']);
   const enrolledIds = (): string[] => listEnrolled(scope).map((e) => e.id).sort();
   const isEnrolled = (p: NodePod): boolean => listEnrolled(scope).some((e) => e.id === p.uid && e.alive);
   const announce = (name: string, p: NodePod, annotations: Record<string, string> = INJECT, extra: Partial<FakePodInput> = {}) =>

@@ -8,17 +8,20 @@
 // the namespace is destroyed, so a kept fd or socket would show).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
-import { get as httpGet } from 'node:http';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { AgentProcess, metricSum, until } from '../helpers/node-agent-proc.js';
+import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason } from '../helpers/root.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
-import { APP, APP_SERVER, CLI, PodProcess } from '../helpers/mesh.js';
+import { APP, APP_SERVER, PodProcess } from '../helpers/mesh.js';
 import { startFakeKube, type FakeKube } from '../helpers/fake-kube.js';
 import { KubeletNode } from '../helpers/kube-pods.js';
 import { PodBridge, type BridgedPod } from '../helpers/pod-bridge.js';
+import { execPlugin, type CniRuntime } from '../helpers/cni-runtime.js';
+import { REPO_ROOT } from '../../src/config/paths.js';
 import { ensureBpffs } from '../../src/intercept/mounts.js';
 import { listEnrolled, openNodeMaps, uninstallNode, type NodeScope } from '../../src/intercept/node-wide.js';
 import { closeMaps } from '../../src/intercept/layout.js';
@@ -29,72 +32,16 @@ import { createLogger } from '../../src/log/logger.js';
 const skip = kernelSkipReason();
 const NODE = 'node-p';
 const INJECT = { 'linkerd.io/inject': 'enabled' };
-
-interface LogRecord {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
+/** Pod f's address: the seventh pod on the bridge (a, b, c, plain, d, e come before it). */
+const F_IP = '10.79.0.8';
+const F_CONTAINER = 'cni-sandbox-f';
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
-async function until(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Sum of a metric's samples whose line has every one of the label texts. */
-function metricSum(text: string, name: string, labels: string[]): number {
-  let sum = 0;
-  for (const l of text.split('\n')) {
-    if (!l.startsWith(name + '{') || !labels.every((x) => l.includes(x))) continue;
-    sum += Number(l.slice(l.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
 /** The agent with --proxy, in its own cgroup under the attach root (so the node-wide hooks cover its sockets). */
-class NodeProxyAgent {
-  readonly child: ChildProcess;
-  readonly records: LogRecord[] = [];
-  #buf = '';
+class NodeProxyAgent extends AgentProcess {
   constructor(cgroup: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-    mkdirSync(cgroup, { recursive: true });
-    const script = 'echo $$ > "$0/cgroup.procs" && exec "$@"';
-    this.child = spawn('sh', ['-c', script, cgroup, process.execPath, CLI, 'node', '--proxy', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-    this.child.stderr!.setEncoding('utf8');
-    this.child.stderr!.on('data', (d: string) => {
-      this.#buf += d;
-      for (let i = this.#buf.indexOf('\n'); i >= 0; i = this.#buf.indexOf('\n')) {
-        const line = this.#buf.slice(0, i);
-        this.#buf = this.#buf.slice(i + 1);
-        try {
-          this.records.push(JSON.parse(line) as LogRecord);
-        } catch {
-          this.records.push({ level: 50, msg: line });
-        }
-      }
-    });
-  }
-  async waitLog(pred: (r: LogRecord) => boolean, what: string, timeoutMs = 15_000): Promise<LogRecord> {
-    await until(what, () => this.records.some(pred) || this.child.exitCode !== null, timeoutMs);
-    const hit = this.records.find(pred);
-    if (!hit) throw new Error(`${what}: agent exited ${this.child.exitCode}: ${JSON.stringify(this.records.slice(-5))}`);
-    return hit;
-  }
-  async metrics(): Promise<string> {
-    const r = await this.waitLog((x) => x.msg === 'admin server listening' && typeof x['admin'] === 'string', 'admin address');
-    return new Promise((resolve, reject) => {
-      httpGet(`http://${String(r['admin'])}/metrics`, { agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.once('end', () => resolve(body));
-      }).once('error', reject);
-    });
+    super(['--proxy', ...args], { cgroup, env });
   }
   served(name: string): boolean {
     return this.records.some((r) => r.msg === 'serving pod' && r['pod'] === `app/${name}`);
@@ -125,6 +72,26 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
 
   let cp: TestControlPlane;
   let controlEnv: NodeJS.ProcessEnv = {};
+  // Pod f comes through the CNI plugin (bin/bpfmesh-cni, forwarded to the agent's socket); its UID is known up front for its token.
+  const fUid = randomUUID();
+  let cniDir: string;
+  let rt: CniRuntime;
+  const cniSocket = (): string => join(cniDir, 'run', 'cni.sock');
+  const cniCall = (command: string, name: string, containerId: string) => {
+    const p = pods.get(name)!;
+    const conf = {
+      cniVersion: '1.0.0',
+      name: 'k8s-pod-network',
+      type: 'bpfmesh-cni',
+      log_level: 'debug',
+      kubernetes: { kubeconfig: kube.kubeconfigPath },
+      linkerd: { 'incoming-proxy-port': 4143, 'outgoing-proxy-port': 4140, 'proxy-uid': 2102, 'inbound-ports-to-ignore': ['4191', '4190'] },
+      bpfmesh: { cgroup_root: node.cgroupRoot, bpffs },
+      prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: p.pod.netns }], ips: [{ address: `${p.ip}/16`, interface: 0 }] },
+    };
+    const args = { K8S_POD_NAMESPACE: 'app', K8S_POD_NAME: name, K8S_POD_UID: p.pod.uid, K8S_POD_INFRA_CONTAINER_ID: containerId };
+    return execPlugin(rt, 'bpfmesh-cni', command, { containerId, netns: p.pod.netns, ifname: 'eth0', args }, JSON.stringify(conf));
+  };
   const identityOf = (name: string): string => `sa-${name}.app.serviceaccount.identity.cluster.local`;
   const startAgent = (cgroup: string, extra: string[] = []): NodeProxyAgent => {
     const a = new NodeProxyAgent(join(node.cgroupRoot, 'system', cgroup), [
@@ -134,7 +101,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     agents.push(a);
     return a;
   };
-  const exited = (a: NodeProxyAgent): Promise<unknown> => (a.child.exitCode !== null || a.child.signalCode !== null ? Promise.resolve() : new Promise((r) => a.child.once('exit', r)));
+  const exited = (a: NodeProxyAgent): Promise<unknown> => a.exited();
   /** curl a -> b in a loop until stopped (bounded): counts answers and failures. */
   const loadAtoB = (): { stop: () => Promise<{ ok: number; failed: string[] }> } => {
     const b = pods.get('b')!;
@@ -163,6 +130,10 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     bridge = new PodBridge(node);
     bpffs = mkdtempSync(join(tmpdir(), 'bpfmesh-node-proxy-'));
     ensureBpffs(bpffs, false);
+    cniDir = mkdtempSync(join(tmpdir(), 'bpfmesh-node-proxy-cni-'));
+    mkdirSync(join(cniDir, 'bin'));
+    symlinkSync(join(REPO_ROOT, 'bin', 'bpfmesh-cni'), join(cniDir, 'bin', 'bpfmesh-cni'));
+    rt = { cniPath: [join(cniDir, 'bin')], env: { BPFMESH_NODE: process.execPath, BPFMESH_CNI_SOCKET: cniSocket() } };
     scope = { bpffs, bpffsExplicit: true, cgroupRoot: node.cgroupRoot };
     await podOnBridge('a');
     await podOnBridge('b');
@@ -171,7 +142,9 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     // The control plane (in this netns, as for a node agent): identity for tokens of the pods' own service
     // accounts only, discovery giving b's and c's HTTP ports their identities (so a -> b, a -> c are mTLS).
     const tokens = ['a', 'b', 'c'].map((n) => `  "tr.app.sa-${n}.${pods.get(n)!.pod.uid}": ${identityOf(n)}`);
-    const services = ['b', 'c'].flatMap((n) => [8080, 8081].flatMap((port) => [`  - name: "${pods.get(n)!.ip}:${port}"`, `    endpoints: [{ addr: "${pods.get(n)!.ip}:${port}", identity: ${identityOf(n)} }]`]));
+    tokens.push(`  "tr.app.sa-f.${fUid}": ${identityOf('f')}`);
+    const fIp = F_IP;
+    const services = [...['b', 'c'].map((n) => [n, pods.get(n)!.ip] as const), ['f', fIp] as const].flatMap(([n, ip]) => [8080, 8081].flatMap((port) => [`  - name: "${ip}:${port}"`, `    endpoints: [{ addr: "${ip}:${port}", identity: ${identityOf(n)} }]`]));
     cp = await startTestControlPlane(['trustDomain: cluster.local', 'tokens:', ...tokens, 'services:', ...services, ''].join('\n'));
     const cpAddr = `127.0.0.1:${cp.cp.address.port}`;
     controlEnv = {
@@ -191,7 +164,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     const whoami = new PodProcess(peer);
     await whoami.waitFor((e) => e.event === 'ready');
     apps.push(whoami);
-    agent = startAgent('bpfmesh-node');
+    agent = startAgent('bpfmesh-node', ['--cni-socket', cniSocket()]);
     for (const name of ['a', 'b', 'c']) announce(name);
     // Generous: under emulation (vagrant/kernels, TCG) each pod's key generation and certification take seconds.
     await until('three pods served', () => ['a', 'b', 'c'].every((n) => agent.served(n)) || agent.child.exitCode !== null, 90_000).catch((err: Error) => {
@@ -219,6 +192,7 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
         }
         await kube?.close();
         await cp?.cleanup();
+        if (cniDir !== undefined) rmSync(cniDir, { recursive: true, force: true });
       }
     }
   });
@@ -264,6 +238,14 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     assert.ok(metricSum(m, 'request_total', ['direction="outbound"', 'pod="a"', 'namespace="app"']) >= 1, 'a: outbound request not counted under pod a');
     assert.ok(metricSum(m, 'request_total', ['direction="inbound"', 'pod="b"']) >= 1, 'b: inbound request not counted under pod b');
     assert.equal(metricSum(m, 'request_total', ['pod="c"']), 0, 'pod c counted traffic it never saw');
+    // Process figures once, from the agent: a pod's registry repeating them (and running an event loop monitor each) is memory per pod for nothing.
+    const perPod = m.split('\n').filter((l) => /^(process|nodejs)_/.test(l) && l.includes('pod="'));
+    assert.deepEqual(perPod.slice(0, 3), [], 'process_*/nodejs_* series under a pod\'s labels');
+    assert.ok(m.split('\n').some((l) => l.startsWith('process_resident_memory_bytes')), 'the agent\'s own process metrics are missing');
+    // One identity channel for every pod (TLS without a client certificate is the same for all), in the agent's own metrics.
+    const identityBuilds = m.split('\n').filter((l) => l.startsWith('bpfmesh_control_channel_builds_total{') && l.includes('service="identity"'));
+    assert.equal(identityBuilds.length, 1, `one identity channel for pods a, b, c expected:\n${identityBuilds.join('\n')}`);
+    assert.ok(!identityBuilds[0]!.includes('pod="') && identityBuilds[0]!.endsWith(' 1'), identityBuilds[0]);
   });
 
   test('HTTP/2 (prior knowledge) from pod a to pod c', async () => {
@@ -345,10 +327,55 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     assert.equal(sh('ip', ['netns', 'exec', e.pod.netnsName, 'ss', '-Htln', 'sport = :4140']).trim(), '', 'a listener on 4140 in e');
   });
 
+  test('a pod the runtime adds through the CNI plugin (forwarded to the agent) is served by the node proxy from ADD on, enrolled once', async () => {
+    const f = bridge.attach(node.createPod({ uid: fUid })); // netns and cgroup, no sandbox process yet: as at CNI ADD
+    pods.set('f', f);
+    assert.equal(f.ip, F_IP);
+    announce('f'); // the pod is in the API (scheduled to this node) before its sandbox
+    const add = await cniCall('ADD', 'f', F_CONTAINER);
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.doesNotMatch(add.stderr, /did not answer/, 'the plugin ran in a process of its own, not in the agent');
+    assert.ok(agent.records.some((r) => r.msg === 'CNI call served by the agent' && r['containerId'] === F_CONTAINER), 'the agent did not serve the ADD');
+    // ADD returns once the node proxy listens in the pod: its app never starts before its proxy.
+    assert.ok(agent.served('f'), 'ADD returned before the node proxy served the pod');
+    const ss = sh('ip', ['netns', 'exec', f.pod.netnsName, 'ss', '-Htlnp']);
+    for (const port of ['127.0.0.1:4140', '0.0.0.0:4143']) assert.match(ss, new RegExp(`${port.replace(/\./g, '\\.')} .*pid=${agent.child.pid},`), `f: no agent listener on ${port}:\n${ss}`);
+    const maps = openNodeMaps(scope);
+    try {
+      assert.notEqual((maps.settings.get(netnsCookieOf(f.pod.netns))?.flags ?? 0) & Flags.NODE_PROXY, 0, 'f enrolled without the node proxy flag');
+    } finally {
+      closeMaps(maps);
+    }
+    // Its sandbox and app start; the agent meets the pod through the API and serves it under the same UID, enrolling nothing.
+    await node.startSandbox(f.pod);
+    const app = new PodProcess(node.spawn(f.pod, process.execPath, [APP_SERVER], APP));
+    await app.waitFor((e) => e.event === 'ready');
+    apps.push(app);
+    await agent.waitLog((r) => r.msg === 'pod enrolled by the CNI plugin; the node proxy serves it' && r['uid'] === fUid, 'agent meets f through the API');
+    const ids = listEnrolled(scope).map((e) => e.id);
+    assert.ok(ids.includes(F_CONTAINER) && !ids.includes(fUid), `f enrolled twice or under the wrong id: ${ids.join(', ')}`);
+    assert.equal(agent.records.filter((r) => r.msg === 'serving pod' && r['pod'] === 'app/f').length, 1, 'f served more than once');
+    // a -> f over mTLS through both node proxies' pods, and f's outbound through its own.
+    let who = '';
+    await until('a -> f over mTLS', async () => {
+      const r = await curl('a', [`http://${F_IP}:8080/whoami`]);
+      who = r.stdout.trim();
+      return who.includes(identityOf('a'));
+    }, 15_000).catch((err: Error) => assert.fail(`${err.message}: last answer "${who}"`));
+    const out = await curl('f', [`http://${pods.get('b')!.ip}:8080/from-f`]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout.trim(), `hello /from-f from ${pods.get('b')!.ip}:8080 1.1`);
+    const m = await agent.metrics();
+    assert.ok(metricSum(m, 'request_total', ['direction="inbound"', 'pod="f"', 'tls="true"', `client_id="${identityOf('a')}"`]) >= 1, 'f: no inbound mTLS request from a counted');
+    assert.ok(metricSum(m, 'request_total', ['direction="outbound"', 'pod="f"', 'tls="true"', `server_id="${identityOf('b')}"`]) >= 1, 'f: outbound to b not through its proxy over mTLS');
+    assert.ok(cp.certifies.some((e) => e.result === 'OK' && e.identity === identityOf('f')), 'f not certified as its own service account');
+  });
+
   test('restarted under load: the new node proxy listens beside the old one, the old one drains; no request fails', async () => {
     const load = loadAtoB();
-    const next = startAgent('bpfmesh-node-2');
-    await until('the new node proxy serves a, b and d', () => ['a', 'b', 'd'].every((n) => next.served(n)) || next.child.exitCode !== null, 60_000);
+    // The new agent takes the CNI socket over too; it meets f (enrolled by the CNI plugin through the old one) through the API.
+    const next = startAgent('bpfmesh-node-2', ['--cni-socket', cniSocket()]);
+    await until('the new node proxy serves a, b, d and f', () => ['a', 'b', 'd', 'f'].every((n) => next.served(n)) || next.child.exitCode !== null, 60_000);
     const ss = sh('ip', ['netns', 'exec', pods.get('b')!.pod.netnsName, 'ss', '-Htlnp', 'sport = :4143']);
     assert.ok(ss.includes(`pid=${agent.child.pid},`) && ss.includes(`pid=${next.child.pid},`), `b: not both node proxies listening:\n${ss}`);
     assert.equal(sh('ip', ['netns', 'exec', pods.get('b')!.pod.netnsName, 'cat', '/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '1');
@@ -366,6 +393,27 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     assert.ok(!after.includes(`pid=${old.child.pid},`), 'the old node proxy still listens');
   });
 
+  test('CNI DEL through the new agent (the old one stopped) stops serving the pod and frees its netns', async () => {
+    const f = pods.get('f')!;
+    const r = await curl('a', [`http://${F_IP}:8080/before-del`]);
+    assert.equal(r.code, 0, `the new node proxy does not serve f: ${r.stderr}`);
+    // As the runtime tears a sandbox down: its processes stop, DEL runs, the netns goes.
+    writeFileSync(join(f.pod.cgroup, 'cgroup.kill'), '1');
+    sh('ip', ['netns', 'delete', f.pod.netnsName]);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(vethExists(f.veth), 'f\'s netns went while the node proxy still served it: the check below could not fail');
+    const del = await cniCall('DEL', 'f', F_CONTAINER);
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.doesNotMatch(del.stderr, /did not answer/, 'the old agent\'s stop removed the new agent\'s CNI socket');
+    assert.ok(agent.records.some((x) => x.msg === 'CNI call served by the agent' && x['command'] === 'DEL'), 'the new agent did not serve the DEL');
+    await agent.waitLog((x) => x.msg === 'pod no longer served' && x['pod'] === 'app/f' && x['reason'] === 'cni_del', 'f withdrawn by DEL');
+    assert.ok(!listEnrolled(scope).some((e) => e.id === F_CONTAINER), 'DEL left f enrolled');
+    await until('f netns freed (its veth peer gone from the hub)', () => !vethExists(f.veth), 10_000);
+    node.removePod(f.pod);
+    kube.deletePod('app', 'f');
+    pods.delete('f');
+  });
+
   test('a pod whose node proxy is down fails closed: outbound and inbound refused, nothing bypasses', async () => {
     agent.child.kill('SIGKILL');
     await exited(agent);
@@ -374,6 +422,41 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     assert.equal(out.code, 7, `a -> b with the node proxy down: ${out.code} ${out.stdout}`);
     const inbound = await curl('plain', [`http://${b.ip}:8080/closed`]);
     assert.equal(inbound.code, 7, `unmeshed -> b with the node proxy down: ${inbound.code} ${inbound.stdout}`);
+  });
+
+  test('a pod the CNI plugin enrolled while no agent ran (in a process of its own) is served once an agent comes', async () => {
+    const g = bridge.attach(node.createPod());
+    pods.set('g', g);
+    announce('g');
+    const add = await cniCall('ADD', 'g', 'cni-sandbox-g');
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    // Its own log on the runtime's stderr (an agent would have logged it): it ran in a process of its own, without the node proxy.
+    assert.match(add.stderr, /pod enrolled .*nodeProxy=false/, 'no agent runs: the plugin should have run in a process of its own');
+    const flags = (): number => {
+      const maps = openNodeMaps(scope);
+      try {
+        return maps.settings.get(netnsCookieOf(g.pod.netns))?.flags ?? -1;
+      } finally {
+        closeMaps(maps);
+      }
+    };
+    assert.equal(flags() & Flags.NODE_PROXY, 0, 'enrolled without an agent, g should lack the node proxy flag (else this test proves nothing)');
+    await node.startSandbox(g.pod);
+    const late = startAgent('bpfmesh-node-g');
+    try {
+      await until('g served by the agent that came', () => late.served('g') || late.child.exitCode !== null, 60_000);
+      assert.ok(late.served('g'), JSON.stringify(late.records.slice(-5)));
+      assert.notEqual(flags() & Flags.NODE_PROXY, 0, 'the agent serves g without the node proxy flag on its row');
+      const ids = listEnrolled(scope).map((e) => e.id);
+      assert.ok(ids.includes('cni-sandbox-g') && !ids.includes(g.pod.uid), `g enrolled twice: ${ids.join(', ')}`);
+      // g has no app: its inbound proxy answers (502/503) where a refused connect would fail: it is served.
+      const r = await curl('a', [`http://${g.ip}:7000/`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(metricSum(await late.metrics(), 'bpfmesh_proxy_protocol_detected_total', ['pod="g"', 'direction="inbound"']) >= 1, 'g: the connection did not reach its node proxy');
+    } finally {
+      late.child.kill('SIGKILL');
+      await late.exited();
+    }
   });
 
   test('with --fail-open, a pod whose node proxy is down is reached directly', async () => {

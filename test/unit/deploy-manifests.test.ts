@@ -18,7 +18,7 @@ import { REPO_ROOT } from '../../src/config/paths.js';
 import { PROXY_ENV } from '../../src/config/proxy-env.js';
 import { DEFAULT_CLUSTER_NETWORKS, POLICY_ENV } from '../../src/config/policy-env.js';
 import { parseNetConf } from '../../src/cni/config.js';
-import { readPluginConfig } from '../../src/cni/installer.js';
+import { cniSocketOf, readPluginConfig, renderShim } from '../../src/cni/installer.js';
 import { kubeToolSkipReason, runKubeTool } from '../helpers/kube-tools.js';
 
 type Json = Record<string, unknown>;
@@ -381,6 +381,37 @@ describe('deploy/ manifests', { skip: KUSTOMIZE_SKIP }, () => {
     const role = inFile.find((d) => d.kind === 'ClusterRole')!;
     assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }]);
     assert.deepEqual(u.c.securityContext?.capabilities, { drop: ['ALL'] }, 'the installer writes files, needing no capability');
+  });
+
+  test('node-proxy: the agent serves the CNI plugin\'s calls on a hostPath socket, the very one the plugin\'s config names', () => {
+    const agent = USES.find((u) => u.doc.file === 'node-proxy' && u.runs.some((r) => r.command === 'node'));
+    const installer = USES.find((u) => u.doc.file === 'node-proxy' && u.runs.some((r) => r.command === 'cni-install'));
+    assert.ok(agent !== undefined && installer !== undefined, 'node-proxy: both the agent and the CNI installer');
+    // The agent's side: --cni-socket inside a hostPath mount; the host path of the socket is what the host's plugin sees.
+    const socket = flagValue(agent.runs[0]!.argv, '--cni-socket');
+    assert.ok(socket !== undefined, 'node-proxy: the agent runs with --cni-socket');
+    const mounts = (agent.c.volumeMounts ?? []).filter((m) => socket.startsWith(m.mountPath + '/'));
+    const m = mounts.sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+    assert.ok(m !== undefined, `--cni-socket ${socket} is on no volume of the agent`);
+    const hostDir = agent.pod.volumes?.find((v) => v.name === m.name)?.hostPath?.path;
+    assert.ok(hostDir !== undefined, `--cni-socket ${socket} is on ${m.name}, not a hostPath: the host's plugin cannot reach it`);
+    const onHost = hostDir + socket.slice(m.mountPath.length);
+    // Nothing else of the agent (its tokens) may land in that host folder.
+    const tmp = envOf(agent.c, 'TMPDIR');
+    assert.ok(tmp !== undefined && !(tmp + '/').startsWith(m.mountPath + '/'), `TMPDIR ${tmp}: pods' tokens would go to the host's ${hostDir}`);
+    // The plugin's side: the ConfigMap entry cni-install reads, and the shim it writes from it.
+    const configPath = flagValue(installer.runs[0]!.argv, '--config')!;
+    const cmMount = installer.c.volumeMounts!.find((x) => configPath.startsWith(x.mountPath + '/'))!;
+    const cmName = installer.pod.volumes?.find((v) => v.name === cmMount.name)?.configMap?.name;
+    const cm = DOCS.find((d) => d.file === 'node-proxy' && d.kind === 'ConfigMap' && d.metadata.name === cmName);
+    const text = cm?.data?.[configPath.slice(cmMount.mountPath.length + 1)];
+    assert.ok(text !== undefined, 'node-proxy: the CNI config');
+    const entry = JSON.parse(text) as Json;
+    assert.equal(cniSocketOf(entry), onHost, 'the plugin\'s cni_socket is not where the agent listens on the host');
+    assert.match(renderShim('/opt/bpfmesh', cniSocketOf(entry)), new RegExp(`BPFMESH_CNI_SOCKET=\\$\\{BPFMESH_CNI_SOCKET:-'${onHost}'\\}`));
+    // Exactly one Namespace (the agent's); the installer's service account in it.
+    assert.equal(DOCS.filter((d) => d.file === 'node-proxy' && d.kind === 'Namespace').length, 1);
+    assert.equal(installer.doc.metadata.namespace, agent.doc.metadata.namespace);
   });
 });
 
