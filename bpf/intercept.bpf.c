@@ -312,8 +312,10 @@ struct {
 /*
  * Per paired socket, by socket cookie: the sk_skb verdict's cursor (the TCP
  * sequence after the last byte it passed) and the pod's netns cookie for
- * its counters (sk_skb has no bpf_get_netns_cookie on 6.1). Written by
- * sockops at pairing time.
+ * its counters (sk_skb has no bpf_get_netns_cookie on 6.1). Created by the
+ * verdict on the socket's first skb, so a socket whose bytes all take the
+ * redirect never writes one (sockops wrote one per paired socket before:
+ * one LRU insert, an eviction once the map is full of closed sockets' rows).
  */
 struct skb_cursor {
 	__u64 netns_cookie;
@@ -345,12 +347,10 @@ struct {
 	__type(value, struct sockpath_state);
 } mesh_sp_state SEC(".maps");
 
-/* Record a socket that just joined mesh_sock_pairs (see mesh_sock_addr, mesh_skb_cursor). */
+/* Record a socket that just joined mesh_sock_pairs (see mesh_sock_addr). */
 static __always_inline void remember_socket(struct bpf_sock_ops *skops, const struct sock_tuple *own)
 {
-	struct skb_cursor cur = { .netns_cookie = own->netns_cookie, .next = 0, .valid = 0 };
 	struct sock_addr_rec rec;
-
 	struct bpf_sock *sk = skops->sk;
 
 	if (!sk)
@@ -358,7 +358,6 @@ static __always_inline void remember_socket(struct bpf_sock_ops *skops, const st
 	rec.cookie = bpf_get_socket_cookie(skops);
 	rec.sk = (__u64)(unsigned long)sk;
 	bpf_map_update_elem(&mesh_sock_addr, own, &rec, BPF_ANY);
-	bpf_map_update_elem(&mesh_skb_cursor, &rec.cookie, &cur, BPF_ANY);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1115,12 +1114,19 @@ int mesh_sk_skb(struct __sk_buff *skb)
 	bool first;
 	int i;
 
-	cur = bpf_map_lookup_elem(&mesh_skb_cursor, &sock_cookie);
-	if (!cur)
-		return SK_PASS;
 	/* The ctx is the kernel's struct sk_buff; TCP_SKB_CB() is its cb[]. */
 	if (bpf_core_read(&seqs, sizeof(seqs), &((struct sk_buff *)skb)->cb))
 		return SK_PASS;
+	cur = bpf_map_lookup_elem(&mesh_skb_cursor, &sock_cookie);
+	if (!cur) {
+		/* The socket's first skb (or its row was evicted): nothing passed before it to overlap. */
+		struct skb_cursor fresh = { .next = seqs.end_seq, .valid = 1 };
+		struct sock *sk = BPF_CORE_READ((struct sk_buff *)skb, sk);
+
+		fresh.netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+		bpf_map_update_elem(&mesh_skb_cursor, &sock_cookie, &fresh, BPF_NOEXIST);
+		return SK_PASS;
+	}
 	len = skb->len;
 	first = !cur->valid;
 	if (first || (__s32)(seqs.seq - cur->next) >= 0 || (bpfmesh_test_knobs & BPFMESH_TEST_NO_TRIM)) {
