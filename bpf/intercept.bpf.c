@@ -519,30 +519,25 @@ static __always_inline void on_proxy_accepted(struct bpf_sock_ops *skops, struct
  * an app that closes before the proxy asks SO_ORIGINAL_DST loses nothing.
  * STATE_CB runs in tcp_set_state() before the socket is unhashed, so its
  * addresses and ports are still those of the connection. mesh_sock_pairs
- * entries leave by themselves (sock_map unhash/close). The socket path's
- * rows of both ends go too: past CLOSE the proxy's end neither sends nor
+ * entries leave by themselves (sock_map unhash/close). Both ends'
+ * mesh_sock_addr rows go too: past CLOSE the proxy's end neither sends nor
  * receives, so neither end's sk_msg needs its peer, and the rows go back to
- * the LRU's free list instead of being evicted cold by later inserts (an
- * eviction cost about 1.3 us of an insert here).
+ * the LRU's free list instead of being evicted cold by later inserts, and
+ * closed connections no longer push live idle ones' rows out. The
+ * mesh_skb_cursor rows stay (to the LRU): the app's verdict can still have
+ * skbs to run that TCP has acknowledged, a retransmission among them, and a
+ * fresh cursor would pass its overlap (sockpath-trim caught that).
  */
 static __always_inline void on_close(struct bpf_sock_ops *skops)
 {
-	__u64 own_cookie = bpf_get_socket_cookie(skops);
-	struct sock_addr_rec *rec;
 	struct sock_tuple own, app;
 
 	if (!tuple_from_sockops(skops, bpf_get_netns_cookie(skops), &own))
 		return;
 	tuple_swap(&app, &own);
 	bpf_map_delete_elem(&mesh_dst_tuple, &app);
-	rec = bpf_map_lookup_elem(&mesh_sock_addr, &app);
-	if (rec) {
-		bpf_map_delete_elem(&mesh_skb_cursor, &rec->cookie);
-		bpf_map_delete_elem(&mesh_sock_addr, &app);
-	}
-	if (bpf_map_delete_elem(&mesh_sock_addr, &own))
-		return; /* not paired: socket path off or refused */
-	bpf_map_delete_elem(&mesh_skb_cursor, &own_cookie);
+	bpf_map_delete_elem(&mesh_sock_addr, &own);
+	bpf_map_delete_elem(&mesh_sock_addr, &app);
 }
 
 /*
