@@ -11,7 +11,7 @@
 //   4. mTLS between the proxies vs plaintext between the same proxies.
 //   5. tap: keep-alive req/s with tap off, idle, a tapper matching nothing, a tapper taking all.
 //   6. observe: new connections/s with `bpfmesh observe` off vs on (bench/observe.ts).
-//   7. bpf-cost: each BPF program's run time per new connection (bench/bpf-cost.ts).
+//   7. bpf-cost: new connections/s against iptables with the same relay, each BPF program's run time per new connection and per ping-pong round trip (bench/bpf-cost.ts).
 //   8. node-proxy, node-proxy-load, cni-forward: one proxy per node against sidecars (memory, req/s), CNI ADD forwarded vs in-process.
 //   9. memory: a sidecar proxy's RSS idle, with 1000 connections and after load, per Node flag set (bench/memory.ts).
 // BENCH_ONLY=init,path,proxy,mtls,node-attach,hostile,tap,observe,bpf-cost,node-proxy,node-proxy-load,cni-forward,memory picks sections. Prints tables and writes

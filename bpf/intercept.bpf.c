@@ -312,8 +312,10 @@ struct {
 /*
  * Per paired socket, by socket cookie: the sk_skb verdict's cursor (the TCP
  * sequence after the last byte it passed) and the pod's netns cookie for
- * its counters (sk_skb has no bpf_get_netns_cookie on 6.1). Written by
- * sockops at pairing time.
+ * its counters (sk_skb has no bpf_get_netns_cookie on 6.1). Created by the
+ * verdict on the socket's first skb, so a socket whose bytes all take the
+ * redirect never writes one (sockops wrote one per paired socket before:
+ * one LRU insert, an eviction once the map is full of closed sockets' rows).
  */
 struct skb_cursor {
 	__u64 netns_cookie;
@@ -345,12 +347,10 @@ struct {
 	__type(value, struct sockpath_state);
 } mesh_sp_state SEC(".maps");
 
-/* Record a socket that just joined mesh_sock_pairs (see mesh_sock_addr, mesh_skb_cursor). */
+/* Record a socket that just joined mesh_sock_pairs (see mesh_sock_addr). */
 static __always_inline void remember_socket(struct bpf_sock_ops *skops, const struct sock_tuple *own)
 {
-	struct skb_cursor cur = { .netns_cookie = own->netns_cookie, .next = 0, .valid = 0 };
 	struct sock_addr_rec rec;
-
 	struct bpf_sock *sk = skops->sk;
 
 	if (!sk)
@@ -358,7 +358,6 @@ static __always_inline void remember_socket(struct bpf_sock_ops *skops, const st
 	rec.cookie = bpf_get_socket_cookie(skops);
 	rec.sk = (__u64)(unsigned long)sk;
 	bpf_map_update_elem(&mesh_sock_addr, own, &rec, BPF_ANY);
-	bpf_map_update_elem(&mesh_skb_cursor, &rec.cookie, &cur, BPF_ANY);
 }
 
 /* ------------------------------------------------------------------ */
@@ -411,14 +410,14 @@ static __always_inline bool tuple_addrs(struct sock_tuple *t, __u32 family, __u3
  * inbound.bpf.c.
  */
 
-/* This socket's own tuple (local = this end). */
-static __always_inline bool tuple_from_sockops(struct bpf_sock_ops *skops, struct sock_tuple *t)
+/* This socket's own tuple (local = this end); netns_cookie: bpf_get_netns_cookie(skops). */
+static __always_inline bool tuple_from_sockops(struct bpf_sock_ops *skops, __u64 netns_cookie, struct sock_tuple *t)
 {
 	__u32 l6[4], r6[4], l4, r4;
 	__u32 family = skops->family;
 
 	__builtin_memset(t, 0, sizeof(*t));
-	t->netns_cookie = bpf_get_netns_cookie(skops);
+	t->netns_cookie = netns_cookie;
 	t->local_port = skops->local_port;
 	t->remote_port = bpf_ntohl(skops->remote_port);
 	if (family == AF_INET6) {
@@ -487,7 +486,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	if (!rec)
 		return; /* not a redirected connection */
 	dst = *rec;
-	if (!tuple_from_sockops(skops, &own))
+	if (!tuple_from_sockops(skops, bpf_get_netns_cookie(skops), &own))
 		return;
 	if (bpf_map_update_elem(&mesh_dst_tuple, &own, &dst, BPF_ANY))
 		count(own.netns_cookie, BPFMESH_C_OUT_RECORD_FAILED);
@@ -498,26 +497,21 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 		pair_socket(skops, &own, s->flags);
 }
 
-/* The proxy accepted a connection on its outbound port: is it a redirected one? */
-static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
+/*
+ * The proxy accepted a connection on its outbound port: is it a redirected
+ * one? own: the accepted socket's tuple (its pod is meshed).
+ */
+static __always_inline void on_proxy_accepted(struct bpf_sock_ops *skops, struct sock_tuple *own, __u32 flags)
 {
-	struct sock_tuple own, app;
-	struct pod_settings *s;
-	__u32 flags;
+	struct sock_tuple app;
 
-	s = settings_of(bpf_get_netns_cookie(skops));
-	if (!s || skops->local_port != s->outgoing_port)
-		return;
-	flags = s->flags;
-	if (!tuple_from_sockops(skops, &own))
-		return;
-	tuple_swap(&app, &own);
+	tuple_swap(&app, own);
 	if (!bpf_map_lookup_elem(&mesh_dst_tuple, &app))
 		return;
 
 	/* Its close (STATE_CB, TCP_CLOSE) deletes the record. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-	pair_socket(skops, &own, flags);
+	pair_socket(skops, own, flags);
 }
 
 /*
@@ -525,55 +519,72 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
  * an app that closes before the proxy asks SO_ORIGINAL_DST loses nothing.
  * STATE_CB runs in tcp_set_state() before the socket is unhashed, so its
  * addresses and ports are still those of the connection. mesh_sock_pairs
- * entries leave by themselves (sock_map unhash/close).
+ * entries leave by themselves (sock_map unhash/close). Both ends'
+ * mesh_sock_addr rows go too: past CLOSE the proxy's end neither sends nor
+ * receives, so neither end's sk_msg needs its peer, and the rows go back to
+ * the LRU's free list instead of being evicted cold by later inserts, and
+ * closed connections no longer push live idle ones' rows out. The
+ * mesh_skb_cursor rows stay (to the LRU): the app's verdict can still have
+ * skbs to run that TCP has acknowledged, a retransmission among them, and a
+ * fresh cursor would pass its overlap (sockpath-trim caught that).
  */
 static __always_inline void on_close(struct bpf_sock_ops *skops)
 {
 	struct sock_tuple own, app;
 
-	if (!tuple_from_sockops(skops, &own))
+	if (!tuple_from_sockops(skops, bpf_get_netns_cookie(skops), &own))
 		return;
 	tuple_swap(&app, &own);
 	bpf_map_delete_elem(&mesh_dst_tuple, &app);
+	bpf_map_delete_elem(&mesh_sock_addr, &own);
+	bpf_map_delete_elem(&mesh_sock_addr, &app);
 }
 
 /*
  * An inbound connection was accepted (steered by sk_lookup to the proxy, or
  * to an app on an ignored port): its SO_ORIGINAL_DST is its local address,
  * the address the peer dialled, as conntrack answers a connection that was
- * not NATed. Local connections (the proxy reaching the app) and the proxy's
- * outbound side (answered from mesh_dst_tuple) are left out.
+ * not NATed. Local connections (the proxy reaching the app) are left out;
+ * the proxy's outbound side is on_proxy_accepted's (mesh_dst_tuple).
  */
-static __always_inline void mark_inbound(struct bpf_sock_ops *skops)
+static __always_inline void mark_inbound(struct bpf_sock_ops *skops, const struct sock_tuple *own)
 {
 	struct bpf_sock *sk = skops->sk;
-	struct pod_settings *s;
-	struct sock_tuple own;
 	struct sock_dst *sd;
 
 	if (!sk)
 		return;
-	s = settings_of(bpf_get_netns_cookie(skops));
-	if (!s || skops->local_port == s->outgoing_port)
-		return;
-	if (!tuple_from_sockops(skops, &own))
-		return;
-	if (addr_is_loopback(own.family, own.local_addr) || addr_is_loopback(own.family, own.remote_addr) ||
-	    addr_equal(own.local_addr, own.remote_addr))
+	if (addr_is_loopback(own->family, own->local_addr) || addr_is_loopback(own->family, own->remote_addr) ||
+	    addr_equal(own->local_addr, own->remote_addr))
 		return;
 	sd = bpf_sk_storage_get(&mesh_sock_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!sd) {
-		count(own.netns_cookie, BPFMESH_C_OUT_RECORD_FAILED);
+		count(own->netns_cookie, BPFMESH_C_OUT_RECORD_FAILED);
 		return;
 	}
-	sd->dst.family = own.family;
-	sd->dst.addr[0] = own.local_addr[0];
-	sd->dst.addr[1] = own.local_addr[1];
-	sd->dst.addr[2] = own.local_addr[2];
-	sd->dst.addr[3] = own.local_addr[3];
-	sd->dst.port = bpf_htons((__u16)own.local_port);
+	sd->dst.family = own->family;
+	sd->dst.addr[0] = own->local_addr[0];
+	sd->dst.addr[1] = own->local_addr[1];
+	sd->dst.addr[2] = own->local_addr[2];
+	sd->dst.addr[3] = own->local_addr[3];
+	sd->dst.port = bpf_htons((__u16)own->local_port);
 	sd->dst._pad = 0;
 	sd->kind = BPFMESH_SD_INBOUND;
+}
+
+/* A passively opened socket of a meshed pod: one settings lookup and one tuple for both cases. */
+static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_netns_cookie(skops);
+	struct pod_settings *s = settings_of(cookie);
+	struct sock_tuple own;
+
+	if (!s || !tuple_from_sockops(skops, cookie, &own))
+		return;
+	if (own.local_port == s->outgoing_port)
+		on_proxy_accepted(skops, &own, s->flags);
+	else
+		mark_inbound(skops, &own);
 }
 
 /* A socket of the pod listens on the proxy's inbound port: register it for sk_lookup. */
@@ -594,7 +605,7 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 		struct sock_tuple own;
 		struct obs_event *e;
 
-		if (!tuple_from_sockops(skops, &own))
+		if (!tuple_from_sockops(skops, cookie, &own))
 			return;
 		e = obs_reserve(cookie, BPFMESH_C_LISTENER_REGISTERED);
 		if (!e)
@@ -614,7 +625,6 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_passive_established(skops);
-		mark_inbound(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)
@@ -1113,12 +1123,19 @@ int mesh_sk_skb(struct __sk_buff *skb)
 	bool first;
 	int i;
 
-	cur = bpf_map_lookup_elem(&mesh_skb_cursor, &sock_cookie);
-	if (!cur)
-		return SK_PASS;
 	/* The ctx is the kernel's struct sk_buff; TCP_SKB_CB() is its cb[]. */
 	if (bpf_core_read(&seqs, sizeof(seqs), &((struct sk_buff *)skb)->cb))
 		return SK_PASS;
+	cur = bpf_map_lookup_elem(&mesh_skb_cursor, &sock_cookie);
+	if (!cur) {
+		/* The socket's first skb (or its row was evicted): nothing passed before it to overlap. */
+		struct skb_cursor fresh = { .next = seqs.end_seq, .valid = 1 };
+		struct sock *sk = BPF_CORE_READ((struct sk_buff *)skb, sk);
+
+		fresh.netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+		bpf_map_update_elem(&mesh_skb_cursor, &sock_cookie, &fresh, BPF_NOEXIST);
+		return SK_PASS;
+	}
 	len = skb->len;
 	first = !cur->valid;
 	if (first || (__s32)(seqs.seq - cur->next) >= 0 || (bpfmesh_test_knobs & BPFMESH_TEST_NO_TRIM)) {
