@@ -105,6 +105,12 @@ class CellFamily extends Family {
   }
 }
 
+/** When an authority value was last used; `dead` once evicted (holders look it up again). */
+interface AuthorityUse {
+  t: number;
+  dead: boolean;
+}
+
 interface HistSeries {
   dead?: boolean;
   labels: Labels;
@@ -179,6 +185,8 @@ interface ConnEntry {
   authority: string | undefined;
   /** The authority label written: the value cut to 255 characters, or "" past maxAuthorities. */
   authorityLabel: string;
+  /** The authority's use record while authorityLabel is not "" (touched per request without a Map write). */
+  authorityUse: AuthorityUse | undefined;
   client_id: string | undefined;
   server_id: string | undefined;
   no_tls_reason: string | undefined;
@@ -224,7 +232,7 @@ export class PromProxyMetrics implements ProxyMetrics {
   readonly #maxLabelSets: number;
   readonly #dropped: Counter;
   /** authority -> when a request last used it. */
-  readonly #authorities = new Map<string, number>();
+  readonly #authorities = new Map<string, AuthorityUse>();
   readonly #maxAuthorities: number;
   readonly #authorityIdleMs: number;
   readonly #now: () => number;
@@ -348,7 +356,8 @@ export class PromProxyMetrics implements ProxyMetrics {
         target_addr: l.target_addr,
         tls: l.tls,
         authority: l.authority,
-        authorityLabel: this.#authorityLabel(l.authority),
+        authorityLabel: '',
+        authorityUse: undefined,
         client_id: l.client_id,
         server_id: l.server_id,
         no_tls_reason: l.no_tls_reason,
@@ -360,32 +369,47 @@ export class PromProxyMetrics implements ProxyMetrics {
         request: undefined,
         responses: new Map(),
       };
+      this.#setAuthority(e);
       this.#entries.set(l, e);
     }
     return e;
   }
 
-  /** The authority label for a value: kept while fewer than maxAuthorities are in use (idle ones evicted for room), else "". */
-  #authorityLabel(a: string | undefined): string {
-    if (a === undefined || a === '') return '';
+  /**
+   * The entry's authority label and use record: the value (cut to 255
+   * characters) while fewer than maxAuthorities are in use (idle ones are
+   * evicted for room), else "".
+   */
+  #setAuthority(e: ConnEntry): void {
+    e.authorityLabel = '';
+    e.authorityUse = undefined;
+    const a = e.authority;
+    if (a === undefined || a === '') return;
     const v = a.length > 255 ? a.slice(0, 255) : a;
-    if (this.#authorities.has(v)) return v;
-    if (this.#authorities.size >= this.#maxAuthorities) this.#evictIdleAuthorities();
-    if (this.#authorities.size >= this.#maxAuthorities) {
-      this.#labelValuesDropped.inc({ label: 'authority' });
-      return '';
+    let use = this.#authorities.get(v);
+    if (use === undefined) {
+      if (this.#authorities.size >= this.#maxAuthorities) this.#evictIdleAuthorities();
+      if (this.#authorities.size >= this.#maxAuthorities) {
+        this.#labelValuesDropped.inc({ label: 'authority' });
+        return;
+      }
+      use = { t: this.#now(), dead: false };
+      this.#authorities.set(v, use);
     }
-    this.#authorities.set(v, this.#now());
-    return v;
+    e.authorityLabel = v;
+    e.authorityUse = use;
   }
 
   /** Drops the authorities idle for authorityIdleMs, and every HTTP series that carries one. */
   #evictIdleAuthorities(): void {
     const cutoff = this.#now() - this.#authorityIdleMs;
     const gone = new Set<string>();
-    for (const [a, t] of this.#authorities) if (t <= cutoff) gone.add(a);
+    for (const [a, use] of this.#authorities) if (use.t <= cutoff) gone.add(a);
     if (gone.size === 0) return;
-    for (const a of gone) this.#authorities.delete(a);
+    for (const a of gone) {
+      this.#authorities.get(a)!.dead = true;
+      this.#authorities.delete(a);
+    }
     this.#evicted.inc({ label: 'authority' }, gone.size);
     for (const cells of [this.#requests.cells, this.#responses.cells]) {
       for (const [k, c] of cells) {
@@ -465,16 +489,16 @@ export class PromProxyMetrics implements ProxyMetrics {
   /**
    * The entry for HTTP series; one whose authority was evicted takes it (or
    * "") again. `touch`: the authority was used now (a request; its response
-   * only checks, one clock read and Map write per request is enough).
+   * only checks, one clock read and a field write per request is enough).
    */
   #httpEntry(l: ConnLabels, touch: boolean): ConnEntry {
     const e = this.#entry(l);
-    const a = e.authorityLabel;
-    if (a !== '') {
-      if (this.#authorities.has(a)) {
-        if (touch) this.#authorities.set(a, this.#now());
+    const use = e.authorityUse;
+    if (use !== undefined) {
+      if (!use.dead) {
+        if (touch) use.t = this.#now();
       } else {
-        e.authorityLabel = this.#authorityLabel(e.authority);
+        this.#setAuthority(e);
         e.request = undefined;
         e.responses.clear();
       }

@@ -38,6 +38,7 @@ import {
   type RequestHead,
   type ResponseHead,
 } from './head-parser.js';
+import { AuthorityLabels } from './authority-labels.js';
 import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
 import { tapHttp1, type TapPoint } from '../tap/hooks.js';
 import type { TapExchange } from '../tap/hub.js';
@@ -246,15 +247,8 @@ class ClientConn implements UpstreamOwner {
     if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
   }
 
-  /**
-   * Labels with the request's authority (Host, or an absolute-form target's),
-   * one object per (labels, authority) for the connection's life, so
-   * keep-alive requests hit the metrics' per-object cache. Each request
-   * derives from two bases (the connection's labels at routing, the
-   * endpoint's after), so one cached pair per base: a single slot
-   * alternated between them and missed on every request.
-   */
-  private readonly authLabels = new WeakMap<ConnLabels, { authority: string; labels: ConnLabels }>();
+  /** Labels with the request's authority (Host, or an absolute-form target's); made on the first request that has one. */
+  private authLabels: AuthorityLabels | null = null;
 
   private withAuthority(base: ConnLabels, req: RequestHead): ConnLabels {
     if (base.authority !== undefined) return base;
@@ -262,11 +256,7 @@ class ClientConn implements UpstreamOwner {
     const abs = req.target.startsWith('/') || req.target === '*' ? null : ABSOLUTE_FORM_AUTHORITY.exec(req.target);
     const authority = abs !== null ? abs[1]! : req.host;
     if (authority === undefined || authority === '') return base;
-    const c = this.authLabels.get(base);
-    if (c !== undefined && c.authority === authority) return c.labels;
-    const labels = { ...base, authority };
-    this.authLabels.set(base, { authority, labels });
-    return labels;
+    return (this.authLabels ??= new AuthorityLabels()).get(base, authority);
   }
 
   // ---- client side ----
