@@ -24,7 +24,7 @@
 // the Downgrade class below (it owns the upstream HTTP/1 connection).
 import { STATUS_CODES } from 'node:http';
 import { constants as h2c, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
-import { BpfmeshError, errorCode } from '../errors.js';
+import { BpfmeshError, ErrorCodes, errorCode } from '../errors.js';
 import { ChunkedDecoder, writeChunk } from './http1/body.js';
 import { HeadReader, HeaderFlag, HttpErrorCodes, parseResponseHead, type RequestHead, type ResponseHead } from './http1/head-parser.js';
 import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './http1/pool.js';
@@ -360,7 +360,7 @@ export class Downgrade implements UpstreamOwner {
         if (this.#done) return;
         const code = errorCode(err);
         this.#finish();
-        this.sink.failed(code === 'BPFMESH_E_CONNECT_TIMEOUT' ? 504 : 502, err);
+        this.sink.failed(code === ErrorCodes.CONNECT_TIMEOUT ? 504 : 502, err);
       },
     );
   }

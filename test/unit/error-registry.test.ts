@@ -13,13 +13,6 @@ import { ErrorCodes } from '../../src/errors.js';
 // families, not codes, and end in "_" here.
 const CODE = /BPFMESH_E_[A-Z0-9_]*[A-Z0-9]\b/g;
 
-/**
- * Being rewritten on another branch while this test landed (issue #14); their
- * codes still have to be registered, but they may still spell them out.
- * Remove once they use ErrorCodes.
- */
-const PENDING = new Set(['src/proxy/http1/head-parser.ts', 'src/proxy/http1/proxy-http1.ts', 'src/proxy/orig-proto.ts']);
-
 function files(dir: string, keep: (name: string) => boolean): string[] {
   const out: string[] = [];
   for (const e of readdirSync(join(REPO_ROOT, dir), { withFileTypes: true })) {
@@ -76,7 +69,7 @@ test("README's error-code table lists every registered code", () => {
 test('TypeScript modules take codes from the registry instead of spelling them out', () => {
   const spelled: string[] = [];
   for (const f of sources.filter((s) => s.startsWith('src') && s.endsWith('.ts'))) {
-    if (f === join('src', 'errors.ts') || PENDING.has(f)) continue;
+    if (f === join('src', 'errors.ts')) continue;
     for (const [i, line] of read(f).split('\n').entries()) {
       const t = line.trim();
       if (t.startsWith('//') || t.startsWith('*') || t.startsWith('/*')) continue;

@@ -4,11 +4,11 @@
 // received (bytes and a latin1 string over them) so that forwarding it is
 // either a write of the same bytes or a few string slices, never a
 // re-serialisation from objects.
-import { BpfmeshError } from '../../errors.js';
+import { BpfmeshError, ErrorCodes } from '../../errors.js';
 
 export const HttpErrorCodes = {
-  MALFORMED: 'BPFMESH_E_HTTP_MALFORMED',
-  HEADERS_TOO_LARGE: 'BPFMESH_E_HTTP_HEADERS_TOO_LARGE',
+  MALFORMED: ErrorCodes.HTTP_MALFORMED,
+  HEADERS_TOO_LARGE: ErrorCodes.HTTP_HEADERS_TOO_LARGE,
 } as const;
 
 export const DEFAULT_MAX_HEAD_BYTES = 64 * 1024;

@@ -23,7 +23,7 @@
 import { STATUS_CODES } from 'node:http';
 import { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
-import { errorCode } from '../../errors.js';
+import { ErrorCodes, errorCode } from '../../errors.js';
 import { asEndpoint, endpointKey, type Classification, type ConnLabels, type Connector, type Endpoint, type Lease, type ProxyMetrics, type RouteTarget, type Track } from '../types.js';
 import { h1RequestToH2, h2ResponseToH1, isPeerNotH2, L5D_ORIG_PROTO, lastChunk, parseOrigProto, type H1ResponseFraming, type OrigProtoUpgrader } from '../orig-proto.js';
 import { BodyPump, ChunkedDecoder, writeChunk } from './body.js';
@@ -45,11 +45,11 @@ import type { TapExchange } from '../tap/hub.js';
 
 export const Http1ErrorCodes = {
   /** No endpoint to send to (load shed, NoEndpoints): 503. */
-  UNAVAILABLE: 'BPFMESH_E_UNAVAILABLE',
+  UNAVAILABLE: ErrorCodes.UNAVAILABLE,
   /** Connecting to the upstream failed: 502. */
-  CONNECT: 'BPFMESH_E_CONNECT',
+  CONNECT: ErrorCodes.CONNECT,
   /** Connecting to the upstream timed out: 504. */
-  CONNECT_TIMEOUT: 'BPFMESH_E_CONNECT_TIMEOUT',
+  CONNECT_TIMEOUT: ErrorCodes.CONNECT_TIMEOUT,
 } as const;
 
 /** The logger calls used here (a pino Logger fits). */
@@ -375,8 +375,8 @@ class ClientConn implements UpstreamOwner {
     this.ctx.metrics.request(this.labels);
     if (errorCode(err) === Http1ErrorCodes.UNAVAILABLE) return this.proxyError(503, 'unavailable', `service unavailable: ${errMessage(err)}`);
     // Inbound policy (src/policy/): not authorized, or no route of the server matches.
-    if (errorCode(err) === 'BPFMESH_E_FORBIDDEN') return this.proxyError(403, 'forbidden', errMessage(err));
-    if (errorCode(err) === 'BPFMESH_E_ROUTE_NOT_FOUND') return this.proxyError(404, 'route_not_found', errMessage(err));
+    if (errorCode(err) === ErrorCodes.FORBIDDEN) return this.proxyError(403, 'forbidden', errMessage(err));
+    if (errorCode(err) === ErrorCodes.ROUTE_NOT_FOUND) return this.proxyError(404, 'route_not_found', errMessage(err));
     this.ctx.log.warn({ err: errMessage(err) }, 'route failed');
     this.proxyError(502, 'route_error', `routing failed: ${errMessage(err)}`);
   }
