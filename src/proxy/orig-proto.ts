@@ -24,12 +24,13 @@
 // the Downgrade class below (it owns the upstream HTTP/1 connection).
 import { STATUS_CODES } from 'node:http';
 import { constants as h2c, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
-import { BpfmeshError, ErrorCodes, errorCode } from '../errors.js';
-import { ChunkedDecoder, writeChunk } from './http1/body.js';
-import { HeadReader, HeaderFlag, HttpErrorCodes, parseResponseHead, type RequestHead, type ResponseHead } from './http1/head-parser.js';
-import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './http1/pool.js';
+import { BpfmeshError, errorCode } from '../errors.js';
+import { BodyPump, writeChunk } from './http1/body.js';
+import { HeadReader, HeaderFlag, HttpErrorCodes, type RequestHead, type ResponseHead } from './http1/head-parser.js';
+import type { Http1Pool, UpstreamConn } from './http1/pool.js';
+import { dialFor, dropUpstream, feedResponseBody, mayReplay, openUpstream, readResponseHead, settleUpstream, type ConnectFailure, type UpstreamTarget, type UpstreamWaiter } from './http1/upstream-exchange.js';
 import { H2UpstreamPool, PEER_NOT_H2 } from './h2/pool.js';
-import { endpointKey, type ConnLabels, type Connector, type Endpoint, type ProxyMetrics } from './types.js';
+import { endpointKey, type Connector, type Endpoint } from './types.js';
 
 export const L5D_ORIG_PROTO = 'l5d-orig-proto';
 
@@ -216,11 +217,8 @@ export const isPeerNotH2 = (err: unknown): boolean => errorCode(err) === PEER_NO
 // ---- inbound: an upgraded HTTP/2 request back to HTTP/1 ----
 
 /** What the HTTP/2 forwarder hands the downgrade, and hears back from it. */
-export interface DowngradeContext {
+export interface DowngradeContext extends Omit<UpstreamTarget, 'ep'> {
   pool: Http1Pool;
-  connect: Connector;
-  metrics: ProxyMetrics;
-  labels: ConnLabels;
   /** The verified client identity for l5d-client-id, or null; a client-sent value is always dropped. */
   clientId: string | null | undefined;
   log: { debug(obj: object, msg?: string): void };
@@ -239,7 +237,6 @@ export interface DowngradeSink {
 
 const HOP_REQ = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'http2-settings', 'host', L5D_ORIG_PROTO, 'l5d-client-id']);
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /**
  * The HTTP/1 request head for an upgraded HTTP/2 request, and its framing.
@@ -303,16 +300,18 @@ export function h1ResponseToH2(res: ResponseHead): OutgoingHttpHeaders {
  * One upgraded request sent to the app as HTTP/1 on a pooled keep-alive
  * connection (the HTTP/1 forwarder's pool, key (address, identity, http1)),
  * its response relayed back on the HTTP/2 stream with backpressure both ways.
+ * Connecting, the response head, the replay and the pool hand-back are
+ * http1/upstream-exchange.ts's, shared with the HTTP/1 forwarder; the
+ * response body goes through its BodyPump, de-chunked (HTTP/2 frames it).
  */
-export class Downgrade implements UpstreamOwner {
+export class Downgrade implements UpstreamWaiter {
   #up: UpstreamConn | null = null;
   #reused = false;
   #retried = false;
   #gotBytes = false;
   readonly #reader = new HeadReader();
   #res: ResponseHead | null = null;
-  #remaining = 0;
-  #decoder: ChunkedDecoder | null = null;
+  #resPump: BodyPump | null = null;
   #reqDone = false;
   #resDone = false;
   #done = false;
@@ -343,29 +342,23 @@ export class Downgrade implements UpstreamOwner {
     this.#reqDone = this.endStream;
     this.ctx.metrics.origProto?.('downgraded');
     this.down.once('close', () => this.#teardown());
-    const up = this.ctx.pool.acquire(endpointKey(this.ep, 'http1'), this);
-    if (up !== undefined) this.#attach(up, true);
-    else this.#connect();
+    openUpstream(this.ctx.pool, this.ep, this);
   }
 
-  #connect(): void {
-    const { labels, metrics } = this.ctx;
-    dialUpstream(this.ep, this.ctx.connect, metrics, labels).then(
-      (up) => {
-        if (this.#done) return up.destroy();
-        up.owner = this;
-        this.#attach(up, false);
-      },
-      (err: unknown) => {
-        if (this.#done) return;
-        const code = errorCode(err);
-        this.#finish();
-        this.sink.failed(code === ErrorCodes.CONNECT_TIMEOUT ? 504 : 502, err);
-      },
-    );
+  upstreamTarget(): UpstreamTarget {
+    return { ep: this.ep, connect: this.ctx.connect, metrics: this.ctx.metrics, labels: this.ctx.labels };
   }
 
-  #attach(up: UpstreamConn, reused: boolean): void {
+  wantsUpstream(): boolean {
+    return !this.#done;
+  }
+
+  connectFailed(f: ConnectFailure, err: unknown): void {
+    this.#finish();
+    this.sink.failed(f.status, err);
+  }
+
+  attach(up: UpstreamConn, reused: boolean): void {
     this.#up = up;
     this.#reused = reused;
     this.#gotBytes = false;
@@ -403,25 +396,19 @@ export class Downgrade implements UpstreamOwner {
   }
 
   #responseHead(up: UpstreamConn, chunk: Buffer): void {
-    let res: ResponseHead;
+    let res: ResponseHead | null;
     try {
-      if (!this.#reader.push(chunk)) return;
-      res = parseResponseHead(this.#reader.head, this.#method === 'HEAD');
+      res = readResponseHead(this.#reader, chunk, this.#method === 'HEAD', this.#onInterim);
     } catch (err) {
       this.#finish();
       return this.sink.failed(502, err);
     }
+    if (res === null) return;
     const rest = this.#reader.rest;
-    if (res.statusCode < 200) {
-      // 100 Continue, 103 Early Hints pass on; 101 cannot happen (no upgrade was asked) and is refused.
-      if (res.statusCode === 101) {
-        this.#finish();
-        return this.sink.failed(502, new Error('the app switched protocols on a request that asked for no upgrade'));
-      }
-      if (!this.down.headersSent) this.down.additionalHeaders({ ':status': res.statusCode });
-      this.#reader.reset();
-      if (rest.length > 0) this.#responseHead(up, rest);
-      return;
+    // 101 cannot happen (no upgrade was asked) and is refused.
+    if (res.statusCode === 101) {
+      this.#finish();
+      return this.sink.failed(502, new Error('the app switched protocols on a request that asked for no upgrade'));
     }
     this.#res = res;
     const endStream = res.framing === 'none';
@@ -432,49 +419,32 @@ export class Downgrade implements UpstreamOwner {
       return this.sink.failed(502, err);
     }
     this.sink.responded(res.statusCode);
-    this.#remaining = res.contentLength;
-    this.#decoder = res.framing === 'chunked' ? new ChunkedDecoder() : null;
     if (endStream) return this.#responseDone(rest.length > 0);
+    this.#resPump = new BodyPump(up.socket, this.down, res.framing, res.contentLength, true);
     if (rest.length > 0) this.#body(up, rest);
   }
 
+  /** 100 Continue, 103 Early Hints pass on (before the response's own headers). */
+  readonly #onInterim = (head: ResponseHead): void => {
+    if (!this.down.headersSent) this.down.additionalHeaders({ ':status': head.statusCode });
+  };
+
   #body(up: UpstreamConn, chunk: Buffer): void {
-    const res = this.#res!;
-    if (this.#resDone) {
-      up.dead = true; // bytes after the response: never reuse
-      return;
+    let complete: boolean;
+    try {
+      complete = feedResponseBody(up, this.#resPump, chunk);
+    } catch (err) {
+      this.#finish();
+      return this.sink.reset(`malformed response body: ${(err as Error).message}`);
     }
-    let used = chunk.length;
-    let parts: Buffer[] = [chunk];
-    let finished = false;
-    if (res.framing === 'length') {
-      used = Math.min(this.#remaining, chunk.length);
-      this.#remaining -= used;
-      parts = [chunk.subarray(0, used)];
-      finished = this.#remaining === 0;
-    } else if (res.framing === 'chunked') {
-      parts = [];
-      try {
-        used = this.#decoder!.feed(chunk, 0, parts);
-      } catch (err) {
-        this.#finish();
-        return this.sink.reset(`malformed response body: ${(err as Error).message}`);
-      }
-      finished = this.#decoder!.done;
-    }
-    let ok = true;
-    for (const p of parts) if (p.length > 0) ok = this.down.write(p) && ok;
-    if (!ok && !up.socket.isPaused()) {
-      up.socket.pause();
-      this.down.once('drain', () => up.socket.resume());
-    }
-    if (finished) this.#responseDone(used < chunk.length);
+    if (complete) this.#responseDone(false);
   }
 
   #responseDone(extra: boolean): void {
     const up = this.#up!;
     if (extra) up.dead = true;
     this.#resDone = true;
+    this.#resPump = null;
     if (!this.down.writableEnded) this.down.end();
     this.sink.ended();
     if (this.#reqDone) this.#exchangeDone();
@@ -489,12 +459,7 @@ export class Downgrade implements UpstreamOwner {
     const up = this.#up;
     this.#up = null;
     this.#done = true;
-    if (up === null) return;
-    if (this.#res!.keepAlive) this.ctx.pool.release(up);
-    else {
-      up.owner = null;
-      up.destroy();
-    }
+    if (up !== null) settleUpstream(this.ctx.pool, up, this.#res!.keepAlive);
   }
 
   onUpstreamEnd(up: UpstreamConn): void {
@@ -507,22 +472,19 @@ export class Downgrade implements UpstreamOwner {
 
   #gone(up: UpstreamConn, err: Error | undefined): void {
     if (up !== this.#up || this.#done) return;
-    const res = this.#res;
-    if (res !== null) {
+    if (this.#res !== null) {
       if (this.#resDone) return;
-      // A close-delimited body ends with a FIN.
-      if (res.framing === 'close' && err === undefined) return this.#responseDone(false);
+      // A close-delimited body ends with a FIN; a reset cuts it short.
+      if (err === undefined && this.#resPump !== null && this.#resPump.eof()) return this.#responseDone(false);
       this.#finish();
       return this.sink.reset('upstream closed mid-response');
     }
     this.#up = null;
-    up.owner = null;
-    up.destroy();
-    // A pooled connection the app closed as we reused it: the request never got there.
-    if (this.#reused && !this.#gotBytes && !this.#retried && this.endStream && IDEMPOTENT.has(this.#method)) {
+    dropUpstream(up);
+    if (mayReplay(this.#reused, this.#gotBytes, this.#retried, this.endStream, this.#method)) {
       this.#retried = true;
       this.#reader.reset();
-      return this.#connect();
+      return dialFor(this);
     }
     this.#finish();
     this.sink.failed(502, err ?? new Error('the app closed the connection before a response'));
@@ -536,11 +498,9 @@ export class Downgrade implements UpstreamOwner {
 
   #finish(): void {
     this.#done = true;
-    const up = this.#up;
+    this.#resPump?.stop();
+    this.#resPump = null;
+    dropUpstream(this.#up);
     this.#up = null;
-    if (up !== null) {
-      up.owner = null;
-      up.destroy();
-    }
   }
 }

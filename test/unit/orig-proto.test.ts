@@ -68,6 +68,32 @@ function raw(to: Addr, text: string | Buffer): Promise<string> {
   });
 }
 
+/** An 8 MiB response body the app sends on /big-*. */
+const BIG = randomBytes(8 * 1024 * 1024);
+
+/** Like raw(), but reads slowly (a pause after every read), so every proxy's writes towards the client back up. */
+function rawSlow(to: Addr, text: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s: Socket = connect(to.port, to.host);
+    const parts: Buffer[] = [];
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error('no complete response within 30 s'));
+    }, 30_000);
+    s.on('data', (d: Buffer) => {
+      parts.push(d);
+      s.pause();
+      setTimeout(() => s.resume(), 2);
+    });
+    s.on('error', reject);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(parts));
+    });
+    s.write(text);
+  });
+}
+
 function split(res: string): { status: string; headers: Map<string, string>; body: string } {
   const at = res.indexOf('\r\n\r\n');
   const [status, ...lines] = res.slice(0, at).split('\r\n');
@@ -109,6 +135,12 @@ before(async () => {
       }
     });
     req.on('end', () => {
+      // A large response: chunked (no length given) or with a Content-Length.
+      if (req.url === '/big-chunked' || req.url === '/big-length') {
+        if (req.url === '/big-length') res.setHeader('content-length', BIG.length);
+        for (let i = 0; i < BIG.length; i += 65536) res.write(BIG.subarray(i, i + 65536));
+        return void res.end();
+      }
       if (req.url === '/chunked') {
         res.write('a');
         res.write('bb');
@@ -262,6 +294,30 @@ test('an 8 MiB body to a slow app arrives whole over plain HTTP/1 (inbound)', as
   const res = split(await raw(inbound, Buffer.concat([Buffer.from(`POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`), body])));
   assert.equal(res.status, 'HTTP/1.1 200 OK');
   assert.deepEqual((JSON.parse(res.body) as Seen).body, { length: body.length, sha: createHash('sha256').update(body).digest('hex') });
+});
+
+test('an 8 MiB response to a slow client arrives whole over l5d-orig-proto, chunked and with a length (backpressure on the downgrade response path)', async () => {
+  const sha = createHash('sha256').update(BIG).digest('hex');
+  const before = await sample(inRegistry, 'bpfmesh_orig_proto_requests_total', { event: 'downgraded' });
+  for (const path of ['/big-chunked', '/big-length']) {
+    const res = await rawSlow(outbound, `GET ${path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n`);
+    const at = res.indexOf('\r\n\r\n');
+    const head = split(res.subarray(0, at + 4).toString('latin1'));
+    assert.equal(head.status, 'HTTP/1.1 200 OK', path);
+    let body = res.subarray(at + 4);
+    if (head.headers.get('transfer-encoding') === 'chunked') body = Buffer.from(dechunk(body.toString('latin1')), 'latin1');
+    else assert.equal(head.headers.get('content-length'), String(BIG.length), path);
+    assert.equal(body.length, BIG.length, path);
+    assert.equal(createHash('sha256').update(body).digest('hex'), sha, path);
+  }
+  assert.equal(await sample(inRegistry, 'bpfmesh_orig_proto_requests_total', { event: 'downgraded' }) - before, 2, 'both went over HTTP/2');
+});
+
+test('an 8 MiB response to a slow client arrives whole over plain HTTP/1 (inbound)', async () => {
+  const res = await rawSlow(inbound, 'GET /big-length HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n');
+  const at = res.indexOf('\r\n\r\n');
+  assert.equal(split(res.subarray(0, at + 4).toString('latin1')).status, 'HTTP/1.1 200 OK');
+  assert.equal(createHash('sha256').update(res.subarray(at + 4)).digest('hex'), createHash('sha256').update(BIG).digest('hex'));
 });
 
 test('keep-alive: requests on one client connection share one HTTP/2 session to the peer', async () => {

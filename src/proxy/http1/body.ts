@@ -260,10 +260,10 @@ export class BodyPump {
 
   constructor(
     private readonly src: Socket,
-    private readonly dst: Socket,
+    private readonly dst: Writable,
     readonly framing: BodyFraming,
     contentLength: number,
-    /** Write only the data of a chunked body (for an HTTP/1.0 peer). */
+    /** Write only the data of a chunked body (for an HTTP/1.0 peer, or an HTTP/2 stream). */
     dechunk = false,
     /** Leave l5d-* fields out of the trailers (an inbound request). */
     private readonly stripL5d = false,

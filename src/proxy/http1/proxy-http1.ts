@@ -24,7 +24,7 @@ import { STATUS_CODES } from 'node:http';
 import { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { ErrorCodes, errorCode } from '../../errors.js';
-import { asEndpoint, endpointKey, type Classification, type ConnLabels, type Connector, type Endpoint, type Lease, type ProxyMetrics, type RouteTarget, type Track } from '../types.js';
+import { asEndpoint, type Classification, type ConnLabels, type Connector, type Endpoint, type Lease, type ProxyMetrics, type RouteTarget, type Track } from '../types.js';
 import { h1RequestToH2, h2ResponseToH1, isPeerNotH2, L5D_ORIG_PROTO, lastChunk, parseOrigProto, type H1ResponseFraming, type OrigProtoUpgrader } from '../orig-proto.js';
 import { BodyPump, ChunkedDecoder, writeChunk } from './body.js';
 import {
@@ -33,13 +33,13 @@ import {
   HeaderFlag,
   HttpErrorCodes,
   parseRequestHead,
-  parseResponseHead,
   rewriteHead,
   type RequestHead,
   type ResponseHead,
 } from './head-parser.js';
 import { AuthorityLabels } from './authority-labels.js';
-import { dialUpstream, Http1Pool, UpstreamConn, type UpstreamOwner } from './pool.js';
+import { Http1Pool, UpstreamConn } from './pool.js';
+import { connectFailure, dialFor, dropUpstream, feedResponseBody, mayReplay, openUpstream, readResponseHead, settleUpstream, type ConnectFailure, type UpstreamTarget, type UpstreamWaiter } from './upstream-exchange.js';
 import { tapHttp1, type TapPoint } from '../tap/hooks.js';
 import type { TapExchange } from '../tap/hub.js';
 
@@ -151,7 +151,6 @@ const BODY_TIMEOUT_MS = 60_000;
 /** scheme://authority at the start of an absolute-form target. */
 const ABSOLUTE_FORM_AUTHORITY = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/;
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const DROP_REQUEST = HeaderFlag.HOP | HeaderFlag.UPGRADE;
 const DROP_REQUEST_UPGRADE = HeaderFlag.HOP;
 
@@ -162,7 +161,7 @@ const errMessage = (e: unknown): string => (e instanceof Error ? e.message : Str
 const headerSafe = (s: string): string => s.replace(/[^\x20-\x7e]+/g, ' ').slice(0, 200);
 const classify = (status: number): Classification => (status >= 500 ? 'failure' : 'success');
 
-class ClientConn implements UpstreamOwner {
+class ClientConn implements UpstreamWaiter {
   private state = St.HEAD;
   private readonly reader: HeadReader;
   private readonly resReader: HeadReader;
@@ -356,7 +355,7 @@ class ClientConn implements UpstreamOwner {
       },
       (err: unknown) => {
         if (this.state !== St.ROUTE) return;
-        if (!isPeerNotH2(err)) return this.connectFailed(err);
+        if (!isPeerNotH2(err)) return this.connectFailed(connectFailure(err));
         this.ctx.log.debug({ err: errMessage(err) }, 'peer does not speak HTTP/2; HTTP/1 instead');
         this.ctx.metrics.origProto?.('fallback_http1');
         this.viaHttp1();
@@ -365,9 +364,11 @@ class ClientConn implements UpstreamOwner {
   }
 
   private viaHttp1(): void {
-    const up = this.pool.acquire(endpointKey(this.ep!, 'http1'), this);
-    if (up !== undefined) this.attach(up, true);
-    else this.connectUpstream();
+    openUpstream(this.pool, this.ep!, this);
+  }
+
+  upstreamTarget(): UpstreamTarget {
+    return { ep: this.ep!, connect: this.ctx.connect, metrics: this.ctx.metrics, labels: this.labels };
   }
 
   private routeFailed(err: unknown): void {
@@ -381,33 +382,16 @@ class ClientConn implements UpstreamOwner {
     this.proxyError(502, 'route_error', `routing failed: ${errMessage(err)}`);
   }
 
-  private connectUpstream(): void {
-    const ep = this.ep!;
-    const labels = this.labels;
-    const metrics = this.ctx.metrics;
-    dialUpstream(ep, this.ctx.connect, metrics, labels).then(
-      (up) => {
-        if (this.state !== St.ROUTE) return up.destroy();
-        up.owner = this;
-        this.attach(up, false);
-      },
-      (err: unknown) => {
-        if (this.state !== St.ROUTE) return;
-        this.connectFailed(err);
-      },
-    );
+  wantsUpstream(): boolean {
+    return this.state === St.ROUTE;
   }
 
-  private connectFailed(err: unknown): void {
-    const code = errorCode(err);
-    if (code === Http1ErrorCodes.CONNECT_TIMEOUT || code === 'ETIMEDOUT') {
-      return this.proxyError(504, 'connect_timeout', `connect timed out: ${errMessage(err)}`);
-    }
-    this.proxyError(502, 'connect_error', `connect error: ${errMessage(err)}`);
+  connectFailed(f: ConnectFailure): void {
+    this.proxyError(f.status, f.error, f.message);
   }
 
   /** Send the request on `up`: head, then whatever body bytes are already here. */
-  private attach(up: UpstreamConn, reused: boolean): void {
+  attach(up: UpstreamConn, reused: boolean): void {
     const req = this.req!;
     this.state = St.EXCHANGE;
     this.up = up;
@@ -518,13 +502,9 @@ class ClientConn implements UpstreamOwner {
     this.reqPump?.stop();
     this.resPump?.stop();
     this.dropH2();
-    const up = this.up;
+    // Mid-exchange or tunnel: the upstream connection's state is unknown, never pool it.
+    dropUpstream(this.up);
     this.up = null;
-    if (up !== null) {
-      // Mid-exchange or tunnel: the upstream connection's state is unknown, never pool it.
-      up.owner = null;
-      up.destroy();
-    }
   }
 
   drain(): void {
@@ -564,44 +544,28 @@ class ClientConn implements UpstreamOwner {
     if (up !== this.up) return;
     if (this.state === St.TUNNEL) return this.relay(chunk, this.client, up.socket);
     this.gotResponseBytes = true;
-    if (this.res === null) return this.consumeResponseHead(up, chunk);
-    if (this.resDone) {
-      // Bytes after the response: the connection's framing is off, never reuse it.
-      up.dead = true;
-      return;
-    }
-    let used: number;
+    if (this.res === null) return this.consumeResponseHead(chunk);
+    let complete: boolean;
     try {
-      used = this.resPump!.push(chunk);
+      complete = feedResponseBody(up, this.resPump, chunk);
     } catch (err) {
       return this.abort(`malformed response body: ${errMessage(err)}`);
     }
-    if (this.resPump!.done) {
-      if (used < chunk.length) up.dead = true;
-      this.responseDone();
-    }
+    if (complete) this.responseDone();
   }
 
-  private consumeResponseHead(up: UpstreamConn, chunk: Buffer): void {
+  private consumeResponseHead(chunk: Buffer): void {
     const req = this.req!;
-    let head: ResponseHead;
+    let head: ResponseHead | null;
     try {
-      if (!this.resReader.push(chunk)) return;
-      head = parseResponseHead(this.resReader.head, req.method === 'HEAD');
+      head = readResponseHead(this.resReader, chunk, req.method === 'HEAD', this.onInterim);
     } catch (err) {
       this.ctx.log.debug({ err: errMessage(err) }, 'bad response from upstream');
       return this.proxyError(502, 'malformed_response', `bad response from upstream: ${errMessage(err)}`);
     }
+    if (head === null) return;
     const rest = this.resReader.rest;
     const status = head.statusCode;
-    if (status < 200 && status !== 101) {
-      // Interim (100 Continue, 103 Early Hints): passed on, except to HTTP/1.0 clients, which know none.
-      this.clearTimer();
-      if (req.versionMinor >= 1) this.client.write(rewriteHead(head, HeaderFlag.HOP | HeaderFlag.UPGRADE));
-      this.resReader.reset();
-      if (rest.length > 0) this.onUpstreamData(up, rest);
-      return;
-    }
     if (status === 101 || (req.method === 'CONNECT' && status < 300)) {
       if (status === 101 && !req.upgrade) {
         return this.proxyError(502, 'malformed_response', 'upstream switched protocols without an upgrade request');
@@ -610,6 +574,12 @@ class ClientConn implements UpstreamOwner {
     }
     this.responseHead(head, rest);
   }
+
+  /** Interim (100 Continue, 103 Early Hints): passed on, except to HTTP/1.0 clients, which know none. */
+  private readonly onInterim = (head: ResponseHead): void => {
+    this.clearTimer();
+    if (this.req!.versionMinor >= 1) this.client.write(rewriteHead(head, HeaderFlag.HOP | HeaderFlag.UPGRADE));
+  };
 
   private responseHead(head: ResponseHead, rest: Buffer): void {
     const req = this.req!;
@@ -651,10 +621,8 @@ class ClientConn implements UpstreamOwner {
     if (!this.reqDone) {
       // Answered before the request was complete (an early error, or an
       // Expect the server refused): the upstream connection is mid-request.
-      const up = this.up!;
+      dropUpstream(this.up);
       this.up = null;
-      up.owner = null;
-      up.destroy();
       this.reqPump?.stop();
       this.reqPump = null;
       return this.closeClient();
@@ -666,11 +634,7 @@ class ClientConn implements UpstreamOwner {
     const up = this.up!;
     this.up = null;
     this.flushBytes(up);
-    if (this.res!.keepAlive && !this.req!.upgrade) this.pool.release(up);
-    else {
-      up.owner = null;
-      up.destroy();
-    }
+    settleUpstream(this.pool, up, this.res!.keepAlive && !this.req!.upgrade);
     this.req = null;
     this.res = null;
     if (!this.keepClient || this.clientEnded) return this.closeClient();
@@ -706,15 +670,12 @@ class ClientConn implements UpstreamOwner {
     }
     this.clearTimer();
     this.up = null;
-    up.owner = null;
-    up.destroy();
+    dropUpstream(up);
     const req = this.req!;
-    // A pooled connection the server closed just as we reused it: the request
-    // never got there. Replay it once on a new connection when that is safe.
-    if (this.upReused && !this.gotResponseBytes && !this.retried && req.framing === 'none' && IDEMPOTENT.has(req.method)) {
+    if (mayReplay(this.upReused, this.gotResponseBytes, this.retried, req.framing === 'none', req.method)) {
       this.retried = true;
       this.state = St.ROUTE;
-      return this.connectUpstream();
+      return dialFor(this);
     }
     const why = err === undefined ? 'connection closed before a response' : `connection error before a response: ${err.message}`;
     this.proxyError(502, 'upstream_reset', why);
@@ -971,12 +932,8 @@ class ClientConn implements UpstreamOwner {
     const responded = this.h2Framing !== null;
     this.h2Framing = null;
     this.dropH2();
-    const up = this.up;
+    dropUpstream(this.up);
     this.up = null;
-    if (up !== null) {
-      up.owner = null;
-      up.destroy();
-    }
     this.reqPump?.stop();
     this.reqPump = null;
     if (this.res !== null || responded) return this.abort(message); // too late for a response
