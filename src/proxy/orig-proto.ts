@@ -222,6 +222,8 @@ export interface DowngradeContext extends Omit<UpstreamTarget, 'ep'> {
   /** The verified client identity for l5d-client-id, or null; a client-sent value is always dropped. */
   clientId: string | null | undefined;
   log: { debug(obj: object, msg?: string): void };
+  /** An app that does not start its response within this is answered 504 (BPFMESH_PROXY_RESPONSE_HEAD_TIMEOUT); none when absent. */
+  responseTimeoutMs?: number;
 }
 
 export interface DowngradeSink {
@@ -319,6 +321,7 @@ export class Downgrade implements UpstreamWaiter {
   #chunked = false;
   #method = 'GET';
   #trailers: IncomingHttpHeaders | undefined;
+  #responseTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly down: ServerHttp2Stream,
@@ -364,6 +367,8 @@ export class Downgrade implements UpstreamWaiter {
     this.#gotBytes = false;
     const sock = up.socket;
     sock.write(this.#head, 'latin1');
+    // Counted from the end of the request, as on the HTTP/1 path.
+    if (this.#reqDone) this.#armResponseTimer();
     if (!this.#reqDone && !this.#retried) this.#pumpRequest(sock);
     sock.resume();
   }
@@ -384,6 +389,7 @@ export class Downgrade implements UpstreamWaiter {
       if (this.#up === null || this.#up.socket !== sock) return;
       if (this.#chunked) sock.write(lastChunk(this.#trailers, true));
       this.#reqDone = true;
+      if (this.#res === null) this.#armResponseTimer();
       if (this.#resDone) this.#exchangeDone();
     });
   }
@@ -411,6 +417,8 @@ export class Downgrade implements UpstreamWaiter {
       return this.sink.failed(502, new Error('the app switched protocols on a request that asked for no upgrade'));
     }
     this.#res = res;
+    if (this.#responseTimer !== null) clearTimeout(this.#responseTimer);
+    this.#responseTimer = null;
     const endStream = res.framing === 'none';
     try {
       this.down.respond(h1ResponseToH2(res), { endStream });
@@ -496,8 +504,22 @@ export class Downgrade implements UpstreamWaiter {
     this.#finish();
   }
 
+  /** From the end of the request, one timer per downgraded request (not the keep-alive hot path): an app that never answers must not hold the stream and its connection. */
+  #armResponseTimer(): void {
+    const ms = this.ctx.responseTimeoutMs;
+    if (ms === undefined || ms <= 0 || this.#responseTimer !== null) return;
+    this.#responseTimer = setTimeout(() => {
+      this.#responseTimer = null;
+      if (this.#res !== null || this.#done) return;
+      this.#finish();
+      this.sink.failed(504, new Error(`response timed out after ${ms} ms`));
+    }, ms).unref();
+  }
+
   #finish(): void {
     this.#done = true;
+    if (this.#responseTimer !== null) clearTimeout(this.#responseTimer);
+    this.#responseTimer = null;
     this.#resPump?.stop();
     this.#resPump = null;
     dropUpstream(this.#up);

@@ -299,7 +299,7 @@ export class Proxy {
         case 'h2': {
           // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
           const h2route = authz !== undefined && conn !== undefined ? authorizeRequestH2(authz, conn, route) : route;
-          const h2ctx = { ...common, live: this.#h2Live, route: h2route, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool } } : {}) };
+          const h2ctx = { ...common, live: this.#h2Live, route: h2route, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool, responseTimeoutMs: limits.responseHeadTimeoutMs } } : {}) };
           if (client !== sock) {
             // Over mTLS: see replay-duplex.ts.
             const rd = replayDuplex(client, d.buffered) as unknown as Socket;

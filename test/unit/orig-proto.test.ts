@@ -70,6 +70,8 @@ function raw(to: Addr, text: string | Buffer): Promise<string> {
 
 /** An 8 MiB response body the app sends on /big-*. */
 const BIG = randomBytes(8 * 1024 * 1024);
+/** The inbound downgrade's response-head timeout in these tests. */
+const RESPONSE_TIMEOUT_MS = 1000;
 
 /** Like raw(), but reads slowly (a pause after every read), so every proxy's writes towards the client back up. */
 function rawSlow(to: Addr, text: string): Promise<Buffer> {
@@ -135,6 +137,8 @@ before(async () => {
       }
     });
     req.on('end', () => {
+      // An app that never answers: the inbound downgrade's response-head timeout must.
+      if (req.url === '/never') return;
       // A large response: chunked (no length given) or with a Content-Length.
       if (req.url === '/big-chunked' || req.url === '/big-length') {
         if (req.url === '/big-length') res.setHeader('content-length', BIG.length);
@@ -176,7 +180,7 @@ before(async () => {
       void detectProtocol(sock, { timeoutMs: 2000 }).then((d) => {
         if (d.protocol === 'h2') {
           inCounts.h2++;
-          serveH2(sock, d.buffered, { ...common, pool: pools.inH2, downgrade: { pool: pools.in } });
+          serveH2(sock, d.buffered, { ...common, pool: pools.inH2, downgrade: { pool: pools.in, responseTimeoutMs: RESPONSE_TIMEOUT_MS } });
         } else if (d.protocol === 'http1') {
           inCounts.http1++;
           serveHttp1(sock, d.buffered, { ...common, pool: pools.in });
@@ -318,6 +322,15 @@ test('an 8 MiB response to a slow client arrives whole over plain HTTP/1 (inboun
   const at = res.indexOf('\r\n\r\n');
   assert.equal(split(res.subarray(0, at + 4).toString('latin1')).status, 'HTTP/1.1 200 OK');
   assert.equal(createHash('sha256').update(res.subarray(at + 4)).digest('hex'), createHash('sha256').update(BIG).digest('hex'));
+});
+
+test('an app that never answers a downgraded request: the inbound proxy answers 504 after its response-head timeout', async () => {
+  const before = await sample(inRegistry, 'bpfmesh_orig_proto_requests_total', { event: 'downgraded' });
+  const t0 = performance.now();
+  const res = split(await raw(outbound, 'GET /never HTTP/1.1\r\nHost: web.ns:8080\r\nConnection: close\r\n\r\n'));
+  assert.equal(res.status, 'HTTP/1.1 504 Gateway Timeout');
+  assert.ok(performance.now() - t0 >= RESPONSE_TIMEOUT_MS, 'not before the timeout');
+  assert.equal(await sample(inRegistry, 'bpfmesh_orig_proto_requests_total', { event: 'downgraded' }) - before, 1, 'it went over HTTP/2');
 });
 
 test('keep-alive: requests on one client connection share one HTTP/2 session to the peer', async () => {

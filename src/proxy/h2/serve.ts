@@ -57,7 +57,7 @@ export interface H2Context {
    * Inbound: requests that carry l5d-orig-proto (HTTP/1 a peer proxy carried
    * over HTTP/2) go to the app as HTTP/1 on this pool's connections.
    */
-  downgrade?: { pool: Http1Pool };
+  downgrade?: { pool: Http1Pool; responseTimeoutMs?: number };
   metrics: ProxyMetrics;
   log: H2Log;
   settings?: H2Settings;
@@ -284,13 +284,13 @@ class Exchange {
     if (ctx.tap?.hub.active === true) this.tapx = tapH2(ctx.tap, this.headers, ep, this.labels);
     if (this.tapx !== undefined) countWrites(this.down, this.tapx);
     if (this.gone()) return;
-    if (ctx.downgrade !== undefined && this.headers[L5D_ORIG_PROTO] !== undefined) return this.downgrade(ep, ctx.downgrade.pool);
+    if (ctx.downgrade !== undefined && this.headers[L5D_ORIG_PROTO] !== undefined) return this.downgrade(ep, ctx.downgrade);
     return this.forward(ep);
   }
 
-  private downgrade(ep: Endpoint, pool: Http1Pool): void {
+  private downgrade(ep: Endpoint, { pool, responseTimeoutMs }: { pool: Http1Pool; responseTimeoutMs?: number }): void {
     const { ctx } = this.conn;
-    new Downgrade(this.down, this.headers, this.reqEndStream, ep, { pool, connect: ctx.connect, metrics: ctx.metrics, labels: this.labels, clientId: ctx.clientId, log: this.conn.log }, {
+    new Downgrade(this.down, this.headers, this.reqEndStream, ep, { pool, connect: ctx.connect, metrics: ctx.metrics, labels: this.labels, clientId: ctx.clientId, log: this.conn.log, ...(responseTimeoutMs !== undefined ? { responseTimeoutMs } : {}) }, {
       responded: (status) => {
         this.latencyMs = performance.now() - this.startedAt;
         this.statusCode = status;
