@@ -11,7 +11,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../config/paths.js';
-import { native } from '../bpf/native.js';
+import { native, type MapInfo } from '../bpf/native.js';
 import { sha256Hex } from '../util/sha256.js';
 
 export const LAYOUT_MARKER = 'layout_version';
@@ -32,14 +32,8 @@ export const PREVIOUS_LAYOUTS: Readonly<Record<string, string>> = {
   '586d304a': 'before the observe maps (mesh_obs_cfg, mesh_events, mesh_obs_drops): created empty on upgrade',
 };
 
-export interface MapShape {
-  name: string;
-  type: string;
-  keySize: number;
-  valueSize: number;
-  maxEntries: number;
-  flags: number;
-}
+/** What of a map the layout id covers: its definition, not where it is pinned. */
+export type MapShape = Pick<MapInfo, 'name' | 'type' | 'keySize' | 'valueSize' | 'maxEntries' | 'flags'>;
 
 export const SHAPE_FIELDS = ['type', 'keySize', 'valueSize', 'maxEntries', 'flags'] as const;
 

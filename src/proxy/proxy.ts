@@ -441,32 +441,34 @@ export class Proxy {
    * whole process's HTTP connections), so it holds no socket of the pod.
    */
   async close(): Promise<void> {
-    this.#draining = true;
-    const closed = this.#dirs.flatMap((d) => d.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    for (const s of this.#open) s.destroy();
-    for (const d of this.#dirs) {
-      d.http1Pool.close();
-      await d.h2Pool.close();
-    }
-    this.#opts.resolver?.close?.();
-    await Promise.all(closed);
+    await this.#closeAll(this.#stopAccepting());
   }
 
   /** Stops accepting, sends GOAWAY to HTTP/2 clients, lets open work finish within graceMs, then closes the rest. */
   async shutdown(graceMs: number): Promise<void> {
-    this.#draining = true;
-    const closed = this.#dirs.flatMap((d) => d.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    const closed = this.#stopAccepting();
     const deadline = Date.now() + graceMs;
     drainHttp1(this.#http1Live);
     await drainH2(graceMs, this.#h2Live);
     while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#closeAll(closed);
+  }
+
+  /** No new connections; resolves when every listener has closed. */
+  #stopAccepting(): Promise<void[]> {
+    this.#draining = true;
+    return Promise.all(this.#dirs.flatMap((d) => d.servers.map((s) => new Promise<void>((r) => s.close(() => r())))));
+  }
+
+  /** Destroys every open connection and pooled upstream, stops discovery, then waits for the listeners. */
+  async #closeAll(listenersClosed: Promise<void[]>): Promise<void> {
     for (const s of this.#open) s.destroy();
     for (const d of this.#dirs) {
       d.http1Pool.close();
       await d.h2Pool.close();
     }
     this.#opts.resolver?.close?.();
-    await Promise.all(closed);
+    await listenersClosed;
   }
 }
 
