@@ -51,10 +51,9 @@ function identityMatches(authn: Authn, c: ClientInfo): boolean {
   }
 }
 
-/** The first authorization that admits the client, or null. */
-export function findAuthorization(authorizations: readonly Authorization[], c: ClientInfo): Authorization | null {
+/** The first authorization that admits the client, or null. `ip`: c.ip already parsed (a connection's requests parse it once). */
+export function findAuthorization(authorizations: readonly Authorization[], c: ClientInfo, ip: IpAddress | null = parseIp(c.ip)): Authorization | null {
   if (authorizations.length === 0) return null;
-  const ip = parseIp(c.ip);
   if (ip === null) return null;
   return authorizations.find((a) => inNetwork(ip, a) && identityMatches(a.authn, c)) ?? null;
 }
@@ -107,12 +106,16 @@ function hostScore(hosts: HostRule[], host: string): number {
   return best;
 }
 
-/** The server's implicit route when it lists none. */
+const defaultRoutes = new WeakMap<ServerPolicy, Route>();
+
+/** The server's implicit route when it lists none: one object per server, so callers can keep decisions by route. */
 export function defaultRoute(server: ServerPolicy): Route {
-  return { meta: defaultMeta('default'), hosts: [], rules: [], authorizations: server.authorizations };
+  let r = defaultRoutes.get(server);
+  if (r === undefined) defaultRoutes.set(server, (r = { meta: defaultMeta('default'), hosts: [], rules: [], authorizations: server.authorizations }));
+  return r;
 }
 
-/** The most specific route that matches the request; null when the server has routes and none matches. */
+/** The most specific route that matches the request; null when the server has routes and none matches. A server without routes reads nothing of the request. */
 export function findRoute(server: ServerPolicy, r: RequestInfo): Route | null {
   if (server.routes.length === 0) return defaultRoute(server);
   let best: Route | null = null;

@@ -11,9 +11,10 @@ import type { PolicyConfig } from '../config/policy-env.js';
 import { BpfmeshError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsStore } from '../tls/tls-store.js';
+import { parseIp, type IpAddress } from '../util/ip.js';
 import { findAuthorization, findRoute, type ClientInfo, type RequestInfo } from './authorize.js';
-import { PolicyMetrics, type AuthzSubject } from './metrics.js';
-import { defaultServerPolicy, type ServerPolicy } from './model.js';
+import { PolicyMetrics, type AuthzSeries, type AuthzSubject } from './metrics.js';
+import { defaultServerPolicy, type Route, type ServerPolicy } from './model.js';
 import type { PolicyWatcher } from './watcher.js';
 
 /** What the proxy knows about an inbound connection when it asks. */
@@ -36,6 +37,19 @@ export interface InboundAuthorizerOptions {
   backoff?: { minMs?: number; maxMs?: number };
 }
 
+/**
+ * A connection's last HTTP decision. Its requests usually land on the same
+ * route of the same server policy, so the authorization and the metric
+ * series are looked up again only when the route or the policy changes.
+ */
+interface ConnMemo {
+  ip: IpAddress | null;
+  server: ServerPolicy | undefined;
+  route: Route | undefined;
+  /** The allow series of that route's authorization; undefined when it denies. */
+  allowed: AuthzSeries | undefined;
+}
+
 interface Tracked {
   conn: InboundConn;
   revoke: () => void;
@@ -56,6 +70,7 @@ export class InboundAuthorizer {
   readonly #log: Logger;
   /** Open TCP connections by port, re-checked when the port's policy changes. */
   readonly #tracked = new Map<number, Set<Tracked>>();
+  readonly #memos = new WeakMap<InboundConn, ConnMemo>();
 
   constructor(opts: InboundAuthorizerOptions) {
     this.#log = opts.log.child({ component: 'authz' });
@@ -109,13 +124,25 @@ export class InboundAuthorizer {
       this.metrics.routeNotFound(subject(c), server);
       return new BpfmeshError(ErrorCodes.ROUTE_NOT_FOUND, `no route of server ${server.meta.kind}/${server.meta.name} matches ${r.method} ${r.path}`);
     }
-    const authz = findAuthorization(route.authorizations, c.client);
-    if (authz === null) {
+    const m = this.#memo(c);
+    if (m.server !== server || m.route !== route) {
+      m.server = server;
+      m.route = route;
+      const authz = findAuthorization(route.authorizations, c.client, m.ip);
+      m.allowed = authz === null ? undefined : this.metrics.httpAllowSeries(subject(c), server, route, authz);
+    }
+    if (m.allowed === undefined) {
       this.metrics.httpDeny(subject(c), server, route);
       return denied(c, server, `for route ${route.meta.kind}/${route.meta.name}`);
     }
-    this.metrics.httpAllow(subject(c), server, route, authz);
+    this.metrics.count(m.allowed);
     return null;
+  }
+
+  #memo(c: InboundConn): ConnMemo {
+    let m = this.#memos.get(c);
+    if (m === undefined) this.#memos.set(c, (m = { ip: parseIp(c.client.ip), server: undefined, route: undefined, allowed: undefined }));
+    return m;
   }
 
   /** Re-checks an allowed TCP connection at every policy change of its port; `revoke` closes it. Returns the untrack function. */

@@ -37,19 +37,42 @@ export function splitTarget(target: string): { path: string; query: string; auth
   return q < 0 ? { path: t, query: '', authority } : { path: t.slice(0, q), query: t.slice(q + 1), authority };
 }
 
+/**
+ * An HTTP/1 request as route matching reads it. Lazy: a server without
+ * routes (the default policies) reads none of it, and the target is split
+ * only when a route asks for the path, query or host.
+ */
+class H1RequestInfo implements RequestInfo {
+  #parts: { path: string; query: string; host: string } | undefined;
+  constructor(readonly head: H1RequestHead) {}
+  get method(): string {
+    return this.head.method;
+  }
+  get path(): string {
+    return this.#split().path;
+  }
+  get query(): string {
+    return this.#split().query;
+  }
+  get host(): string {
+    return this.#split().host;
+  }
+  header(name: string): string | undefined {
+    const h = this.head.headers;
+    for (let i = 0; i + 1 < h.length; i += 2) if (h[i]!.toLowerCase() === name) return h[i + 1];
+    return undefined;
+  }
+  #split(): { path: string; query: string; host: string } {
+    if (this.#parts === undefined) {
+      const { path, query, authority } = splitTarget(this.head.target);
+      this.#parts = { path, query, host: hostOf(authority ?? this.head.host) };
+    }
+    return this.#parts;
+  }
+}
+
 export function requestInfoOfH1(head: H1RequestHead): RequestInfo {
-  const { path, query, authority } = splitTarget(head.target);
-  const h = head.headers;
-  return {
-    method: head.method,
-    path,
-    query,
-    host: hostOf(authority ?? head.host),
-    header(name: string): string | undefined {
-      for (let i = 0; i + 1 < h.length; i += 2) if (h[i]!.toLowerCase() === name) return h[i + 1];
-      return undefined;
-    },
-  };
+  return new H1RequestInfo(head);
 }
 
 export function requestInfoOfH2(headers: IncomingHttpHeaders): RequestInfo {

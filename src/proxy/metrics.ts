@@ -22,7 +22,8 @@
 // ever used; connections past that are counted in the base series without
 // extras and in bpfmesh_metric_label_sets_dropped_total. A family's series
 // are then at most (its base label combinations) × (maxLabelSets + 1).
-import { Counter, collectDefaultMetrics, type Metric, type Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, type Registry } from 'prom-client';
+import { cell, CellFamily, Family, type Cell, type Labels } from '../util/metric-cells.js';
 import { COUNTER_NAMES } from '../bpf/codecs.js';
 import type { Classification, ConnLabels, OrigProtoEvent, Peer, ProxyMetrics } from './types.js';
 
@@ -33,8 +34,6 @@ export const RESPONSE_LATENCY_BUCKETS = [
 /** Bounds of one endpoint's dst_* labels. */
 export const DST_LABEL_LIMITS = { keys: 16, nameLength: 64, valueLength: 128 } as const;
 export const DEFAULT_MAX_LABEL_SETS = 1000;
-
-type Labels = Record<string, string>;
 
 const dstCache = new WeakMap<Record<string, string>, Readonly<Labels> | undefined>();
 
@@ -58,51 +57,6 @@ export function dstLabels(labels: Record<string, string>): Readonly<Labels> | un
   const r = n === 0 ? undefined : Object.freeze(out);
   dstCache.set(labels, r);
   return r;
-}
-
-interface Cell {
-  labels: Labels;
-  value: number;
-  /** Evicted from its family (an idle authority): whoever holds it makes a new one. */
-  dead?: boolean;
-}
-
-/** Series of one family, keyed by their label values joined with NUL. */
-type Cells = Map<string, Cell>;
-
-function cell(cells: Cells, key: string, labels: () => Labels): Cell {
-  let c = cells.get(key);
-  if (c === undefined) {
-    c = { labels: labels(), value: 0 };
-    cells.set(key, c);
-  }
-  return c;
-}
-
-/** What prom-client's Registry needs of a metric: name, help, type, get(), reset(). */
-abstract class Family {
-  readonly aggregator = 'sum';
-  constructor(
-    registry: Registry,
-    readonly name: string,
-    readonly help: string,
-    readonly type: 'counter' | 'gauge' | 'histogram',
-  ) {
-    registry.registerMetric(this as unknown as Metric);
-  }
-  abstract values(): Array<{ labels: Labels; value: number; metricName?: string }>;
-  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: ReturnType<Family['values']> }> {
-    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.values() });
-  }
-  /** Registry.resetMetrics(): these are cumulative per process; nothing to reset. */
-  reset(): void {}
-}
-
-class CellFamily extends Family {
-  readonly cells: Cells = new Map();
-  values(): Array<{ labels: Labels; value: number }> {
-    return [...this.cells.values()].map((c) => ({ labels: c.labels, value: c.value }));
-  }
 }
 
 /** When an authority value was last used; `dead` once evicted (holders look it up again). */

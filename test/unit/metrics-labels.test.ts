@@ -1,12 +1,15 @@
 // Endpoint labels on the proxy's metrics: client_id / server_id /
 // no_tls_reason, the endpoint's metric_labels as dst_*, and the bounds that
-// keep their cardinality finite.
+// keep their cardinality finite (the authorization metrics' client_id too).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { endpointLabeler } from '../../src/proxy/endpoint-labels.js';
 import { createProxyMetrics, DST_LABEL_LIMITS, dstLabels } from '../../src/proxy/metrics.js';
 import type { ConnLabels, Endpoint } from '../../src/proxy/types.js';
+import { MAX_CLIENT_IDS, PolicyMetrics } from '../../src/policy/metrics.js';
+import { defaultServerPolicy } from '../../src/policy/model.js';
+import { defaultRoute } from '../../src/policy/authorize.js';
 
 async function lines(registry: Registry, family: string): Promise<string[]> {
   return (await registry.metrics()).split('\n').filter((l) => l.startsWith(`${family}{`));
@@ -81,4 +84,24 @@ test('cardinality: past maxLabelSets distinct sets, traffic is counted without t
   assert.equal(out.length, 4, out.join('\n'));
   assert.ok(out.includes('request_total{direction="outbound",authority="",target_addr="10.0.0.2:8080",tls="true"} 7'));
   assert.match(await registry.metrics(), /^bpfmesh_metric_label_sets_dropped_total 7$/m);
+});
+
+test('authorization metrics: client_id is bounded; past MAX_CLIENT_IDS identities each count lands without it and is counted as dropped', async () => {
+  const registry = new Registry();
+  const m = new PolicyMetrics(registry);
+  const server = defaultServerPolicy('all-unauthenticated', []);
+  const route = defaultRoute(server);
+  const authz = server.authorizations[0]!;
+  const subject = (i: number) => ({ targetAddr: '10.0.0.5:8080', targetIp: '10.0.0.5', targetPort: 8080, tls: true, clientId: `sa${i}.ns.serviceaccount.identity.linkerd.cluster.local` });
+  for (let i = 0; i < MAX_CLIENT_IDS + 10; i++) m.httpAllow(subject(i), server, route, authz);
+  const kept = m.httpAllowSeries(subject(0), server, route, authz);
+  m.count(kept);
+  const over = m.httpAllowSeries(subject(MAX_CLIENT_IDS + 3), server, route, authz);
+  m.count(over);
+  m.count(over);
+  const out = await lines(registry, 'inbound_http_authz_allow_total');
+  assert.equal(out.length, MAX_CLIENT_IDS + 1, 'one series per kept identity, one without client_id');
+  assert.ok(out.some((l) => l.includes('client_id="sa0.ns.') && l.endsWith(' 2')), 'a kept series counts each request');
+  assert.ok(out.some((l) => !l.includes('client_id=') && l.endsWith(' 12')), 'past the bound: counted without client_id');
+  assert.match(await registry.metrics(), /^bpfmesh_policy_label_sets_dropped_total 12$/m);
 });

@@ -154,6 +154,28 @@ describe('inbound authorizer over the policy API', { timeout: 60_000 }, () => {
     assert.equal(authz.request(conn(9000, '203.0.113.9'), req('DELETE', '/anything')), null);
   });
 
+  test('a keep-alive connection: each request counted, and its next request after a policy change follows the new policy', async () => {
+    await authz.ready(8080);
+    const keepAlive = conn(8080, '10.1.1.7', id('a'));
+    const series = { srv_name: 'web-tcp', target_port: '8080', client_id: id('a') };
+    const changed = async (from: unknown): Promise<void> => {
+      assert.equal(await cp.reload(), true);
+      const deadline = Date.now() + 2000;
+      while (authz.policy(8080) === from && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      assert.notEqual(authz.policy(8080), from, 'the policy change did not arrive');
+    };
+    for (let i = 0; i < 3; i++) assert.equal(authz.request(keepAlive, req('GET', `/r${i}`)), null);
+    assert.equal(sample(await registry.metrics(), 'inbound_http_authz_allow_total', series), 3, 'one count per request, not per connection');
+    writeFileSync(join(dir, 'mesh.yaml'), meshYaml(`{ suffixes: [other.serviceaccount.identity.linkerd.cluster.local] }`));
+    await changed(authz.policy(8080));
+    assert.equal(authz.request(keepAlive, req('GET', '/r3'))?.code, 'BPFMESH_E_FORBIDDEN', 'the decision kept for the connection outlived its policy');
+    assert.equal(sample(await registry.metrics(), 'inbound_http_authz_deny_total', series), 1);
+    writeFileSync(join(dir, 'mesh.yaml'), meshYaml(FIRST));
+    await changed(authz.policy(8080));
+    assert.equal(authz.request(keepAlive, req('GET', '/r4')), null, 'allowed again once the policy allows it again');
+    assert.equal(sample(await registry.metrics(), 'inbound_http_authz_allow_total', series), 4);
+  });
+
   test('a policy change reaches the proxy within 1 s and closes the TCP connections it no longer allows', async () => {
     const allowedA = conn(8080, '10.1.1.1', id('a'));
     const allowedX = conn(8080, '10.1.1.2', id('x', 'other'));
