@@ -86,6 +86,8 @@ export class Proxy {
   readonly #opts: ProxyOptions;
   readonly #log: Logger;
   readonly #open = new Set<Socket>();
+  /** Accepted connections whose client has not spoken yet (TLS peek, detection, waiting for who speaks first): nothing in flight, so shutdown closes them at once. */
+  readonly #undetected = new Set<Socket>();
   /** This proxy's HTTP connections, for its own drain: the node proxy runs a Proxy per pod in one process. */
   readonly #http1Live = new Set<Drainable>();
   readonly #h2Live = new Set<H2Connection>();
@@ -173,7 +175,11 @@ export class Proxy {
     if (this.#draining) return void sock.destroy();
     if (this.#open.size >= this.#opts.config.limits.maxConnections) return this.#refuse(state, sock);
     this.#open.add(sock);
-    sock.once('close', () => this.#open.delete(sock));
+    this.#undetected.add(sock);
+    sock.once('close', () => {
+      this.#open.delete(sock);
+      this.#undetected.delete(sock);
+    });
     sock.on('error', (err) => this.#log.debug({ err: err.message }, 'client socket error'));
     const target = this.#targetOf(state, sock);
     if (target === null) {
@@ -268,7 +274,10 @@ export class Proxy {
     const detected: DetectResult = opaque
       ? { protocol: 'opaque', buffered: Buffer.alloc(0), timedOut: false, eof: false }
       : await detectProtocol(client, { timeoutMs: state.config.detectTimeoutMs });
+    const spoke = (): void => void this.#undetected.delete(sock);
     const serve = (d: DetectResult): Promise<void> | void => {
+      spoke();
+      if (sock.destroyed) return; // closed while detecting (by the shutdown, or an error): nothing to route
       this.metrics.detected(state.direction, d.protocol, d.timedOut);
       const log = this.#opts.log.child({ component: `${state.direction}-${d.protocol}` });
       const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
@@ -313,7 +322,7 @@ export class Proxy {
       }
     };
     // Nothing came within the detection timeout: a server-speaks-first protocol, or a client that waits.
-    if (detected.timedOut && detected.protocol === 'opaque' && detected.buffered.length === 0) return this.#late(state, client, routeTcp, labels, serve);
+    if (detected.timedOut && detected.protocol === 'opaque' && detected.buffered.length === 0) return this.#late(state, client, routeTcp, labels, serve, spoke);
     return serve(detected);
   }
 
@@ -352,7 +361,7 @@ export class Proxy {
    * request that comes late is still served (and filtered) as HTTP, never
    * relayed past the HTTP layer.
    */
-  async #late(state: DirectionState, client: Socket, route: () => Promise<Endpoint>, labels: ConnLabels, serve: (d: DetectResult) => Promise<void> | void): Promise<void> {
+  async #late(state: DirectionState, client: Socket, route: () => Promise<Endpoint>, labels: ConnLabels, serve: (d: DetectResult) => Promise<void> | void, spoke: () => void): Promise<void> {
     const { upstream, dstLabels, lease } = await this.#dial(state, route, labels);
     upstream.on('error', () => {});
     const limits = this.#opts.config.limits;
@@ -401,6 +410,7 @@ export class Proxy {
       client.resume();
       upstream.resume();
     });
+    spoke();
     if (first === 'closed' || first === 'client') {
       upstream.destroy();
       lease?.end();
@@ -444,10 +454,12 @@ export class Proxy {
     await this.#closeAll(this.#stopAccepting());
   }
 
-  /** Stops accepting, sends GOAWAY to HTTP/2 clients, lets open work finish within graceMs, then closes the rest. */
+  /** Stops accepting, closes connections whose client has not spoken, sends GOAWAY to HTTP/2 clients, lets open work finish within graceMs, then closes the rest. */
   async shutdown(graceMs: number): Promise<void> {
     const closed = this.#stopAccepting();
     const deadline = Date.now() + graceMs;
+    // A client that has not spoken has no request in flight; waiting for it would hold the shutdown for the whole grace.
+    for (const s of this.#undetected) s.destroy();
     drainHttp1(this.#http1Live);
     await drainH2(graceMs, this.#h2Live);
     while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

@@ -1,7 +1,8 @@
 // Two proxies in one process (as the node proxy runs one per pod): shutting
 // one down drains its own HTTP clients only. drainHttp1() (and drainH2())
 // were process-wide, so one pod's proxy shutting down closed every other
-// pod's keep-alive connections.
+// pod's keep-alive connections. And a shutdown does not wait for clients
+// that connected and never spoke.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -36,5 +37,27 @@ test("one proxy's shutdown leaves another proxy's keep-alive HTTP/1 clients in t
     sock.destroy();
     await b.close();
     await a.app.close();
+  }
+});
+
+test('shutdown closes connections whose client has not spoken at once, instead of waiting the whole grace for them', async () => {
+  const chain = await startChain();
+  const silent = connect(chain.inboundPort, '127.0.0.1');
+  const ended = new Promise<string>((r) => {
+    silent.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error'));
+    silent.on('close', () => r('closed'));
+  });
+  try {
+    await new Promise<void>((r) => silent.once('connect', () => r()));
+    await new Promise((r) => setTimeout(r, 50)); // accepted, in protocol detection
+    const t0 = Date.now();
+    await chain.proxy.shutdown(5000);
+    const took = Date.now() - t0;
+    assert.ok(took < 2000, `shutdown waited ${took} ms for a client that never spoke (the grace is 5000 ms)`);
+    assert.equal(await ended, 'closed');
+    assert.equal(chain.app.seen.length, 0);
+  } finally {
+    silent.destroy();
+    await chain.close();
   }
 });
