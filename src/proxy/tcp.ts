@@ -158,9 +158,12 @@ export function forwardOpaque(
         if (!to.write(chunk)) from.pause();
       });
       to.on('drain', () => from.resume());
-      from.on('end', () => {
+      const ended = (): void => {
         if (!to.destroyed && !to.writableEnded) to.end();
-      });
+      };
+      // Detection may have consumed the client's FIN already (it closed before sending a byte, or right after its first ones).
+      if (from.readableEnded) ended();
+      else from.on('end', ended);
     };
 
     watch(client, upstream, 'src');

@@ -191,6 +191,9 @@ describe('idle and surplus connections are bounded (defect 4)', () => {
   test('idle connections that never speak are closed after detection + the opaque idle timeout', async () => {
     const socks: Socket[] = [];
     let ended = 0;
+    // The previous test's connections first go (they would be counted as these, or fill the cap).
+    for (let i = 0; i < 100 && chain.proxy.openConnections > 0; i++) await sleep(20);
+    assert.equal(chain.proxy.openConnections, 0, 'the previous test left connections open');
     try {
       for (let i = 0; i < 10; i++) {
         const s = connect(chain.inboundPort, '127.0.0.1');
@@ -207,5 +210,48 @@ describe('idle and surplus connections are bounded (defect 4)', () => {
     } finally {
       for (const s of socks) s.destroy();
     }
+  });
+});
+
+describe('a client that closes before sending a byte', () => {
+  /** Answers a client's FIN with "bye" and its own FIN (a protocol where the client only half-closes). */
+  class ByeOnEnd implements AppLike {
+    readonly server: Server = createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      s.on('end', () => s.end('bye'));
+      s.resume();
+    });
+    async listen(): Promise<number> {
+      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+      return (this.server.address() as AddressInfo).port;
+    }
+    async close(): Promise<void> {
+      await new Promise<void>((r) => this.server.close(() => r()));
+    }
+  }
+  let chain: Chain<ByeOnEnd>;
+  before(async () => (chain = await startChain({}, new ByeOnEnd())));
+  after(() => chain.close());
+
+  test('its FIN reaches the app and the answer comes back; nothing is left open (detection had consumed the FIN, so the relay waited for the 1 h idle timeout)', async () => {
+    for (const port of [chain.inboundPort, chain.outboundPort]) {
+      const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      let text = '';
+      let ended = false;
+      s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      s.on('end', () => (ended = true));
+      s.on('error', () => {});
+      try {
+        await new Promise<void>((r) => s.once('connect', () => r()));
+        s.end();
+        for (let i = 0; i < 100 && !ended; i++) await sleep(20);
+        assert.equal(text, 'bye', `port ${port}: the app's answer to the FIN`);
+        assert.ok(ended, `port ${port}: the app's FIN did not come back`);
+      } finally {
+        s.destroy();
+      }
+    }
+    for (let i = 0; i < 50 && chain.proxy.openConnections > 0; i++) await sleep(20);
+    assert.equal(chain.proxy.openConnections, 0, 'the proxy still holds connections');
   });
 });
