@@ -3,18 +3,29 @@
 //   direct    no mesh
 //   bpfmesh   BPF interception, `bpfmesh proxy` in both pods
 //   iptables  the same proxies behind proxy-init's iptables rules
+//   haproxy   HAProxy in both pods behind the same rules (HTTP mode, one
+//             thread, keep-alive both ways, the original destination as
+//             the server): a reference L7 proxy, HTTP/1 loads only
 // Loads: HTTP/1.1 keep-alive (wrk), HTTP/2 (h2load), a new connection per
 // request (wrk, Connection: close), opaque TCP throughput, a fixed 1000 req/s
 // for the latency the proxies add, and each proxy's RSS with 1000 open
 // connections.
+//
+// BENCH_PROFILE=keep-alive (or =new-connection): a profile run instead: only
+// that HTTP/1 load, with the bpfmesh scenario's proxies under `node
+// --cpu-prof`; their .cpuprofile files (flame graphs in Chrome DevTools or
+// speedscope) go to bench/results/profiles/, and where each proxy's CPU
+// went is printed.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/config/paths.js';
 import type { LabPod } from '../src/lab/lab.js';
-import { APP, MeshLab, PodProcess } from '../test/helpers/mesh.js';
+import { APP, MeshLab, PodProcess, PROXY } from '../test/helpers/mesh.js';
 import { DEFAULT_RULES, proxyInitCommands } from './iptables.js';
 import { printTable, round } from './stats.js';
+import { printProfile, summarizeProfile } from './cpu-profile.js';
 
 const DIST = join(REPO_ROOT, 'dist');
 const APP_SERVER = join(DIST, 'test', 'fixtures', 'app-server.js');
@@ -22,8 +33,17 @@ const STREAM = join(DIST, 'test', 'fixtures', 'stream.js');
 const FIXED = join(DIST, 'bench', 'fixed-rate.js');
 const HOLD = join(DIST, 'bench', 'hold-conns.js');
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 4);
+const KEEP_ALIVE = 'http1 keep-alive (wrk -c32)';
+const NEW_CONNECTION = 'http1 new connection per request';
+const PROFILED_LOADS: Record<string, string> = { 'keep-alive': KEEP_ALIVE, 'new-connection': NEW_CONNECTION };
+const PROFILE = process.env['BENCH_PROFILE'] === undefined || process.env['BENCH_PROFILE'] === '' ? undefined : PROFILED_LOADS[process.env['BENCH_PROFILE']];
+if (process.env['BENCH_PROFILE'] && PROFILE === undefined) throw new Error(`BENCH_PROFILE: "${process.env['BENCH_PROFILE']}" is not one of ${Object.keys(PROFILED_LOADS).join(', ')}`);
+const PROFILES = join(REPO_ROOT, 'bench', 'results', 'profiles');
 
-type Mode = 'direct' | 'bpfmesh' | 'iptables';
+type Mode = 'direct' | 'bpfmesh' | 'iptables' | 'haproxy';
+
+/** Loads HAProxy is configured for here (HTTP mode). */
+const HAPROXY_LOADS = new Set(['http1 keep-alive (wrk -c32)', 'http1 new connection per request', 'fixed 1000 req/s, http1']);
 
 interface Scenario {
   mode: Mode;
@@ -67,9 +87,14 @@ export function parseWrk(out: string): { reqPerSec: number; p50Ms: number; p99Ms
 
 export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
   const scenarios: Scenario[] = [];
-  for (const mode of ['direct', 'bpfmesh', 'iptables'] as const) scenarios.push(await setup(mesh, mode));
+  const modes: Mode[] = ['direct', 'bpfmesh', 'iptables'];
+  if (haproxyMissing() === undefined) modes.push('haproxy');
+  else console.log(`proxy: no haproxy reference rows (${haproxyMissing()})`);
+  for (const mode of modes) scenarios.push(await setup(mesh, mode));
   const rows: ProxyRow[] = [];
   const measure = async (s: Scenario, load: string, fn: () => Promise<Partial<ProxyRow>>): Promise<void> => {
+    if (s.mode === 'haproxy' && !HAPROXY_LOADS.has(load)) return;
+    if (PROFILE !== undefined && load !== PROFILE) return;
     const cpu0 = s.proxies.map((p) => cpuS(p.child.pid!));
     const r = await fn();
     const row: ProxyRow = { scenario: s.mode, load, ...r };
@@ -87,8 +112,8 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
       const r = await mesh.lab.exec(s.client, 'wrk', ['-t1', '-c32', `-d${SECONDS}s`, '--latency', ...extra, url(s, 8080)], APP, (SECONDS + 20) * 1000);
       return parseWrk(r.stdout);
     };
-    await measure(s, 'http1 keep-alive (wrk -c32)', () => wrk([]));
-    await measure(s, 'http1 new connection per request', () => wrk(['-H', 'Connection: close']));
+    await measure(s, KEEP_ALIVE, () => wrk([]));
+    await measure(s, NEW_CONNECTION, () => wrk(['-H', 'Connection: close']));
     await measure(s, 'http2 (h2load -c4 -m16)', async () => {
       const r = await mesh.lab.exec(s.client, 'h2load', ['-c4', '-m16', '-D', String(SECONDS), url(s, 8081)], APP, (SECONDS + 20) * 1000);
       const mean = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(r.stdout);
@@ -120,8 +145,9 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
       return row;
     });
   }
+  if (PROFILE !== undefined) await reportProfiles(PROFILE, scenarios.find((s) => s.mode === 'bpfmesh')!);
   printTable(
-    'proxy: direct vs bpfmesh vs iptables (client and server pods; both proxies in the path)',
+    'proxy: direct vs bpfmesh vs iptables vs haproxy (client and server pods; both proxies in the path)',
     ['load', 'scenario', 'req/s', 'MiB/s', 'p50 ms', 'p99 ms', 'RSS client/server MB', 'CPU client/server s'],
     rows.map((r) => [
       r.load,
@@ -143,10 +169,98 @@ async function setup(mesh: MeshLab, mode: Mode): Promise<Scenario> {
   const proxies: PodProcess[] = [];
   for (const pod of [client, server]) {
     if (mode === 'bpfmesh') await mesh.init(pod);
-    if (mode === 'iptables') for (const cmd of proxyInitCommands(DEFAULT_RULES)) execFileSync('nsenter', [`--net=${pod.netns}`, '--', ...cmd], { stdio: 'pipe' });
-    if (mode !== 'direct') proxies.push(await mesh.proxy(pod));
+    if (mode === 'iptables' || mode === 'haproxy') for (const cmd of proxyInitCommands(DEFAULT_RULES)) execFileSync('nsenter', [`--net=${pod.netns}`, '--', ...cmd], { stdio: 'pipe' });
+    if (mode === 'bpfmesh' || mode === 'iptables') proxies.push(await mesh.proxy(pod, {}, PROFILE !== undefined && mode === 'bpfmesh' ? profilerFlags(pod === client ? 'client' : 'server') : []));
+    if (mode === 'haproxy') proxies.push(await startHaproxy(mesh, pod));
   }
   const app = new PodProcess(mesh.lab.spawn(server, process.execPath, [APP_SERVER], APP));
   await app.waitFor((e) => e.event === 'ready');
   return { mode, client, server, proxies };
+}
+
+/** Why HAProxy cannot run here, or undefined when it can. */
+function haproxyMissing(): string | undefined {
+  try {
+    execFileSync('haproxy', ['-v'], { stdio: 'pipe' });
+    return undefined;
+  } catch {
+    return 'haproxy is not installed: apt-get install haproxy';
+  }
+}
+
+/**
+ * HAProxy as both proxy ports of proxy-init's rules, set up as `bpfmesh
+ * proxy` is: HTTP/1 with keep-alive to the client and pooled connections to
+ * the upstream, one thread (the Node proxy has one event loop), and the
+ * connection's original destination (SO_ORIGINAL_DST after REDIRECT) as
+ * the server, address and port.
+ */
+async function startHaproxy(mesh: MeshLab, pod: LabPod): Promise<PodProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'bpfmesh-bench-haproxy-'));
+  try {
+    chmodSync(dir, 0o755);
+    const cfg = join(dir, 'haproxy.cfg');
+    const { outgoingPort, incomingPort } = DEFAULT_RULES;
+    writeFileSync(
+      cfg,
+      [
+        'global',
+        '  nbthread 1',
+        '  maxconn 8000',
+        'defaults',
+        '  mode http',
+        '  option http-keep-alive',
+        '  http-reuse always',
+        '  timeout connect 5s',
+        '  timeout client 60s',
+        '  timeout server 60s',
+        '  timeout http-keep-alive 60s',
+        `frontend outbound`,
+        `  bind 0.0.0.0:${outgoingPort}`,
+        '  default_backend original_dst',
+        `frontend inbound`,
+        `  bind 0.0.0.0:${incomingPort}`,
+        '  default_backend original_dst',
+        'backend original_dst',
+        '  server original 0.0.0.0',
+        '',
+      ].join('\n'),
+      { mode: 0o644 },
+    );
+    const p = new PodProcess(mesh.lab.spawn(pod, 'haproxy', ['-db', '-f', cfg], PROXY));
+    for (let i = 0; i < 100; i++) {
+      const r = await mesh.lab.exec(pod, 'ss', ['-Hltn', `sport = :${incomingPort}`]);
+      if (r.stdout.includes(`:${incomingPort}`)) return p;
+      if (p.child.exitCode !== null) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`haproxy in ${pod.name} did not start listening: ${p.stderr}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true }); // read at start-up only
+  }
+}
+
+/** Node's flags for a profiled proxy: --cpu-prof into bench/results/profiles/<role>/ (writable by the proxy's uid). */
+function profilerFlags(role: 'client' | 'server'): string[] {
+  const dir = join(PROFILES, role);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true, mode: 0o777 });
+  chmodSync(dir, 0o777);
+  return ['--cpu-prof', '--cpu-prof-interval=100', `--cpu-prof-dir=${dir}`];
+}
+
+/** Stops the profiled proxies (SIGTERM: the profile is written at exit) and prints where their CPU went. */
+async function reportProfiles(load: string, s: Scenario): Promise<void> {
+  for (const [i, p] of s.proxies.entries()) {
+    const exited = new Promise<void>((r) => (p.child.exitCode !== null ? r() : p.child.once('exit', () => r())));
+    p.child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+    const role = i === 0 ? 'client' : 'server';
+    const file = readdirSync(join(PROFILES, role)).find((f) => f.endsWith('.cpuprofile'));
+    if (file === undefined) {
+      console.log(`proxy: no profile from the ${role} proxy (exit ${p.child.exitCode}): ${p.stderr.slice(-3000)}`);
+      continue;
+    }
+    printProfile(`${role} proxy, ${load} (bench/results/profiles/${role}/${file})`, summarizeProfile(join(PROFILES, role, file)));
+  }
 }

@@ -16,7 +16,8 @@ RUNTIME=(bpftool iproute2 util-linux mount)
 # protobuf-compiler: protoc, the independent encoder of test/unit/proxy-api-wire.test.ts.
 # podman + runc: a real container runtime runs that chain in test/kernel/cni-podman.test.ts
 # (runc: crun refuses hybrid cgroup hosts).
-TEST=(curl netcat-openbsd iptables wrk nghttp2-client openssl containernetworking-plugins protobuf-compiler podman runc)
+# haproxy: the reference L7 proxy of npm run bench's proxy section.
+TEST=(curl netcat-openbsd iptables wrk nghttp2-client openssl containernetworking-plugins protobuf-compiler podman runc haproxy)
 # npm run test:kernels: other kernels under qemu (vagrant/kernels/run.sh)
 VM=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
 MODE=${1:-all}

@@ -231,8 +231,9 @@ export class MeshLab {
   }
 
   /** `bpfmesh proxy` in the pod as the proxy uid; resolves once /ready answers. */
-  async proxy(pod: LabPod, env: NodeJS.ProcessEnv = {}): Promise<PodProcess> {
-    const p = new PodProcess(this.lab.spawn(pod, process.execPath, [CLI, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn', ...env } }));
+  /** `bpfmesh proxy` in the pod as the proxy uid, once /ready answers; `nodeFlags` go to node before the CLI (e.g. --cpu-prof). */
+  async proxy(pod: LabPod, env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []): Promise<PodProcess> {
+    const p = new PodProcess(this.lab.spawn(pod, process.execPath, [...nodeFlags, CLI, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn', ...env } }));
     for (let i = 0; i < 100; i++) {
       const r = await this.lab.exec(pod, 'curl', ['-s', '--max-time', '1', 'http://127.0.0.1:4191/ready'], APP);
       if (r.stdout === 'ready\n') return p;
