@@ -14,6 +14,24 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const forged = (app: RecordingApp): string[] =>
   app.seen.flatMap((r) => [...r.rawHeaders, ...r.rawTrailers].filter((_, i, a) => i % 2 === 0 && a[i]!.toLowerCase().startsWith('l5d-')));
 
+/** A plain TCP app on loopback whose connections `onConn` serves (half-open allowed). */
+class TcpApp implements AppLike {
+  readonly server: Server;
+  constructor(onConn: (s: Socket) => void) {
+    this.server = createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      onConn(s);
+    });
+  }
+  async listen(): Promise<number> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    return (this.server.address() as AddressInfo).port;
+  }
+  async close(): Promise<void> {
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
 const FORGE = 'l5d-client-id: forged.default.serviceaccount.identity.linkerd.cluster.local\r\n';
 
 describe('the HTTP layer cannot be skipped (defect 1)', () => {
@@ -53,22 +71,14 @@ describe('the HTTP layer cannot be skipped (defect 1)', () => {
 });
 
 describe('a server that speaks first still works on a port without detection opt-out', () => {
-  class Greeter implements AppLike {
-    readonly server: Server = createServer((s) => {
-      s.on('error', () => {});
+  /** A server that speaks first ("220 hello") and echoes. */
+  const greeter = (): TcpApp =>
+    new TcpApp((s) => {
       s.write('220 hello\r\n');
       s.on('data', (d: Buffer) => s.write(`echo ${d.toString('latin1')}`));
     });
-    async listen(): Promise<number> {
-      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-      return (this.server.address() as AddressInfo).port;
-    }
-    async close(): Promise<void> {
-      await new Promise<void>((r) => this.server.close(() => r()));
-    }
-  }
-  let chain: Chain<Greeter>;
-  before(async () => (chain = await startChain({ LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT: '200ms' }, new Greeter())));
+  let chain: Chain<TcpApp>;
+  before(async () => (chain = await startChain({ LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT: '200ms' }, greeter())));
   after(() => chain.close());
 
   test('after the detection timeout the greeting comes and the relay is opaque', async () => {
@@ -215,22 +225,13 @@ describe('idle and surplus connections are bounded (defect 4)', () => {
 
 describe('a client that closes before sending a byte', () => {
   /** Answers a client's FIN with "bye" and its own FIN (a protocol where the client only half-closes). */
-  class ByeOnEnd implements AppLike {
-    readonly server: Server = createServer({ allowHalfOpen: true }, (s) => {
-      s.on('error', () => {});
+  const byeOnEnd = (): TcpApp =>
+    new TcpApp((s) => {
       s.on('end', () => s.end('bye'));
       s.resume();
     });
-    async listen(): Promise<number> {
-      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-      return (this.server.address() as AddressInfo).port;
-    }
-    async close(): Promise<void> {
-      await new Promise<void>((r) => this.server.close(() => r()));
-    }
-  }
-  let chain: Chain<ByeOnEnd>;
-  before(async () => (chain = await startChain({}, new ByeOnEnd())));
+  let chain: Chain<TcpApp>;
+  before(async () => (chain = await startChain({}, byeOnEnd())));
   after(() => chain.close());
 
   test('its FIN reaches the app and the answer comes back; nothing is left open (detection had consumed the FIN, so the relay waited for the 1 h idle timeout)', async () => {
