@@ -81,6 +81,9 @@ interface DirectionState {
 
 const fdOf = (sock: Socket): number => (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
 
+/** How long a shutdown lets a connection that has not spoken yet (in protocol detection) send its first bytes before closing it. */
+export const SILENT_CLIENT_GRACE_MS = 1000;
+
 export class Proxy {
   readonly metrics: PromProxyMetrics;
   readonly #opts: ProxyOptions;
@@ -454,15 +457,23 @@ export class Proxy {
     await this.#closeAll(this.#stopAccepting());
   }
 
-  /** Stops accepting, closes connections whose client has not spoken, sends GOAWAY to HTTP/2 clients, lets open work finish within graceMs, then closes the rest. */
+  /** Stops accepting, closes connections whose client has not spoken within SILENT_CLIENT_GRACE_MS, sends GOAWAY to HTTP/2 clients, lets open work finish within graceMs, then closes the rest. */
   async shutdown(graceMs: number): Promise<void> {
     const closed = this.#stopAccepting();
     const deadline = Date.now() + graceMs;
-    // A client that has not spoken has no request in flight; waiting for it would hold the shutdown for the whole grace.
-    for (const s of this.#undetected) s.destroy();
+    // A client that has not spoken yet may have its request on the way (a
+    // connection accepted just before the signal): it gets a moment to
+    // speak and is served; a silent one must not hold the shutdown for the whole grace.
+    const silent = setTimeout(() => {
+      for (const s of this.#undetected) s.destroy();
+    }, Math.min(graceMs, SILENT_CLIENT_GRACE_MS));
     drainHttp1(this.#http1Live);
     await drainH2(graceMs, this.#h2Live);
-    while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (this.#open.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      drainHttp1(this.#http1Live); // again: connections that spoke after the signal are served, then closed
+    }
+    clearTimeout(silent);
     await this.#closeAll(closed);
   }
 

@@ -1,8 +1,10 @@
 // Two proxies in one process (as the node proxy runs one per pod): shutting
 // one down drains its own HTTP clients only. drainHttp1() (and drainH2())
 // were process-wide, so one pod's proxy shutting down closed every other
-// pod's keep-alive connections. And a shutdown does not wait for clients
-// that connected and never spoke.
+// pod's keep-alive connections. And a shutdown does not wait the whole
+// grace for clients that connected and never spoke, while one whose request
+// comes a moment after the signal (accepted just before it, as in a
+// handover) is still served.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -40,7 +42,7 @@ test("one proxy's shutdown leaves another proxy's keep-alive HTTP/1 clients in t
   }
 });
 
-test('shutdown closes connections whose client has not spoken at once, instead of waiting the whole grace for them', async () => {
+test('shutdown closes connections whose client has not spoken within a second, instead of waiting the whole grace for them', async () => {
   const chain = await startChain();
   const silent = connect(chain.inboundPort, '127.0.0.1');
   const ended = new Promise<string>((r) => {
@@ -58,6 +60,34 @@ test('shutdown closes connections whose client has not spoken at once, instead o
     assert.equal(chain.app.seen.length, 0);
   } finally {
     silent.destroy();
+    await chain.close();
+  }
+});
+
+test('a client accepted before the shutdown whose request arrives a moment later is still served', async () => {
+  const chain = await startChain();
+  const late = connect(chain.inboundPort, '127.0.0.1');
+  let text = '';
+  late.setEncoding('latin1');
+  late.on('data', (d: string) => (text += d));
+  late.on('error', () => {});
+  try {
+    await new Promise<void>((r) => late.once('connect', () => r()));
+    await new Promise((r) => setTimeout(r, 50));
+    let ended = false;
+    late.on('end', () => (ended = true));
+    const t0 = Date.now();
+    const done = chain.proxy.shutdown(5000);
+    await new Promise((r) => setTimeout(r, 300));
+    late.write('GET /late HTTP/1.1\r\nhost: b\r\n\r\n');
+    await done;
+    assert.match(text, /^HTTP\/1\.1 200 /, `no answer: ${JSON.stringify(text)}`);
+    assert.equal(chain.app.seen.at(-1)?.url, '/late');
+    assert.ok(Date.now() - t0 < 2000, `the served connection held the shutdown ${Date.now() - t0} ms (grace 5000 ms)`);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.ok(ended, 'the proxy did not close the connection after serving it');
+  } finally {
+    late.destroy();
     await chain.close();
   }
 });
