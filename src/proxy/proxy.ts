@@ -89,7 +89,7 @@ export class Proxy {
   readonly #opts: ProxyOptions;
   readonly #log: Logger;
   readonly #open = new Set<Socket>();
-  /** Accepted connections whose client has not spoken yet (TLS peek, detection, waiting for who speaks first): nothing in flight, so shutdown closes them at once. */
+  /** Accepted connections whose client has not spoken yet (TLS peek, detection, waiting for who speaks first): no request in flight, so shutdown closes them after SILENT_CLIENT_GRACE_MS. */
   readonly #undetected = new Set<Socket>();
   /** This proxy's HTTP connections, for its own drain: the node proxy runs a Proxy per pod in one process. */
   readonly #http1Live = new Set<Drainable>();
@@ -304,6 +304,7 @@ export class Proxy {
               clientIdleMs: limits.httpIdleTimeoutMs,
               tunnelIdleMs: limits.tcpIdleTimeoutMs,
               ...(state.origProto ? { origProto: state.origProto } : {}),
+              ...(this.#draining ? { draining: true } : {}),
             },
             d.firstByteAt,
           );
@@ -312,12 +313,11 @@ export class Proxy {
           // Inbound, HTTP/1 that a peer proxy carried over HTTP/2 goes back to HTTP/1 for the app.
           const h2route = authz !== undefined && conn !== undefined ? authorizeRequestH2(authz, conn, route) : route;
           const h2ctx = { ...common, live: this.#h2Live, route: h2route, pool: state.h2Pool, idleMs: limits.httpIdleTimeoutMs, ...(state.direction === 'inbound' ? { downgrade: { pool: state.http1Pool, responseTimeoutMs: limits.responseHeadTimeoutMs } } : {}) };
-          if (client !== sock) {
-            // Over mTLS: see replay-duplex.ts.
-            const rd = replayDuplex(client, d.buffered) as unknown as Socket;
-            return void serveH2(rd, Buffer.alloc(0), h2ctx);
-          }
-          return void serveH2(client, d.buffered, h2ctx);
+          // Over mTLS: see replay-duplex.ts.
+          const h2 = client !== sock ? serveH2(replayDuplex(client, d.buffered) as unknown as Socket, Buffer.alloc(0), h2ctx) : serveH2(client, d.buffered, h2ctx);
+          // A client that spoke after the drain began gets its GOAWAY too (the drain only reached connections served before it).
+          if (this.#draining) void h2.shutdown();
+          return;
         }
         case 'opaque':
           if (authz !== undefined && conn !== undefined && !admitConnection(authz, conn, client)) return;
@@ -469,10 +469,7 @@ export class Proxy {
     }, Math.min(graceMs, SILENT_CLIENT_GRACE_MS));
     drainHttp1(this.#http1Live);
     await drainH2(graceMs, this.#h2Live);
-    while (this.#open.size > 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-      drainHttp1(this.#http1Live); // again: connections that spoke after the signal are served, then closed
-    }
+    while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     clearTimeout(silent);
     await this.#closeAll(closed);
   }

@@ -80,6 +80,8 @@ export interface Http1Context {
   clientIdleMs?: number;
   /** Where the connection registers for drainHttp1 (one proxy's own set; the node proxy runs one per pod); default: a process-wide set. */
   live?: Set<Drainable>;
+  /** The proxy is shutting down (the client spoke after the drain began): serve what came, then close as a drained connection does. */
+  draining?: boolean;
   /** An upgraded connection (101, CONNECT) with no byte either way for this long is closed, as idle opaque TCP is; default 1 h, 0: none. */
   tunnelIdleMs?: number;
   /** A request head must arrive in full within this long of its first byte (408 after); default 10 s. */
@@ -243,6 +245,7 @@ class ClientConn implements UpstreamWaiter {
     c.setTimeout(this.ctx.clientIdleMs ?? CLIENT_IDLE_MS);
     c.on('timeout', this.onClientIdle);
     if (buffered.length > 0) this.onClientData(buffered);
+    if (this.ctx.draining === true) this.drain();
     if (this.state !== St.CLOSED && (this.pending === null || this.pending.length <= PIPELINE_MAX)) c.resume();
   }
 
