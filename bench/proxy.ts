@@ -35,6 +35,7 @@ const HOLD = join(DIST, 'bench', 'hold-conns.js');
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 4);
 const KEEP_ALIVE = 'http1 keep-alive (wrk -c32)';
 const NEW_CONNECTION = 'http1 new connection per request';
+const FIXED_RATE = 'fixed 1000 req/s, http1';
 const PROFILED_LOADS: Record<string, string> = { 'keep-alive': KEEP_ALIVE, 'new-connection': NEW_CONNECTION };
 const PROFILE = process.env['BENCH_PROFILE'] === undefined || process.env['BENCH_PROFILE'] === '' ? undefined : PROFILED_LOADS[process.env['BENCH_PROFILE']];
 if (process.env['BENCH_PROFILE'] && PROFILE === undefined) throw new Error(`BENCH_PROFILE: "${process.env['BENCH_PROFILE']}" is not one of ${Object.keys(PROFILED_LOADS).join(', ')}`);
@@ -43,7 +44,7 @@ const PROFILES = join(REPO_ROOT, 'bench', 'results', 'profiles');
 type Mode = 'direct' | 'bpfmesh' | 'iptables' | 'haproxy';
 
 /** Loads HAProxy is configured for here (HTTP mode). */
-const HAPROXY_LOADS = new Set(['http1 keep-alive (wrk -c32)', 'http1 new connection per request', 'fixed 1000 req/s, http1']);
+const HAPROXY_LOADS = new Set([KEEP_ALIVE, NEW_CONNECTION, FIXED_RATE]);
 
 interface Scenario {
   mode: Mode;
@@ -88,8 +89,9 @@ export function parseWrk(out: string): { reqPerSec: number; p50Ms: number; p99Ms
 export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
   const scenarios: Scenario[] = [];
   const modes: Mode[] = ['direct', 'bpfmesh', 'iptables'];
-  if (haproxyMissing() === undefined) modes.push('haproxy');
-  else console.log(`proxy: no haproxy reference rows (${haproxyMissing()})`);
+  const noHaproxy = haproxyMissing();
+  if (noHaproxy === undefined) modes.push('haproxy');
+  else console.log(`proxy: no haproxy reference rows (${noHaproxy})`);
   for (const mode of modes) scenarios.push(await setup(mesh, mode));
   const rows: ProxyRow[] = [];
   const measure = async (s: Scenario, load: string, fn: () => Promise<Partial<ProxyRow>>): Promise<void> => {
@@ -127,7 +129,7 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
       const out = JSON.parse(r.stdout || '{}') as { ms?: number };
       return { mibPerSec: out.ms ? round((2 * 128) / (out.ms / 1000), 0) : NaN };
     });
-    await measure(s, 'fixed 1000 req/s, http1', async () => {
+    await measure(s, FIXED_RATE, async () => {
       const r = await mesh.lab.exec(s.client, process.execPath, [FIXED, url(s, 8080), '1000', String(SECONDS)], APP, (SECONDS + 20) * 1000);
       const out = JSON.parse(r.stdout || '{}') as { ok?: number; p50Ms?: number; p99Ms?: number };
       return { reqPerSec: (out.ok ?? 0) / SECONDS, p50Ms: round(out.p50Ms ?? NaN), p99Ms: round(out.p99Ms ?? NaN) };
@@ -254,7 +256,9 @@ async function reportProfiles(load: string, s: Scenario): Promise<void> {
   for (const [i, p] of s.proxies.entries()) {
     const exited = new Promise<void>((r) => (p.child.exitCode !== null ? r() : p.child.once('exit', () => r())));
     p.child.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
+    clearTimeout(timer);
     const role = i === 0 ? 'client' : 'server';
     const file = readdirSync(join(PROFILES, role)).find((f) => f.endsWith('.cpuprofile'));
     if (file === undefined) {

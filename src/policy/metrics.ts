@@ -54,7 +54,7 @@ export class PolicyMetrics {
   }
 
   /** The series of `family` for this subject and these policy objects (found once, then kept by the caller). */
-  #series(family: CellFamily, s: AuthzSubject, server: Meta, route?: Meta, authz?: Authorization): AuthzSeries {
+  #series(family: CellFamily, s: AuthzSubject, server: Meta, route?: Meta, authz?: Meta): AuthzSeries {
     let id = s.clientId;
     let droppedId = false;
     if (id !== undefined && !this.#clientIds.has(id)) {
@@ -64,7 +64,7 @@ export class PolicyMetrics {
       } else this.#clientIds.add(id);
     }
     const tls = s.tls ? 'true' : 'no_identity';
-    const key = `${s.targetAddr}\0${s.targetIp}\0${s.targetPort}\0${tls}\0${id ?? ''}\0${metaKey(server)}\0${metaKey(route)}\0${metaKey(authz?.meta)}`;
+    const key = `${s.targetAddr}\0${s.targetIp}\0${s.targetPort}\0${tls}\0${id ?? ''}\0${metaKey(server)}\0${metaKey(route)}\0${metaKey(authz)}`;
     const labels = (): Labels => ({
       target_addr: s.targetAddr,
       target_ip: s.targetIp,
@@ -73,7 +73,7 @@ export class PolicyMetrics {
       ...(id !== undefined ? { client_id: id } : {}),
       ...metaLabels('srv', server),
       ...(route !== undefined ? metaLabels('route', route) : {}),
-      ...(authz !== undefined ? metaLabels('authz', authz.meta) : {}),
+      ...(authz !== undefined ? metaLabels('authz', authz) : {}),
     });
     return { cell: cell(family.cells, key, labels), droppedId };
   }
@@ -84,7 +84,7 @@ export class PolicyMetrics {
   }
 
   httpAllowSeries(s: AuthzSubject, server: ServerPolicy, route: Route, authz: Authorization): AuthzSeries {
-    return this.#series(this.#httpAllow, s, server.meta, route.meta, authz);
+    return this.#series(this.#httpAllow, s, server.meta, route.meta, authz.meta);
   }
 
   httpAllow(s: AuthzSubject, server: ServerPolicy, route: Route, authz: Authorization): void {
@@ -100,7 +100,7 @@ export class PolicyMetrics {
   }
 
   tcpAllow(s: AuthzSubject, server: ServerPolicy, authz: Authorization): void {
-    this.count(this.#series(this.#tcpAllow, s, server.meta, undefined, authz));
+    this.count(this.#series(this.#tcpAllow, s, server.meta, undefined, authz.meta));
   }
 
   tcpDeny(s: AuthzSubject, server: ServerPolicy): void {
