@@ -194,7 +194,7 @@ export class PromProxyMetrics implements ProxyMetrics {
   readonly #evicted: Counter<'label'>;
   readonly #origProto: Counter<'event'>;
   readonly #refused: Counter<'direction' | 'reason'>;
-  readonly #detected: Counter<'direction' | 'protocol' | 'timed_out'>;
+  readonly #detected: CellFamily;
 
   constructor(registry: Registry, opts: ProxyMetricsOptions = {}) {
     this.registry = registry;
@@ -244,12 +244,8 @@ export class PromProxyMetrics implements ProxyMetrics {
       labelNames: ['direction', 'reason'] as const,
       registers: [registry],
     });
-    this.#detected = new Counter({
-      name: 'bpfmesh_proxy_protocol_detected_total',
-      help: 'Client connections by detected protocol (http1, h2, opaque); timed_out="true" when the detection timeout decided.',
-      labelNames: ['direction', 'protocol', 'timed_out'] as const,
-      registers: [registry],
-    });
+    // Counted once per connection: a cell, not prom-client's per-call label hashing.
+    this.#detected = new CellFamily(registry, 'bpfmesh_proxy_protocol_detected_total', 'Client connections by detected protocol (http1, h2, opaque); timed_out="true" when the detection timeout decided.', 'counter');
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
   }
 
@@ -259,7 +255,8 @@ export class PromProxyMetrics implements ProxyMetrics {
   }
 
   detected(direction: string, protocol: string, timedOut: boolean): void {
-    this.#detected.inc({ direction, protocol, timed_out: timedOut ? 'true' : 'false' });
+    const timed_out = timedOut ? 'true' : 'false';
+    cell(this.#detected.cells, `${direction}\0${protocol}\0${timed_out}`, () => ({ direction, protocol, timed_out })).value++;
   }
 
   connectionRefused(direction: string, reason: 'max_connections'): void {

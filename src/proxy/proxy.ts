@@ -88,6 +88,8 @@ export class Proxy {
   readonly metrics: PromProxyMetrics;
   readonly #opts: ProxyOptions;
   readonly #log: Logger;
+  /** One child logger per direction and protocol, not one per connection (pino serializes a child's bindings). */
+  readonly #connLogs = new Map<string, Logger>();
   readonly #open = new Set<Socket>();
   /** Accepted connections whose client has not spoken yet (TLS peek, detection, waiting for who speaks first): no request in flight, so shutdown closes them after SILENT_CLIENT_GRACE_MS. */
   readonly #undetected = new Set<Socket>();
@@ -198,6 +200,12 @@ export class Proxy {
     });
   }
 
+  #connLog(component: string): Logger {
+    let log = this.#connLogs.get(component);
+    if (log === undefined) this.#connLogs.set(component, (log = this.#opts.log.child({ component })));
+    return log;
+  }
+
   /** At the connection cap: close at once (RST), count it, and say so in the log at most every 10 s. */
   #refuse(state: DirectionState, sock: Socket): void {
     sock.on('error', () => {});
@@ -282,7 +290,7 @@ export class Proxy {
       spoke();
       if (sock.destroyed) return; // closed while detecting (by the shutdown, or an error): nothing to route
       this.metrics.detected(state.direction, d.protocol, d.timedOut);
-      const log = this.#opts.log.child({ component: `${state.direction}-${d.protocol}` });
+      const log = this.#connLog(`${state.direction}-${d.protocol}`);
       const track = (ep: Endpoint): Lease | undefined => state.router.track(ep);
       const hub = this.#opts.tapHub;
       const tap = hub === undefined ? {} : { tap: { hub, target, source: sock.remoteAddress === undefined ? undefined : { host: stripMapped(sock.remoteAddress), port: sock.remotePort ?? 0 } } };
