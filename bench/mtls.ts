@@ -6,15 +6,18 @@
 // discovery path otherwise; the two are measured alternately.
 // Loads, each run for both in turn: HTTP/1.1 keep-alive (wrk -c32), a new
 // app connection per request (wrk, Connection: close; the proxies keep
-// their pooled connections to each other), and new opaque TCP connections
-// (every one is a new proxy-to-proxy connection: with mTLS, a handshake).
+// their pooled connections to each other), HTTP/2 (h2load -c4 -m16), and
+// new opaque TCP connections (every one is a new proxy-to-proxy
+// connection: with mTLS, a handshake). The proxies run with the image's
+// Node flags (IMAGE_NODE_OPTIONS).
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/config/paths.js';
 import type { LabPod } from '../src/lab/lab.js';
 import { APP, identityName, MeshLab, meshProxyEnv, type PodProcess } from '../test/helpers/mesh.js';
-import { cpuS, parseWrk } from './proxy.js';
+import { IMAGE_NODE_OPTIONS } from './memory.js';
+import { cpuS, H2LOAD_ARGS, parseH2load, parseWrk } from './proxy.js';
 import { median, printTable, round } from './stats.js';
 
 const CONN_RATE = join(REPO_ROOT, 'dist', 'bench', 'conn-rate.js');
@@ -47,14 +50,17 @@ async function pair(mesh: MeshLab, dir: string, tag: string, mtls: boolean): Pro
   const sid = identityName(`${tag}-server`);
   const svc = (port: number): string[] => [`  - name: "${server.ip4}:${port}"`, `    endpoints: [{ addr: "${server.ip4}:${port}"${mtls ? `, identity: ${sid}` : ''} }]`];
   const config = join(dir, `${tag}.yaml`);
-  writeFileSync(config, ['services:', ...svc(8080), ...svc(9000), ''].join('\n'));
+  writeFileSync(config, ['services:', ...svc(8080), ...svc(8081), ...svc(9000), ''].join('\n'));
   // The pair's control plane in a pod of its own, reached over TLS/mTLS as in a cluster.
   const cp = await mesh.controlPlanePod(`${tag}cp`, config, join(dir, 'state'));
   const anchors = readFileSync(join(dir, 'state', 'trust-anchors.pem'), 'utf8');
   const proxies: PodProcess[] = [];
   for (const [pod, sa] of [[client, `${tag}-client`], [server, `${tag}-server`]] as const) {
     await mesh.init(pod);
-    proxies.push(await mesh.proxy(pod, meshProxyEnv({ identity: identityName(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp })));
+    // The image's Node flags: with Node's defaults the TLS proxies' young generation grows to 16 MiB semi-spaces
+    // and V8 then runs a full mark-compact every ~200 ms that frees nothing (README, Benchmarks).
+    const env = meshProxyEnv({ identity: identityName(sa), tokenFile: join(dir, 'token'), trustAnchorsPem: anchors, controlPlane: cp });
+    proxies.push(await mesh.proxy(pod, env, IMAGE_NODE_OPTIONS.split(' ')));
   }
   await mesh.appServer(server);
   // Check the pair takes the path it is meant to before measuring it.
@@ -62,6 +68,11 @@ async function pair(mesh: MeshLab, dir: string, tag: string, mtls: boolean): Pro
   const want = mtls ? `client-id ${identityName(`${tag}-client`)}` : 'client-id -';
   if (who !== want) throw new Error(`bench mtls: ${tag} pair answered "${who}", expected "${want}"`);
   return { client, server, proxies };
+}
+
+/** "p50/p99", or h2load's mean alone (it reports no percentiles per request). */
+function latency(x: MtlsRow['mtls']): string {
+  return Number.isNaN(x.p99Ms) ? `${x.p50Ms} (mean)` : `${x.p50Ms}/${x.p99Ms}`;
 }
 
 export async function runMtlsBench(mesh: MeshLab): Promise<MtlsRow[]> {
@@ -85,9 +96,16 @@ export async function runMtlsBench(mesh: MeshLab): Promise<MtlsRow[]> {
       if ((o.errors ?? 0) > 0) process.stderr.write(`bench mtls: ${o.errors} connection errors\n`);
       return { perSec: o.perSec ?? NaN, p50Ms: o.p50Ms ?? NaN, p99Ms: o.p99Ms ?? NaN };
     };
+    const h2load = async (p: Pair): Promise<{ perSec: number; p50Ms: number; p99Ms: number }> => {
+      const r = await mesh.lab.exec(p.client, 'h2load', [...H2LOAD_ARGS, `http://${p.server.ip4}:8081/`], APP, (SECONDS + 20) * 1000);
+      const h = parseH2load(r.stdout);
+      if (!/ 0 failed, 0 errored/.test(r.stdout)) process.stderr.write(`bench mtls: h2load reported failures:\n${r.stdout}\n`);
+      return { perSec: h.reqPerSec, p50Ms: h.p50Ms ?? NaN, p99Ms: NaN }; // the mean, as p50
+    };
     const loads: Array<[string, (p: Pair) => Promise<{ perSec: number; p50Ms: number; p99Ms: number }>]> = [
       ['http1 keep-alive (wrk -c32), req/s', (p) => wrk(p, [])],
       ['http1 new app connection per request (wrk -c32), req/s', (p) => wrk(p, ['-H', 'Connection: close'])],
+      ['http2 (h2load -c4 -m16), req/s', h2load],
       ['new opaque TCP connection each (8 loops), conn/s', conns],
     ];
     const rows: MtlsRow[] = [];
@@ -116,7 +134,7 @@ export async function runMtlsBench(mesh: MeshLab): Promise<MtlsRow[]> {
     printTable(
       `mTLS vs plaintext between the proxies (two identical pod pairs, alternated; median of ${ROUNDS}, ${SECONDS} s each)`,
       ['load', 'plaintext', 'p50/p99 ms', 'mTLS', 'p50/p99 ms', 'mTLS / plaintext'],
-      rows.map((r) => [r.load, r.plaintext.perSec, `${r.plaintext.p50Ms}/${r.plaintext.p99Ms}`, r.mtls.perSec, `${r.mtls.p50Ms}/${r.mtls.p99Ms}`, r.ratio]),
+      rows.map((r) => [r.load, r.plaintext.perSec, latency(r.plaintext), r.mtls.perSec, latency(r.mtls), r.ratio]),
     );
     return rows;
   } finally {

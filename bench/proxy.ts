@@ -36,7 +36,8 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 4);
 const KEEP_ALIVE = 'http1 keep-alive (wrk -c32)';
 const NEW_CONNECTION = 'http1 new connection per request';
 const FIXED_RATE = 'fixed 1000 req/s, http1';
-const PROFILED_LOADS: Record<string, string> = { 'keep-alive': KEEP_ALIVE, 'new-connection': NEW_CONNECTION };
+const HTTP2 = 'http2 (h2load -c4 -m16)';
+const PROFILED_LOADS: Record<string, string> = { 'keep-alive': KEEP_ALIVE, 'new-connection': NEW_CONNECTION, http2: HTTP2 };
 const PROFILE = process.env['BENCH_PROFILE'] === undefined || process.env['BENCH_PROFILE'] === '' ? undefined : PROFILED_LOADS[process.env['BENCH_PROFILE']];
 if (process.env['BENCH_PROFILE'] && PROFILE === undefined) throw new Error(`BENCH_PROFILE: "${process.env['BENCH_PROFILE']}" is not one of ${Object.keys(PROFILED_LOADS).join(', ')}`);
 const PROFILES = join(REPO_ROOT, 'bench', 'results', 'profiles');
@@ -64,6 +65,9 @@ export interface ProxyRow {
   serverProxyRssMb?: number;
   clientProxyCpuS?: number;
   serverProxyCpuS?: number;
+  /** System calls per request of each proxy, "reads+writes" (HTTP loads). */
+  clientProxySyscallsPerReq?: string;
+  serverProxySyscallsPerReq?: string;
 }
 
 export function rssMb(pid: number): number {
@@ -71,9 +75,28 @@ export function rssMb(pid: number): number {
   return m ? round(Number(m[1]) / 1024, 1) : NaN;
 }
 
+/** A process's read and write system calls so far (/proc/PID/io's syscr, syscw). */
+export function syscalls(pid: number): { reads: number; writes: number } {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? NaN);
+  return { reads: field('syscr'), writes: field('syscw') };
+}
+
 export function cpuS(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ=100
+}
+
+/** h2load's flags for the HTTP/2 load: 4 connections, 16 streams each, for SECONDS. */
+export const H2LOAD_ARGS = ['-c4', '-m16', '-D', String(SECONDS)];
+
+/** h2load's "finished in …, N req/s" and its mean time for request (reported as p50Ms). */
+export function parseH2load(out: string): { reqPerSec: number; p50Ms?: number } {
+  const mean = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(out);
+  return {
+    reqPerSec: Number(/finished in [^,]+, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN),
+    ...(mean ? { p50Ms: Number(mean[1]) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[mean[2]!]! } : {}),
+  };
 }
 
 /** wrk's "50% 1.23ms" lines and "Requests/sec:". */
@@ -98,13 +121,25 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
     if (s.mode === 'haproxy' && !HAPROXY_LOADS.has(load)) return;
     if (PROFILE !== undefined && load !== PROFILE) return;
     const cpu0 = s.proxies.map((p) => cpuS(p.child.pid!));
+    const calls0 = s.proxies.map((p) => syscalls(p.child.pid!));
+    const started = Date.now();
     const r = await fn();
+    const perRequest = (i: number): string | undefined => {
+      const requests = (r.reqPerSec ?? NaN) * ((Date.now() - started) / 1000);
+      const now = syscalls(s.proxies[i]!.child.pid!);
+      const per = (n: number): number => round(n / requests, 1);
+      return Number.isFinite(requests) && requests > 0 ? `${per(now.reads - calls0[i]!.reads)}+${per(now.writes - calls0[i]!.writes)}` : undefined;
+    };
     const row: ProxyRow = { scenario: s.mode, load, ...r };
     if (s.proxies.length === 2) {
       row.clientProxyRssMb ??= rssMb(s.proxies[0]!.child.pid!);
       row.serverProxyRssMb ??= rssMb(s.proxies[1]!.child.pid!);
       row.clientProxyCpuS = round(cpuS(s.proxies[0]!.child.pid!) - cpu0[0]!);
       row.serverProxyCpuS = round(cpuS(s.proxies[1]!.child.pid!) - cpu0[1]!);
+      if (r.reqPerSec !== undefined && r.mibPerSec === undefined) {
+        row.clientProxySyscallsPerReq = perRequest(0);
+        row.serverProxySyscallsPerReq = perRequest(1);
+      }
     }
     rows.push(row);
   };
@@ -116,14 +151,7 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
     };
     await measure(s, KEEP_ALIVE, () => wrk([]));
     await measure(s, NEW_CONNECTION, () => wrk(['-H', 'Connection: close']));
-    await measure(s, 'http2 (h2load -c4 -m16)', async () => {
-      const r = await mesh.lab.exec(s.client, 'h2load', ['-c4', '-m16', '-D', String(SECONDS), url(s, 8081)], APP, (SECONDS + 20) * 1000);
-      const mean = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(r.stdout);
-      return {
-        reqPerSec: Number(/finished in [^,]+, ([\d.]+) req\/s/.exec(r.stdout)?.[1] ?? NaN),
-        ...(mean ? { p50Ms: Number(mean[1]) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[mean[2]!]! } : {}),
-      };
-    });
+    await measure(s, HTTP2, async () => parseH2load((await mesh.lab.exec(s.client, 'h2load', [...H2LOAD_ARGS, url(s, 8081)], APP, (SECONDS + 20) * 1000)).stdout));
     await measure(s, 'opaque TCP echo, 128 MiB each way', async () => {
       const r = await mesh.lab.exec(s.client, process.execPath, [STREAM, 'bulk', s.server.ip4, '9000', '128'], APP, 120_000);
       const out = JSON.parse(r.stdout || '{}') as { ms?: number };
@@ -150,7 +178,7 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
   if (PROFILE !== undefined) await reportProfiles(PROFILE, scenarios.find((s) => s.mode === 'bpfmesh')!);
   printTable(
     'proxy: direct vs bpfmesh vs iptables vs haproxy (client and server pods; both proxies in the path)',
-    ['load', 'scenario', 'req/s', 'MiB/s', 'p50 ms', 'p99 ms', 'RSS client/server MB', 'CPU client/server s'],
+    ['load', 'scenario', 'req/s', 'MiB/s', 'p50 ms', 'p99 ms', 'RSS client/server MB', 'CPU client/server s', 'syscalls/req r+w client, server'],
     rows.map((r) => [
       r.load,
       r.scenario,
@@ -160,6 +188,7 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
       r.p99Ms === undefined ? '' : round(r.p99Ms),
       r.clientProxyRssMb === undefined ? '' : `${r.clientProxyRssMb}/${r.serverProxyRssMb}`,
       r.clientProxyCpuS === undefined ? '' : `${r.clientProxyCpuS}/${r.serverProxyCpuS}`,
+      r.clientProxySyscallsPerReq === undefined ? '' : `${r.clientProxySyscallsPerReq}, ${r.serverProxySyscallsPerReq}`,
     ]),
   );
   return rows;
