@@ -136,7 +136,8 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
       row.serverProxyRssMb ??= rssMb(s.proxies[1]!.child.pid!);
       row.clientProxyCpuS = round(cpuS(s.proxies[0]!.child.pid!) - cpu0[0]!);
       row.serverProxyCpuS = round(cpuS(s.proxies[1]!.child.pid!) - cpu0[1]!);
-      if (r.reqPerSec !== undefined && r.mibPerSec === undefined) {
+      // HAProxy calls recv/send, which /proc/PID/io's syscr/syscw do not count (Node's libuv calls read/write).
+      if (r.reqPerSec !== undefined && r.mibPerSec === undefined && s.mode !== 'haproxy') {
         row.clientProxySyscallsPerReq = perRequest(0);
         row.serverProxySyscallsPerReq = perRequest(1);
       }
