@@ -7,7 +7,7 @@ import { BpfmeshError } from '../../src/errors.js';
 import { detectProtocol } from '../../src/proxy/detect.js';
 import type { RequestHead } from '../../src/proxy/http1/head-parser.js';
 import { Http1Pool } from '../../src/proxy/http1/pool.js';
-import { serveHttp1, type Http1Context, type Http1Log } from '../../src/proxy/http1/proxy-http1.js';
+import { serveHttp1, type Drainable, type Http1Context, type Http1Log } from '../../src/proxy/http1/proxy-http1.js';
 import type { Addr, Classification, ConnLabels, Connector, Peer, ProxyMetrics } from '../../src/proxy/types.js';
 
 export type ResponseRecord = { statusCode: number; classification: Classification; grpcStatus?: number; error?: string; latencyMs: number };
@@ -68,6 +68,8 @@ export interface TestProxy {
   port: number;
   metrics: RecordingMetrics;
   pool: Http1Pool;
+  /** The client connections being served, as drainHttp1 takes them. */
+  live: Set<Drainable>;
   /** Protocols detected, in order of connections. */
   detected: string[];
   close(): Promise<void>;
@@ -90,6 +92,7 @@ export async function startProxy(opts: ProxyOptions): Promise<TestProxy> {
   const metrics = new RecordingMetrics();
   const pool = new Http1Pool({ idleMs: opts.poolIdleMs ?? 3000 });
   const detected: string[] = [];
+  const live = new Set<Drainable>();
   const sockets = new Set<Socket>();
   const labels: ConnLabels = { direction: 'outbound', target_addr: '127.0.0.1:0', tls: 'no_identity' };
   const ctx: Http1Context = {
@@ -97,6 +100,7 @@ export async function startProxy(opts: ProxyOptions): Promise<TestProxy> {
     route: opts.route,
     connect: opts.connect ?? netConnector(),
     metrics,
+    live,
     pool,
     log: silentLog,
     ...(opts.responseTimeoutMs !== undefined ? { responseTimeoutMs: opts.responseTimeoutMs } : {}),
@@ -119,6 +123,7 @@ export async function startProxy(opts: ProxyOptions): Promise<TestProxy> {
     port: (server.address() as AddressInfo).port,
     metrics,
     pool,
+    live,
     detected,
     close: async () => {
       for (const s of sockets) s.destroy();

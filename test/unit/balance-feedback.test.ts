@@ -11,7 +11,7 @@ import http2 from 'node:http2';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { ErrorCodes, errorCode } from '../../src/errors.js';
 import { detectProtocol } from '../../src/proxy/detect.js';
-import { serveHttp1 } from '../../src/proxy/http1/proxy-http1.js';
+import { serveHttp1, type Drainable } from '../../src/proxy/http1/proxy-http1.js';
 import { Http1Pool } from '../../src/proxy/http1/pool.js';
 import { serveH2, H2UpstreamPool } from '../../src/proxy/h2/index.js';
 import { P2cBalancer, type EndpointStats } from '../../src/proxy/balance/p2c.js';
@@ -79,7 +79,7 @@ async function front(endpoints: Endpoint[]): Promise<Front> {
     sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => {});
     void detectProtocol(sock, { timeoutMs: 2000 }).then((d) => {
-      if (d.protocol === 'http1') serveHttp1(sock, d.buffered, { ...common, pool: h1pool });
+      if (d.protocol === 'http1') serveHttp1(sock, d.buffered, { ...common, pool: h1pool, live: new Set<Drainable>() });
       else if (d.protocol === 'h2') serveH2(sock, d.buffered, { ...common, pool: h2pool });
       else sock.destroy();
     });

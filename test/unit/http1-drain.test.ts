@@ -59,7 +59,7 @@ test('drain closes idle keep-alive clients now and busy ones after their respons
     await new Promise((r) => setTimeout(r, 100)); // the slow request is in flight
 
     const t0 = Date.now();
-    drainHttp1();
+    drainHttp1(proxy.live);
     await idle.closed;
     assert.ok(Date.now() - t0 < 300, 'the idle client is closed at once, not after the slow request');
     await busy.closed;

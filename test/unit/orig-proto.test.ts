@@ -14,7 +14,7 @@ import { detectProtocol } from '../../src/proxy/detect.js';
 import { endpointLabeler } from '../../src/proxy/endpoint-labels.js';
 import { H2UpstreamPool, serveH2 } from '../../src/proxy/h2/index.js';
 import { Http1Pool } from '../../src/proxy/http1/pool.js';
-import { serveHttp1 } from '../../src/proxy/http1/proxy-http1.js';
+import { serveHttp1, type Drainable } from '../../src/proxy/http1/proxy-http1.js';
 import { createProxyMetrics, type PromProxyMetrics } from '../../src/proxy/metrics.js';
 import { OrigProtoUpgrader } from '../../src/proxy/orig-proto.js';
 import type { Addr, ConnLabels, Endpoint } from '../../src/proxy/types.js';
@@ -183,7 +183,7 @@ before(async () => {
           serveH2(sock, d.buffered, { ...common, pool: pools.inH2, downgrade: { pool: pools.in, responseTimeoutMs: RESPONSE_TIMEOUT_MS } });
         } else if (d.protocol === 'http1') {
           inCounts.http1++;
-          serveHttp1(sock, d.buffered, { ...common, pool: pools.in });
+          serveHttp1(sock, d.buffered, { ...common, pool: pools.in, live: new Set<Drainable>() });
         } else sock.destroy();
       });
     }),
@@ -203,6 +203,7 @@ before(async () => {
           route: () => peer,
           connect: netConnector(),
           metrics: outMetrics,
+          live: new Set<Drainable>(),
           pool: pools.out,
           log: silentLog,
           origProto: upgrader,

@@ -11,7 +11,7 @@ import { Registry } from 'prom-client';
 import { DestinationResolver } from '../../src/control/destination.js';
 import { H2UpstreamPool } from '../../src/proxy/h2/index.js';
 import { Http1Pool } from '../../src/proxy/http1/pool.js';
-import { serveHttp1 } from '../../src/proxy/http1/proxy-http1.js';
+import { serveHttp1, type Drainable } from '../../src/proxy/http1/proxy-http1.js';
 import { Router } from '../../src/proxy/router.js';
 import { endpointKey, type Addr, type Connector, type Endpoint } from '../../src/proxy/types.js';
 import { netConnector, RecordingMetrics, silentLog } from '../helpers/h2.js';
@@ -83,6 +83,7 @@ test('HTTP/1: one address under two identities gets two pooled connections, each
       route: () => eps[n++ % 2]!,
       connect,
       metrics: new RecordingMetrics(),
+      live: new Set<Drainable>(),
       pool,
       log: silentLog,
     });

@@ -78,8 +78,8 @@ export interface Http1Context {
   bodyTimeoutMs?: number;
   /** A keep-alive client that sends nothing for this long is closed; default 60 s. */
   clientIdleMs?: number;
-  /** Where the connection registers for drainHttp1 (one proxy's own set; the node proxy runs one per pod); default: a process-wide set. */
-  live?: Set<Drainable>;
+  /** Where the connection registers for drainHttp1: its proxy's own set (the node proxy runs one proxy per pod). */
+  live: Set<Drainable>;
   /** The proxy is shutting down (the client spoke after the drain began): serve what came, then close as a drained connection does. */
   draining?: boolean;
   /** An upgraded connection (101, CONNECT) with no byte either way for this long is closed, as idle opaque TCP is; default 1 h, 0: none. */
@@ -118,16 +118,13 @@ export interface Drainable {
   drain(): void;
 }
 
-/** Client connections being served, for the drain; Http1Context.live scopes them to one proxy. */
-const live = new Set<Drainable>();
-
 /**
  * Shutdown: idle keep-alive client connections close now (a server may close
  * an idle HTTP/1.1 connection at any time); busy ones answer their current
  * request with `Connection: close` and close after it. Tunnels are left to
  * the grace period.
  */
-export function drainHttp1(set: Set<Drainable> = live): void {
+export function drainHttp1(set: Set<Drainable>): void {
   for (const c of set) c.drain();
 }
 
@@ -233,7 +230,7 @@ class ClientConn implements UpstreamWaiter {
   start(buffered: Buffer, firstByteAt?: number): void {
     const c = this.client;
     this.headSince = firstByteAt;
-    (this.ctx.live ?? live).add(this);
+    this.ctx.live.add(this);
     c.setNoDelay(true);
     c.on('data', this.onClientData);
     c.on('end', this.onClientEnd);
@@ -488,7 +485,7 @@ class ClientConn implements UpstreamWaiter {
   };
 
   private readonly onClientClose = (): void => {
-    (this.ctx.live ?? live).delete(this);
+    this.ctx.live.delete(this);
     this.stopExchange();
     this.flushBytes(null);
     if (this.ownPool) this.pool.close();
