@@ -476,7 +476,7 @@ export class Proxy {
       for (const s of this.#undetected) s.destroy();
     }, Math.min(graceMs, SILENT_CLIENT_GRACE_MS));
     drainHttp1(this.#http1Live);
-    await drainH2(graceMs, this.#h2Live);
+    await drainH2(this.#h2Live, graceMs);
     while (this.#open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     clearTimeout(silent);
     await this.#closeAll(closed);

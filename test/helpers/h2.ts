@@ -76,13 +76,15 @@ export interface TestProxy {
   url: string;
   metrics: RecordingMetrics;
   conns: H2Connection[];
+  /** The connections being served, as drainH2 takes them. */
+  live: Set<H2Connection>;
   close(): Promise<void>;
 }
 
 export async function startProxy(ctx: Partial<H2Context> & Pick<H2Context, 'route'>): Promise<TestProxy> {
   const metrics = new RecordingMetrics();
   const conns: H2Connection[] = [];
-  const full: H2Context = { labels: LABELS, connect: netConnector(), metrics, log: silentLog, ...ctx };
+  const full: H2Context = { labels: LABELS, connect: netConnector(), metrics, log: silentLog, live: new Set<H2Connection>(), ...ctx };
   const sockets = new Set<Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
@@ -99,6 +101,7 @@ export async function startProxy(ctx: Partial<H2Context> & Pick<H2Context, 'rout
     url: `http://127.0.0.1:${port}`,
     metrics: full.metrics as RecordingMetrics,
     conns,
+    live: full.live,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await Promise.all(conns.map((c) => c.shutdown(100)));

@@ -13,7 +13,7 @@ import { ErrorCodes, errorCode } from '../../src/errors.js';
 import { detectProtocol } from '../../src/proxy/detect.js';
 import { serveHttp1, type Drainable } from '../../src/proxy/http1/proxy-http1.js';
 import { Http1Pool } from '../../src/proxy/http1/pool.js';
-import { serveH2, H2UpstreamPool } from '../../src/proxy/h2/index.js';
+import { serveH2, H2UpstreamPool, type H2Connection } from '../../src/proxy/h2/index.js';
 import { P2cBalancer, type EndpointStats } from '../../src/proxy/balance/p2c.js';
 import { FAILURE_PENALTY_MS } from '../../src/proxy/balance/peak-ewma.js';
 import { StaticEndpointSet } from '../../src/control/static-set.js';
@@ -80,7 +80,7 @@ async function front(endpoints: Endpoint[]): Promise<Front> {
     sock.on('error', () => {});
     void detectProtocol(sock, { timeoutMs: 2000 }).then((d) => {
       if (d.protocol === 'http1') serveHttp1(sock, d.buffered, { ...common, pool: h1pool, live: new Set<Drainable>() });
-      else if (d.protocol === 'h2') serveH2(sock, d.buffered, { ...common, pool: h2pool });
+      else if (d.protocol === 'h2') serveH2(sock, d.buffered, { ...common, pool: h2pool, live: new Set<H2Connection>() });
       else sock.destroy();
     });
   });

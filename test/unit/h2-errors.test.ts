@@ -415,7 +415,7 @@ test('shutdown: GOAWAY to the client, the in-flight stream finishes, new streams
   }
 });
 
-// Last: drainH2 shuts down every connection in the process, the shared client's too.
+// drainH2 shuts down the proxy's own connections.
 test('drainH2 resets streams still open after the grace period', async () => {
   const p = await startProxy({ route: () => upstream.addr });
   try {
@@ -424,7 +424,7 @@ test('drainH2 resets streams still open after the grace period', async () => {
     const stuck = request(c, { ':path': '/hang', 'x-id': 'drain-2' });
     await until(() => seen.has('drain-2'), 2000, 'upstream stream');
     const t0 = Date.now();
-    await drainH2(200);
+    await drainH2(p.live, 200);
     assert.ok(Date.now() - t0 >= 150);
     const r = await stuck;
     assert.notEqual(r.rstCode, h2.NGHTTP2_NO_ERROR);

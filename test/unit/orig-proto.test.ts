@@ -12,7 +12,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { Registry } from 'prom-client';
 import { detectProtocol } from '../../src/proxy/detect.js';
 import { endpointLabeler } from '../../src/proxy/endpoint-labels.js';
-import { H2UpstreamPool, serveH2 } from '../../src/proxy/h2/index.js';
+import { H2UpstreamPool, serveH2, type H2Connection } from '../../src/proxy/h2/index.js';
 import { Http1Pool } from '../../src/proxy/http1/pool.js';
 import { serveHttp1, type Drainable } from '../../src/proxy/http1/proxy-http1.js';
 import { createProxyMetrics, type PromProxyMetrics } from '../../src/proxy/metrics.js';
@@ -180,7 +180,7 @@ before(async () => {
       void detectProtocol(sock, { timeoutMs: 2000 }).then((d) => {
         if (d.protocol === 'h2') {
           inCounts.h2++;
-          serveH2(sock, d.buffered, { ...common, pool: pools.inH2, downgrade: { pool: pools.in, responseTimeoutMs: RESPONSE_TIMEOUT_MS } });
+          serveH2(sock, d.buffered, { ...common, live: new Set<H2Connection>(), pool: pools.inH2, downgrade: { pool: pools.in, responseTimeoutMs: RESPONSE_TIMEOUT_MS } });
         } else if (d.protocol === 'http1') {
           inCounts.http1++;
           serveHttp1(sock, d.buffered, { ...common, pool: pools.in, live: new Set<Drainable>() });

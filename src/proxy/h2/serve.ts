@@ -36,8 +36,8 @@ import type { TapExchange } from '../tap/hub.js';
 
 export interface H2Context {
   labels: ConnLabels;
-  /** Where the connection registers for drainH2 (one proxy's own set); default: a process-wide set. */
-  live?: Set<H2Connection>;
+  /** Where the connection registers for drainH2: its proxy's own set (the node proxy runs one proxy per pod). */
+  live: Set<H2Connection>;
   /** Opens the TCP (or TLS) connection to an endpoint. */
   connect: Connector;
   /**
@@ -109,10 +109,8 @@ function labelsWithAuthority(conn: ConnState, authority: string | undefined): Co
   return l;
 }
 
-const live = new Set<H2Connection>();
-
-/** Shuts down the HTTP/2 connections of `set` (default: every one this process serves without H2Context.live; see H2Connection.shutdown). */
-export async function drainH2(graceMs?: number, set: Set<H2Connection> = live): Promise<void> {
+/** Shuts down the HTTP/2 connections of `set` (one proxy's H2Context.live; see H2Connection.shutdown). */
+export async function drainH2(set: Set<H2Connection>, graceMs?: number): Promise<void> {
   await Promise.all([...set].map((c) => c.shutdown(graceMs)));
 }
 
@@ -167,7 +165,7 @@ export function serveH2(client: Socket, buffered: Buffer, ctx: H2Context): H2Con
       clearTimeout(timer);
     },
   };
-  const registry = ctx.live ?? live;
+  const registry = ctx.live;
   registry.add(conn);
   void closed.then(async () => {
     registry.delete(conn);
