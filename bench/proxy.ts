@@ -11,7 +11,7 @@
 // for the latency the proxies add, and each proxy's RSS with 1000 open
 // connections.
 //
-// BENCH_PROFILE=keep-alive (or =new-connection): a profile run instead: only
+// BENCH_PROFILE=keep-alive (or =new-connection, =http2): a profile run instead: only
 // that HTTP/1 load, with the bpfmesh scenario's proxies under `node
 // --cpu-prof`; their .cpuprofile files (flame graphs in Chrome DevTools or
 // speedscope) go to bench/results/profiles/, and where each proxy's CPU
