@@ -2,6 +2,7 @@
 // node-wide interception's enrolled pods equal to its meshed pods.
 import { cgroup2Mount } from '../intercept/mounts.js';
 import { createLogger } from '../log/logger.js';
+import { uncappedYoungGenerationWarning } from '../util/node-flags.js';
 import { loadKubeAccess } from '../kube/config.js';
 import { KubeClient } from '../kube/client.js';
 import { startAdminServer } from '../admin/server.js';
@@ -55,6 +56,8 @@ export async function run(argv: string[]): Promise<number> {
   const metrics = createNodeMetrics(opts.nodeName);
   const scope = { bpffs: opts.bpffs, bpffsExplicit: opts.bpffsExplicit, cgroupRoot: opts.cgroupRoot ?? cgroup2Mount() };
   const proxyConfig = opts.proxy ? parseProxyEnv(process.env) : undefined;
+  const uncapped = opts.proxy ? uncappedYoungGenerationWarning() : undefined;
+  if (uncapped !== undefined) log.warn(uncapped);
   // Each pod's identity is certified with a token of its own service account (TokenRequest), not the agent's.
   const tokens = proxyConfig?.identity === undefined ? undefined : new PodTokens(client, log, { onFailure: () => metrics.failures.inc({ reason: 'token_request' }) });
   const proxies =

@@ -9,6 +9,7 @@ import { registerKernelCounters } from '../proxy/metrics.js';
 import { startAdminServer } from '../admin/server.js';
 import { podCounterReader } from '../admin/kernel-counters.js';
 import { formatAddr } from '../util/addr.js';
+import { uncappedYoungGenerationWarning } from '../util/node-flags.js';
 // The control-plane clients (gRPC, protobuf, X.509) load only when configured:
 // a proxy without them is ~20 MB smaller (README, Benchmarks).
 import type { IdentityClient, WorkloadCertificate } from '../control/identity.js';
@@ -25,6 +26,8 @@ export async function run(argv: string[]): Promise<number> {
   const config = parseProxyEnv(process.env);
   const log = createLogger(config.log);
   const registry = new Registry();
+  const uncapped = uncappedYoungGenerationWarning();
+  if (uncapped !== undefined) log.warn(uncapped);
   // Discovery and identity come from the control plane when the injector configured one.
   let identity: IdentityClient | undefined;
   let tls: TlsStore | undefined;
