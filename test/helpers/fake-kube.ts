@@ -88,8 +88,12 @@ export interface FakeKube {
   failWith(fault: FakeKubeFault, opts?: FaultOptions): void;
   /** Stops injecting failures (connections already stalled stay so until the client gives up). */
   heal(): void;
-  /** Requests that arrived at or after `since` (Date.now() ms), optionally only these. */
-  countRequests(since: number, what?: 'list' | 'watch' | 'get'): number;
+  /**
+   * Requests that arrived after position `from` of `requests` (take
+   * `requests.length` as the mark: time stamps have 1 ms steps, so a request
+   * made just before a Date.now() mark can carry the same time), optionally only these.
+   */
+  countRequests(from: number, what?: 'list' | 'watch' | 'get'): number;
   readonly requests: FakeKubeRequest[];
   /** TokenRequests answered: the token is `tr.<namespace>.<serviceaccount>.<pod uid>`. */
   readonly tokenRequests: Array<{ namespace: string; serviceAccount: string; audiences: string[]; pod: string; token: string }>;
@@ -479,8 +483,8 @@ export async function startFakeKube(opts: FakeKubeOptions = {}): Promise<FakeKub
     heal() {
       fault = undefined;
     },
-    countRequests(since, what) {
-      return requests.filter((r) => r.at >= since && (what === undefined || kindOf(r.path, r.watch) === what)).length;
+    countRequests(from, what) {
+      return requests.slice(from).filter((r) => what === undefined || kindOf(r.path, r.watch) === what).length;
     },
     requests,
     get openWatches() {
