@@ -5,14 +5,14 @@
 //   iptables  the same proxies behind proxy-init's iptables rules
 //   haproxy   HAProxy in both pods behind the same rules (HTTP mode, one
 //             thread, keep-alive both ways, the original destination as
-//             the server): a reference L7 proxy, HTTP/1 loads only
+//             the server): a reference L7 proxy, for the HTTP loads
 // Loads: HTTP/1.1 keep-alive (wrk), HTTP/2 (h2load), a new connection per
 // request (wrk, Connection: close), opaque TCP throughput, a fixed 1000 req/s
 // for the latency the proxies add, and each proxy's RSS with 1000 open
 // connections.
 //
 // BENCH_PROFILE=keep-alive (or =new-connection, =http2): a profile run instead: only
-// that HTTP/1 load, with the bpfmesh scenario's proxies under `node
+// that load, with the bpfmesh scenario's proxies under `node
 // --cpu-prof`; their .cpuprofile files (flame graphs in Chrome DevTools or
 // speedscope) go to bench/results/profiles/, and where each proxy's CPU
 // went is printed.

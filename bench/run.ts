@@ -8,8 +8,9 @@
 //      is pushed back (the socket path is bounded; loopback TCP is the baseline).
 //   3. the proxy: direct vs bpfmesh vs iptables under HTTP/1.1, HTTP/2,
 //      new connections, opaque TCP, a fixed rate, and 1000 open connections;
-//      HAProxy behind the same rules as a reference for the HTTP/1 loads
-//      (BENCH_PROFILE=1: CPU profiles of the proxies under keep-alive instead).
+//      HAProxy behind the same rules as a reference for the HTTP loads
+//      (BENCH_PROFILE=keep-alive|new-connection|http2: that load alone, with
+//      CPU profiles of the bpfmesh proxies).
 //   4. mTLS between the proxies vs plaintext between the same proxies.
 //   5. tap: keep-alive req/s with tap off, idle, a tapper matching nothing, a tapper taking all.
 //   6. observe: new connections/s with `bpfmesh observe` off vs on (bench/observe.ts).

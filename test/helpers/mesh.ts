@@ -230,7 +230,6 @@ export class MeshLab {
     return p;
   }
 
-  /** `bpfmesh proxy` in the pod as the proxy uid; resolves once /ready answers. */
   /** `bpfmesh proxy` in the pod as the proxy uid, once /ready answers; `nodeFlags` go to node before the CLI (e.g. --cpu-prof). */
   async proxy(pod: LabPod, env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []): Promise<PodProcess> {
     const p = new PodProcess(this.lab.spawn(pod, process.execPath, [...nodeFlags, CLI, 'proxy'], PROXY, { env: { ...process.env, LINKERD2_PROXY_LOG: 'warn', ...env } }));

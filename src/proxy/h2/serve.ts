@@ -165,10 +165,9 @@ export function serveH2(client: Socket, buffered: Buffer, ctx: H2Context): H2Con
       clearTimeout(timer);
     },
   };
-  const registry = ctx.live;
-  registry.add(conn);
+  ctx.live.add(conn);
   void closed.then(async () => {
-    registry.delete(conn);
+    ctx.live.delete(conn);
     if (!client.destroyed) client.destroy();
     if (ctx.pool === undefined) await pool.close();
   });
