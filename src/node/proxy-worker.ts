@@ -33,7 +33,11 @@ function main(): void {
     }
   });
   // The agent gone: nothing tells us to withdraw any more, so go (the pods' netns must not be kept).
-  process.once('disconnect', () => process.exit(0));
+  // SIGKILL, not process.exit(): exiting while V8 compiles in the background
+  // can hang in Node 24's platform shutdown (nodejs/node#54918), and a worker
+  // that hangs keeps its pods' listeners without an agent. Nobody is left to
+  // read an exit code.
+  process.once('disconnect', () => process.kill(process.pid, 'SIGKILL'));
 }
 
 main();

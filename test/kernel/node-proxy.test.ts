@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { AgentProcess, metricSum, until } from '../helpers/node-agent-proc.js';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -496,5 +496,18 @@ describe('bpfmesh node --proxy (one proxy for the pods of a node)', { skip, time
     await until('pod d netns freed by both processes', () => !vethExists(d.veth), 15_000);
     multi.child.kill('SIGTERM');
     await exited(multi);
+  });
+
+  test('with --proxy-workers 1, a worker whose agent is killed goes too: nothing keeps listening in the pod', async () => {
+    const multi = startAgent('bpfmesh-node-5', ['--proxy-workers', '1']);
+    const b = pods.get('b')!;
+    const listeners = (): Set<string> => new Set([...sh('ip', ['netns', 'exec', b.pod.netnsName, 'ss', '-Htlnp', 'sport = :4143']).matchAll(/pid=(\d+),/g)].map((m) => m[1]!));
+    await until('two processes listening in b', () => listeners().size === 2 || multi.child.exitCode !== null, 60_000);
+    const worker = [...listeners()].find((pid) => pid !== String(multi.child.pid));
+    assert.ok(worker !== undefined, `no worker among the listeners of b: ${[...listeners()].join(', ')}`);
+    multi.child.kill('SIGKILL');
+    await exited(multi);
+    await until(`worker ${worker} gone once its agent was killed`, () => !existsSync(`/proc/${worker}`), 10_000);
+    assert.equal(listeners().size, 0, 'something still listens on the inbound port of b');
   });
 });
