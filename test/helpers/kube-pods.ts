@@ -105,6 +105,9 @@ export class KubeletNode {
 
   cleanup(): void {
     for (const c of this.#children) c.kill('SIGKILL');
+    // Anything still in the node's cgroups (an agent's proxy worker that
+    // outlived it) would keep them busy and its connections open.
+    this.#kill(this.cgroupRoot);
     for (const pod of [...this.pods]) this.removePod(pod);
     for (const dir of ['kubepods.slice', 'kubepods', '']) this.#rmdir(join(this.cgroupRoot, dir));
     this.#unregister();
