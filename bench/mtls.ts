@@ -17,7 +17,7 @@ import { REPO_ROOT } from '../src/config/paths.js';
 import type { LabPod } from '../src/lab/lab.js';
 import { APP, identityName, MeshLab, meshProxyEnv, type PodProcess } from '../test/helpers/mesh.js';
 import { IMAGE_NODE_OPTIONS } from './memory.js';
-import { cpuS, H2LOAD_ARGS, parseH2load, parseWrk } from './proxy.js';
+import { cpuS, parseWrk, runH2load } from './proxy.js';
 import { median, printTable, round } from './stats.js';
 
 const CONN_RATE = join(REPO_ROOT, 'dist', 'bench', 'conn-rate.js');
@@ -97,9 +97,7 @@ export async function runMtlsBench(mesh: MeshLab): Promise<MtlsRow[]> {
       return { perSec: o.perSec ?? NaN, p50Ms: o.p50Ms ?? NaN, p99Ms: o.p99Ms ?? NaN };
     };
     const h2load = async (p: Pair): Promise<{ perSec: number; p50Ms: number; p99Ms: number }> => {
-      const r = await mesh.lab.exec(p.client, 'h2load', [...H2LOAD_ARGS, `http://${p.server.ip4}:8081/`], APP, (SECONDS + 20) * 1000);
-      const h = parseH2load(r.stdout);
-      if (Number.isNaN(h.reqPerSec)) process.stderr.write(`bench mtls: h2load reported failures:\n${r.stdout}\n`);
+      const h = await runH2load(mesh, p.client, `http://${p.server.ip4}:8081/`, 'mtls');
       return { perSec: h.reqPerSec, p50Ms: h.p50Ms ?? NaN, p99Ms: NaN }; // the mean, as p50
     };
     const loads: Array<[string, (p: Pair) => Promise<{ perSec: number; p50Ms: number; p99Ms: number }>]> = [

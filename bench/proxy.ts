@@ -90,10 +90,18 @@ export function cpuS(pid: number): number {
 }
 
 /** h2load's flags for the HTTP/2 load: 4 connections, 16 streams each, for SECONDS. */
-export const H2LOAD_ARGS = ['-c4', '-m16', '-D', String(SECONDS)];
+const H2LOAD_ARGS = ['-c4', '-m16', '-D', String(SECONDS)];
+
+/** The HTTP/2 load from `client` to `url`; NaN req/s, and h2load's output on stderr under `who`, when it saw failures. */
+export async function runH2load(mesh: MeshLab, client: LabPod, url: string, who: string): Promise<{ reqPerSec: number; p50Ms?: number }> {
+  const r = await mesh.lab.exec(client, 'h2load', [...H2LOAD_ARGS, url], APP, (SECONDS + 20) * 1000);
+  const h = parseH2load(r.stdout);
+  if (Number.isNaN(h.reqPerSec)) process.stderr.write(`bench ${who}: h2load reported failures:\n${r.stdout}\n`);
+  return h;
+}
 
 /** h2load's "finished in …, N req/s" and its mean time for request (reported as p50Ms). */
-export function parseH2load(out: string): { reqPerSec: number; p50Ms?: number } {
+function parseH2load(out: string): { reqPerSec: number; p50Ms?: number } {
   const mean = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(out);
   // h2load counts failed requests in its rate too: a run with any is not a measurement.
   const bad = /(\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
@@ -157,12 +165,7 @@ export async function runProxyBench(mesh: MeshLab): Promise<ProxyRow[]> {
     };
     await measure(s, KEEP_ALIVE, () => wrk([]));
     await measure(s, NEW_CONNECTION, () => wrk(['-H', 'Connection: close']));
-    await measure(s, HTTP2, async () => {
-      const r = await mesh.lab.exec(s.client, 'h2load', [...H2LOAD_ARGS, url(s, H2C_PORT)], APP, (SECONDS + 20) * 1000);
-      const h = parseH2load(r.stdout);
-      if (Number.isNaN(h.reqPerSec)) process.stderr.write(`bench proxy: h2load through ${s.mode} reported failures:\n${r.stdout}\n`);
-      return h;
-    });
+    await measure(s, HTTP2, () => runH2load(mesh, s.client, url(s, H2C_PORT), `proxy, through ${s.mode}`));
     await measure(s, 'opaque TCP echo, 128 MiB each way', async () => {
       const r = await mesh.lab.exec(s.client, process.execPath, [STREAM, 'bulk', s.server.ip4, '9000', '128'], APP, 120_000);
       const out = JSON.parse(r.stdout || '{}') as { ms?: number };
